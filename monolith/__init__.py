@@ -1,0 +1,1 @@
+"""monolith package."""
