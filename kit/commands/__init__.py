@@ -1,0 +1,1 @@
+"""`kit` sub-command groups, one module each."""

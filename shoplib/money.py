@@ -1,0 +1,12 @@
+"""Money as integer cents plus an ISO 4217 currency code."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
+def money(cents: int, currency: str) -> dict[str, Any]:
+    return {"cents": int(cents), "currency": currency}
