@@ -11,7 +11,12 @@ import importlib
 import click
 
 COMMAND_MODULES: tuple[str, ...] = (
-    # "kit.commands.db",
+    "kit.commands.db",
+    "kit.commands.seed",
+    "kit.commands.demo",
+    "kit.commands.cdc",
+    "kit.commands.route",
+    "kit.commands.proxy",
 )
 
 

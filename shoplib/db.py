@@ -20,6 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; SQLite files get their folder created and sane pragmas."""
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.1 picks psycopg (3) for a bare `postgresql://`; we ship psycopg2.
+        url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):

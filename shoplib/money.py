@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "EUR\n" through.
+CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 
 
 def money(cents: int, currency: str) -> dict[str, Any]:

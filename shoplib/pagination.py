@@ -13,6 +13,9 @@ from shoplib.timefmt import parse_date
 
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 20
+# Larger integers would overflow database integer columns (PostgreSQL int4, SQLite int64
+# binding) and turn a bad query into a 500; refuse them as a 400 instead.
+MAX_QUERY_INT = 2_147_483_647
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,15 @@ class QueryArgs:
             self.problems[name] = f"must be {what}"
             return None
 
-    def integer(self, name: str, minimum: int | None = None) -> int | None:
+    def integer(
+        self, name: str, minimum: int | None = None, maximum: int = MAX_QUERY_INT
+    ) -> int | None:
         value = self._parse(name, int, "an integer")
         if value is not None and minimum is not None and value < minimum:
             self.problems[name] = f"must be at least {minimum}"
+            return None
+        if value is not None and value > maximum:
+            self.problems[name] = f"must be at most {maximum}"
             return None
         return value
 

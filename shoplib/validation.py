@@ -121,3 +121,15 @@ def validate(
     if problems:
         raise validation_error(problems)
     return {name: payload[name] for name in spec if name in payload}
+
+
+def between(low: int, high: int) -> Check:
+    """An integer range check with the contract's message (same text as `monolith.web`)."""
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+def stripped_length(low: int, high: int) -> Check:
+    """Length check applied after stripping surrounding whitespace (same text as `length`)."""
+    return lambda v: (
+        None if low <= len(v.strip()) <= high else f"must be {low} to {high} characters"
+    )

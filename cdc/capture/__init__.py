@@ -1,0 +1,1 @@
+"""Change capture adapters (SQLite triggers; PostgreSQL logical decoding elsewhere)."""

@@ -1,0 +1,298 @@
+"""Change events in Debezium's JSON envelope: building ours, parsing ours and Debezium's.
+
+Emitted value: ``{before, after, source{version, connector, name, db, schema, table, snapshot,
+txId, seq, ts_ms}, op, ts_ms}``; key: the primary-key columns as a JSON object; topic
+``<prefix>.<schema>.<table>``. The parser also accepts events exactly as Debezium's PostgreSQL
+connector writes them with the JSON converter, with or without the ``{schema, payload}``
+wrapper; when a schema is present, Kafka Connect logical types (decimals as base64 bytes,
+micro-timestamps, dates as days, ...) are decoded into Python values.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+ENVELOPE_VERSION = "strangler-cdc-0.1"
+CONNECTOR = "sqlite"
+OPS = frozenset({"c", "u", "d", "r"})
+EPOCH = dt.datetime(1970, 1, 1)
+SNAPSHOT_FLAGS = frozenset(
+    {"true", "last", "first", "first_in_data_collection", "last_in_data_collection", "incremental"}
+)
+
+
+class EventDecodeError(ValueError):
+    """Bytes on the wire are not a change event we understand."""
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    """A decoded change event, whatever its wire shape was."""
+
+    op: str
+    table: str
+    schema: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    source: dict[str, Any]
+    ts_ms: int | None
+    key: dict[str, Any] | None = None
+
+    @property
+    def snapshot(self) -> bool:
+        flag = self.source.get("snapshot")
+        return flag is True or flag in SNAPSHOT_FLAGS
+
+    @property
+    def row(self) -> dict[str, Any] | None:
+        """The row image that identifies the row: after for c/u/r, before for d."""
+        return self.before if self.op == "d" else self.after
+
+
+def topic_name(prefix: str, schema: str, table: str) -> str:
+    """Topic of a table, as Debezium names it."""
+    return f"{prefix}.{schema}.{table}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def json_default(value: Any) -> Any:
+    """JSON form of values a row may hold: exact decimals, ISO-8601 times, base64 bytes."""
+    if isinstance(value, Decimal):
+        return str(value)  # exact: a JSON float would round
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} in a change event")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=json_default, ensure_ascii=False)
+
+
+def encode_key(key: Mapping[str, Any]) -> bytes:
+    """Event key bytes: the primary-key columns, in key order."""
+    return dumps(dict(key)).encode()
+
+
+def source_block(
+    *,
+    name: str,
+    db: str,
+    schema: str,
+    table: str,
+    snapshot: str = "false",
+    tx_id: int | None = None,
+    seq: int | None = None,
+    ts_ms: int | None = None,
+    connector: str = CONNECTOR,
+) -> dict[str, Any]:
+    """The `source` metadata block of an event."""
+    return {
+        "version": ENVELOPE_VERSION,
+        "connector": connector,
+        "name": name,
+        "db": db,
+        "schema": schema,
+        "table": table,
+        "snapshot": snapshot,
+        "txId": tx_id,
+        "seq": seq,
+        "ts_ms": ts_ms,
+    }
+
+
+def encode_value_raw(
+    op: str, before_json: str | None, after_json: str | None, source_json: str, ts_ms: int
+) -> bytes:
+    """Event value from row images that are already JSON text (the fast capture path)."""
+    if op not in OPS:
+        raise ValueError(f"op must be one of c, u, d, r; got {op!r}")
+    return "".join(
+        (
+            '{"before":',
+            before_json or "null",
+            ',"after":',
+            after_json or "null",
+            ',"source":',
+            source_json,
+            ',"op":"',
+            op,
+            '","ts_ms":',
+            str(int(ts_ms)),
+            "}",
+        )
+    ).encode()
+
+
+def build_event(
+    op: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    *,
+    key_columns: tuple[str, ...] | list[str],
+    source: Mapping[str, Any],
+    ts_ms: int | None = None,
+) -> tuple[bytes, bytes]:
+    """Key and value bytes of one event from Python row images."""
+    image = before if op == "d" else after
+    if image is None:
+        raise ValueError(f"op {op!r} needs a {'before' if op == 'd' else 'after'} image")
+    key = {k: image[k] for k in key_columns}
+    value = encode_value_raw(
+        op,
+        dumps(dict(before)) if before is not None else None,
+        dumps(dict(after)) if after is not None else None,
+        dumps(dict(source)),
+        ts_ms if ts_ms is not None else now_ms(),
+    )
+    return encode_key(key), value
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing (ours and Debezium's)
+
+
+def _decimal_from_bytes(raw: str, scale: int) -> Decimal:
+    unscaled = int.from_bytes(base64.b64decode(raw), "big", signed=True)
+    return Decimal(unscaled).scaleb(-scale)
+
+
+def _decode_logical(value: Any, fschema: Mapping[str, Any]) -> Any:
+    """Decode one field value using its Kafka Connect schema (logical type name)."""
+    if value is None:
+        return None
+    name = fschema.get("name")
+    ftype = fschema.get("type")
+    if name == "org.apache.kafka.connect.data.Decimal":
+        scale = int((fschema.get("parameters") or {}).get("scale", 0))
+        return _decimal_from_bytes(value, scale) if isinstance(value, str) else Decimal(value)
+    if name == "io.debezium.data.VariableScaleDecimal":
+        return _decimal_from_bytes(value["value"], int(value["scale"]))
+    if name in {"io.debezium.time.Date", "org.apache.kafka.connect.data.Date"}:
+        return dt.date(1970, 1, 1) + dt.timedelta(days=int(value))
+    if name in {"io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"}:
+        return EPOCH + dt.timedelta(milliseconds=int(value))
+    if name == "io.debezium.time.MicroTimestamp":
+        return EPOCH + dt.timedelta(microseconds=int(value))
+    if name == "io.debezium.time.NanoTimestamp":
+        return EPOCH + dt.timedelta(microseconds=int(value) // 1000)
+    if name == "io.debezium.time.ZonedTimestamp":
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if name in {"io.debezium.time.Time", "org.apache.kafka.connect.data.Time"}:
+        return (EPOCH + dt.timedelta(milliseconds=int(value))).time()
+    if name == "io.debezium.time.MicroTime":
+        return (EPOCH + dt.timedelta(microseconds=int(value))).time()
+    if name == "io.debezium.time.NanoTime":
+        return (EPOCH + dt.timedelta(microseconds=int(value) // 1000)).time()
+    if ftype == "bytes" and isinstance(value, str) and name is None:
+        return base64.b64decode(value)
+    return value
+
+
+def _decode_row(row: Any, struct_schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    if not isinstance(row, dict):
+        raise EventDecodeError(f"row image must be an object, got {type(row).__name__}")
+    try:
+        if struct_schema is None:
+            # Schema-less: the one self-describing logical type we can still decode.
+            return {
+                k: _decimal_from_bytes(v["value"], int(v["scale"]))
+                if isinstance(v, dict) and set(v) == {"scale", "value"}
+                else v
+                for k, v in row.items()
+            }
+        fields = {f["field"]: f for f in struct_schema.get("fields", [])}
+        return {k: _decode_logical(v, fields[k]) if k in fields else v for k, v in row.items()}
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise EventDecodeError(f"cannot decode row values: {exc}") from None
+
+
+def _unwrap(doc: Any) -> tuple[Any, Mapping[str, Any] | None]:
+    if isinstance(doc, dict) and set(doc) == {"schema", "payload"}:
+        return doc["payload"], doc["schema"]
+    return doc, None
+
+
+def _field_schema(schema: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
+    if not schema:
+        return None
+    for f in schema.get("fields", []):
+        if f.get("field") == name:
+            return f
+    return None
+
+
+def parse_key(key: bytes | None) -> dict[str, Any] | None:
+    """Decode key bytes (ours or Debezium's, wrapped or not); None when absent or not JSON."""
+    if key is None:
+        return None
+    try:
+        doc = json.loads(key)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    payload, schema = _unwrap(doc)
+    if not isinstance(payload, dict):
+        return None
+    try:
+        return _decode_row(payload, schema)
+    except EventDecodeError:
+        return None
+
+
+def parse_event(
+    value: bytes | None, key: bytes | None = None, topic: str = ""
+) -> ChangeEvent | None:
+    """Decode a message value into a ChangeEvent; None for a tombstone.
+
+    Raises EventDecodeError with a specific reason for anything else that is not an event.
+    """
+    if value is None:
+        return None
+    try:
+        doc = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventDecodeError(f"value is not JSON: {exc}") from None
+    if doc is None:
+        return None
+    payload, schema = _unwrap(doc)
+    if not isinstance(payload, dict):
+        raise EventDecodeError("event payload must be a JSON object")
+    op = payload.get("op")
+    if op not in OPS:
+        raise EventDecodeError(f"unsupported op {op!r} (expected c, u, d or r)")
+    source = payload.get("source") or {}
+    if not isinstance(source, dict):
+        raise EventDecodeError("'source' must be an object")
+    table = source.get("table") or (topic.rsplit(".", 1)[-1] if topic else None)
+    if not table:
+        raise EventDecodeError("event names no table (source.table) and has no topic")
+    before = _decode_row(payload.get("before"), _field_schema(schema, "before"))
+    after = _decode_row(payload.get("after"), _field_schema(schema, "after"))
+    if op == "d" and before is None:
+        raise EventDecodeError("delete event without a 'before' image")
+    if op != "d" and after is None:
+        raise EventDecodeError(f"op {op!r} event without an 'after' image")
+    ts = payload.get("ts_ms")
+    return ChangeEvent(
+        op=op,
+        table=table,
+        schema=source.get("schema"),
+        before=before,
+        after=after,
+        source=source,
+        ts_ms=int(ts) if isinstance(ts, int | float) else None,
+        key=parse_key(key),
+    )

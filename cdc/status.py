@@ -1,0 +1,126 @@
+"""Pipeline status per table and consumer: captured, published, applied, lag, dead letters.
+
+- captured: the capture worker's position (change-table seq) and the changes not yet published
+  with the age of the oldest of them (capture lag);
+- published: the transport's end offsets of the table's topic (sum over partitions);
+- applied: the sink group's offsets stored in the target database; lag in events is
+  published − applied, lag in seconds is now − source time of the last applied event while
+  events are pending (0 when caught up);
+- dead letters of the group for the topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, inspect, select
+
+from cdc.capture.sqlite import CHANGES, OFFSETS
+from cdc.events import now_ms
+from cdc.ports import Transport
+from cdc.sink import DEAD_LETTERS, SINK_OFFSETS, dead_letters, sink_offsets
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    topic: str
+    group: str | None
+    captured_seq: int | None
+    pending_capture: int | None
+    capture_lag_s: float | None
+    published: int
+    applied: int | None
+    lag_events: int | None
+    lag_s: float | None
+    dead_letters: int | None
+
+
+def _capture_info(
+    source: Engine, tables: list[str], name: str
+) -> dict[str, tuple[int, int, float]]:
+    out: dict[str, tuple[int, int, float]] = {}
+    if source.dialect.name != "sqlite" or not inspect(source).has_table(CHANGES):
+        return out
+    now = now_ms()
+    with source.connect() as conn:
+        row = conn.exec_driver_sql(
+            f"SELECT last_seq FROM {OFFSETS} WHERE name = ?", (name,)
+        ).first()
+        last = row[0] if row else 0
+        for t in tables:
+            pending, oldest = conn.exec_driver_sql(
+                f"SELECT count(*), min(ts_ms) FROM {CHANGES} WHERE seq > ? AND tbl = ?", (last, t)
+            ).one()
+            out[t] = (last, int(pending), max(0.0, (now - oldest) / 1000) if oldest else 0.0)
+    return out
+
+
+def pipeline_status(
+    *,
+    tables: Iterable[str],
+    topics: dict[str, str],
+    transport: Transport,
+    source: Engine | None = None,
+    target: Engine | None = None,
+    group: str | None = None,
+    capture_name: str = "capture",
+) -> list[TableStatus]:
+    """One row per table; parts whose database is not given are None."""
+    tables = list(tables)
+    ends = transport.end_offsets([topics[t] for t in tables])
+    capture = _capture_info(source, tables, capture_name) if source is not None else {}
+    applied_by_topic: dict[str, tuple[int, int | None]] = {}
+    dead_by_topic: dict[str, int] = {}
+    if target is not None and group:
+        insp = inspect(target)
+        with target.connect() as conn:
+            if insp.has_table(SINK_OFFSETS):
+                for topic, off, ts in conn.execute(
+                    select(
+                        sink_offsets.c.topic,
+                        func.sum(sink_offsets.c.next_offset),
+                        func.min(sink_offsets.c.last_ts_ms),
+                    )
+                    .where(sink_offsets.c.group == group)
+                    .group_by(sink_offsets.c.topic)
+                ):
+                    applied_by_topic[topic] = (int(off or 0), ts)
+            if insp.has_table(DEAD_LETTERS):
+                for topic, n in conn.execute(
+                    select(dead_letters.c.topic, func.count())
+                    .where(dead_letters.c.group == group)
+                    .group_by(dead_letters.c.topic)
+                ):
+                    dead_by_topic[topic] = int(n)
+    now = now_ms()
+    out = []
+    for t in tables:
+        topic = topics[t]
+        published = sum(o for tp, o in ends.items() if tp.topic == topic)
+        cap = capture.get(t)
+        applied = lag = None
+        lag_s = None
+        dead = None
+        if target is not None and group:
+            applied, ts = applied_by_topic.get(topic, (0, None))
+            lag = max(0, published - applied)
+            lag_s = 0.0 if lag == 0 else (max(0.0, (now - ts) / 1000) if ts else None)
+            dead = dead_by_topic.get(topic, 0)
+        out.append(
+            TableStatus(
+                table=t,
+                topic=topic,
+                group=group,
+                captured_seq=cap[0] if cap else None,
+                pending_capture=cap[1] if cap else None,
+                capture_lag_s=cap[2] if cap else None,
+                published=published,
+                applied=applied,
+                lag_events=lag,
+                lag_s=lag_s,
+                dead_letters=dead,
+            )
+        )
+    return out

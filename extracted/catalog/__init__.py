@@ -1,0 +1,1 @@
+"""The extracted catalog service: categories and products, in its own database."""

@@ -1,0 +1,1 @@
+"""The extracted customers service: customer records, in its own database."""

@@ -1,0 +1,1 @@
+"""Alembic environment of the monolith database (version table `alembic_version_monolith`)."""

@@ -1,0 +1,44 @@
+"""The monolith's app factory: one blueprint per module, health, and `/openapi.json`.
+
+gunicorn runs it as `gunicorn 'monolith.app:create_app()'`; configuration then comes from the
+environment (`MONOLITH_DATABASE_URL`).
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from monolith.catalog.views import catalog_blueprint
+from monolith.config import MonolithConfig
+from monolith.customers.views import customers_blueprint
+from monolith.inventory.views import inventory_blueprint
+from monolith.openapi import openapi_document
+from monolith.orders.views import orders_blueprint
+from monolith.reports.views import reports_blueprint
+from monolith.web import BoundedIntConverter
+from shoplib.app import configure_json_app
+from shoplib.db import Database
+from shoplib.openapi import openapi_blueprint
+
+BLUEPRINTS = (
+    catalog_blueprint,
+    customers_blueprint,
+    inventory_blueprint,
+    orders_blueprint,
+    reports_blueprint,
+)
+
+
+def create_app(config: MonolithConfig | None = None) -> Flask:
+    """Build the shop app; `config=None` reads the environment."""
+    config = config or MonolithConfig.from_env()
+    app = Flask("monolith")
+    app.config["DATABASE_URL"] = config.database_url
+    app.config["MONOLITH"] = config
+    app.url_map.converters["int"] = BoundedIntConverter
+    configure_json_app(app)
+    Database(app)
+    for make_blueprint in BLUEPRINTS:
+        app.register_blueprint(make_blueprint())
+    app.register_blueprint(openapi_blueprint(openapi_document))
+    return app

@@ -1,0 +1,1 @@
+"""Catalog bounded context: categories and products. Public API: `monolith.catalog.service`."""

@@ -1,0 +1,1 @@
+"""Customers bounded context. Public API: `monolith.customers.service`."""

@@ -1,0 +1,17 @@
+"""The one declarative base shared by every module's models, and small shared limits.
+
+Each bounded context declares its own tables on this base; sharing the base (and so the
+metadata) is what lets one Alembic environment and `create_all` see the whole schema.
+No module may reference another module's tables through it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import DeclarativeBase
+
+# The largest value an `int` column holds on every backend we support (PostgreSQL int4).
+MAX_INT = 2_147_483_647
+
+
+class Base(DeclarativeBase):
+    """Declarative base for all monolith models."""

@@ -1,0 +1,1 @@
+"""Inventory bounded context: stock per product and reservations. Public API: `service`."""

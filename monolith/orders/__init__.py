@@ -1,0 +1,1 @@
+"""Orders bounded context: orders, order lines, status lifecycle. Public API: `service`."""

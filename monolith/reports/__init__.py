@@ -1,0 +1,1 @@
+"""Reports: cross-module read queries built only from other modules' service functions."""

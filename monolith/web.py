@@ -1,0 +1,59 @@
+"""Small view helpers shared by the modules' blueprints (request parsing, list responses)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Request, Response, jsonify, request
+from werkzeug.routing import IntegerConverter
+
+from monolith.db import MAX_INT
+from shoplib.pagination import PageRequest, page_envelope
+from shoplib.validation import Check
+
+
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` that only matches ids a database integer column can hold.
+
+    Larger ids cannot exist; refusing them in routing keeps them from reaching the driver
+    (where SQLite raises OverflowError) and answers the usual 404.
+    """
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002
+        kwargs.setdefault("max", MAX_INT)
+        super().__init__(map, *args, **kwargs)
+
+
+def between(low: int, high: int) -> Check:
+    """An integer range check with the contract's message."""
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+ID_CHECK = between(1, MAX_INT)
+
+
+def stripped_length(low: int, high: int) -> Check:
+    """Length check applied after stripping surrounding whitespace."""
+    return (
+        lambda v: None if low <= len(v.strip()) <= high else f"must be {low} to {high} characters"
+    )
+
+
+def list_response(
+    items: list[dict[str, Any]], total: int, page: PageRequest, req: Request | None = None
+) -> Response:
+    """The pagination envelope for the current request as a JSON response."""
+    current = req or request
+    return jsonify(page_envelope(items, total, page, current.path, current.args))
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> tuple[Response, int]:
+    return jsonify(payload), status
+
+
+def no_content() -> tuple[str, int]:
+    return "", 204
+
+
+ViewFunction = Callable[..., Any]

@@ -1,0 +1,246 @@
+"""Wiring: build the proxy from a ProxyConfig and injectable adapters, start and stop it.
+
+`bootstrap()` only builds objects; `await runtime.start()` opens sockets, `await
+runtime.stop()` stops accepting, drains in-flight requests (up to `shutdown_timeout`) and
+releases everything. `serve()` runs until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from strangler_proxy.admin import create_admin_app
+from strangler_proxy.config import ProxyConfig
+from strangler_proxy.routes import RouteTable
+from strangler_proxy.server import ProxyCore
+from strangler_proxy.service import Guard, RouteService, readiness_guard
+from strangler_proxy.shadow import JsonLinesSink, MultiSink, RingBufferSink, ShadowSink
+from strangler_proxy.stats import Stats
+from strangler_proxy.store import RouteStore
+
+log = logging.getLogger("strangler_proxy")
+
+
+def resolve_admin_token(config: ProxyConfig) -> tuple[str, Path | None]:
+    """Use the configured token, else the token file, else generate one into the file (0600)."""
+    if config.admin_token:
+        return config.admin_token, None
+    path = Path(config.admin_token_file)
+    if path.exists():
+        token = path.read_text().strip()
+        if len(token) >= 16:
+            return token, path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token, path
+
+
+class ProxyRuntime:
+    """A running (or ready-to-run) proxy: the core, the admin app and the route poller."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        store: RouteStore,
+        core: ProxyCore,
+        route_service: RouteService,
+        ring: RingBufferSink,
+        sink: ShadowSink,
+        admin_token: str,
+        token_path: Path | None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.core = core
+        self.route_service = route_service
+        self.ring = ring
+        self.sink = sink
+        self.admin_token = admin_token
+        self.token_path = token_path
+        self.proxy_port: int | None = None
+        self.admin_port: int | None = None
+        self._proxy_runner: web.ServerRunner | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._reload_lock: asyncio.Lock | None = None
+        self.reloads = 0
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.config.listen_host}:{self.proxy_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.config.admin_host}:{self.admin_port}"
+
+    async def start(self) -> None:
+        config = self.config
+        self._reload_lock = asyncio.Lock()
+        await asyncio.to_thread(self._prepare_store)
+        await self.reload()
+        await self.core.start()
+        limits = config.limits
+        server = web.Server(
+            self.core.handle,
+            # aiohttp's own parser limits sit above ours so that our checks answer 414/431;
+            # anything beyond them is still rejected by aiohttp with a clean 400.
+            max_line_size=limits.max_line_bytes * 2 + 64,
+            max_field_size=limits.max_header_bytes * 2 + 64,
+            max_headers=256,
+        )
+        self._proxy_runner = web.ServerRunner(
+            server, shutdown_timeout=config.shutdown_timeout, access_log=None
+        )
+        await self._proxy_runner.setup()
+        site = web.TCPSite(
+            self._proxy_runner,
+            config.listen_host,
+            config.listen_port,
+            backlog=1024,
+            reuse_address=True,
+        )
+        await site.start()
+        self.proxy_port = _bound_port(self._proxy_runner)
+        admin_app = create_admin_app(self, self.admin_token)
+        self._admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=2.0)
+        await self._admin_runner.setup()
+        admin_site = web.TCPSite(self._admin_runner, config.admin_host, config.admin_port)
+        await admin_site.start()
+        self.admin_port = _bound_port(self._admin_runner)
+        self._poller = asyncio.create_task(self._poll(), name="route-poller")
+
+    def _prepare_store(self) -> None:
+        self.store.create_schema()
+        self.store.sync_services(self.config.upstreams)
+        if self.config.routes:
+            self.store.declare(self.config.routes)
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Load and swap the table if the stored version moved; returns True if swapped."""
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            version = await asyncio.to_thread(self.store.version)
+            if not force and version == self.core.table.version:
+                return False
+            version, routes = await asyncio.to_thread(self.store.load)
+            self.core.swap_table(RouteTable(routes, version))
+            self.reloads += 1
+            return True
+
+    async def _poll(self) -> None:
+        interval = self.config.poll_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep serving with the last good table
+                log.warning("route table reload failed; keeping the current table", exc_info=True)
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, let in-flight requests finish, then release resources."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._proxy_runner is not None:
+            await self._proxy_runner.cleanup()
+            self._proxy_runner = None
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+            self._admin_runner = None
+        await self.core.stop()
+        self.sink.close()
+        await asyncio.to_thread(self.store.close)
+
+
+def _bound_port(runner: web.BaseRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("runner is not listening")
+
+
+def bootstrap(
+    config: ProxyConfig,
+    *,
+    shadow_sink: ShadowSink | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    store: RouteStore | None = None,
+    guards: Sequence[Guard] | None = None,
+) -> ProxyRuntime:
+    """Wire the proxy. Extra `shadow_sink` (e.g. the parity comparator) gets every pair too.
+
+    Default guards: the readiness guard. Pass `guards=[...]` to add playbook guards (the
+    readiness guard is kept unless the list is given explicitly *and* omits it).
+    """
+    store = store or RouteStore.from_url(config.store_url, create=False)
+    ring = RingBufferSink(config.shadow.ring_size)
+    sinks: list[ShadowSink] = [ring]
+    if config.shadow.jsonl_path:
+        sinks.append(_LazyJsonLines(config.shadow.jsonl_path))
+    if shadow_sink is not None:
+        sinks.append(shadow_sink)
+    sink = MultiSink(sinks)
+    stats = Stats()
+    core = ProxyCore(
+        config, RouteTable((), version=0), stats, sink, clock=clock, wall_clock=wall_clock
+    )
+    if guards is None:
+        guards = [readiness_guard(dict(config.upstreams))]
+    route_service = RouteService(store, guards)
+    token, token_path = resolve_admin_token(config)
+    return ProxyRuntime(config, store, core, route_service, ring, sink, token, token_path)
+
+
+class _LazyJsonLines(ShadowSink):
+    """Opens the JSON Lines file on the first pair, so an idle proxy creates no file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sink: JsonLinesSink | None = None
+
+    def record(self, pair) -> None:  # type: ignore[no-untyped-def]
+        if self._sink is None:
+            self._sink = JsonLinesSink(self.path)
+        self._sink.record(pair)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
+async def serve(
+    runtime: ProxyRuntime, *, ready: Callable[[ProxyRuntime], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    if ready is not None:
+        ready(runtime)
+    try:
+        await stop.wait()
+    finally:
+        print("strangler-proxy: shutting down, draining in-flight requests", file=sys.stderr)
+        await runtime.stop()

@@ -1,0 +1,1 @@
+"""Contract tests: the monolith and each extracted service answer the same requests alike."""
