@@ -38,15 +38,19 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None
-               and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        tool
+        for tool in ("wrk", "nginx")
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if not missing:
         return
     if os.geteuid() != 0:
         sys.exit(f"missing {', '.join(missing)}: apt-get install -y wrk nginx")
     print(f"installing {' '.join(missing)} ...", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "wrk", "nginx"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "wrk", "nginx"], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def nginx_binary() -> str:
@@ -102,7 +106,9 @@ http {{
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -113,8 +119,12 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"),
-            "non_2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -129,8 +139,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--upstream-url", default=None,
-                        help="measure this upstream instead of nginx's static answer")
+    parser.add_argument(
+        "--upstream-url",
+        default=None,
+        help="measure this upstream instead of nginx's static answer",
+    )
     args = parser.parse_args()
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
@@ -143,30 +156,52 @@ def main() -> None:
     else:
         upstream_host, upstream_port, path = "127.0.0.1", static_port, "/static"
         direct_url = f"http://127.0.0.1:{static_port}{path}"
-    (work / "nginx.conf").write_text(NGINX_CONF.format(
-        work=work, static_port=static_port, proxy_port=nginx_proxy_port,
-        upstream_host=upstream_host, upstream_port=upstream_port))
+    (work / "nginx.conf").write_text(
+        NGINX_CONF.format(
+            work=work,
+            static_port=static_port,
+            proxy_port=nginx_proxy_port,
+            upstream_host=upstream_host,
+            upstream_port=upstream_port,
+        )
+    )
     procs: list[subprocess.Popen[str]] = []
     try:
-        procs.append(subprocess.Popen([nginx_binary(), "-c", str(work / "nginx.conf"),
-                                       "-p", str(work)], stderr=subprocess.DEVNULL, text=True))
+        procs.append(
+            subprocess.Popen(
+                [nginx_binary(), "-c", str(work / "nginx.conf"), "-p", str(work)],
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        )
         wait_port(static_port)
         wait_port(nginx_proxy_port)
         config = work / "proxy.toml"
         config.write_text(f"""
 listen_port = 0
 admin_port = 0
-admin_token_file = "{work / 'token'}"
-store_url = "sqlite:///{work / 'routes.db'}"
+admin_token_file = "{work / "token"}"
+store_url = "sqlite:///{work / "routes.db"}"
 [upstreams]
 monolith = "http://{upstream_host}:{upstream_port}"
 [shadow]
-jsonl_path = "{work / 'shadow.jsonl'}"
+jsonl_path = "{work / "shadow.jsonl"}"
 """)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
         proxy = subprocess.Popen(
-            [sys.executable, "-c", "from kit.commands.proxy import cli; cli()", "run",
-             "--config", str(config)], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-c",
+                "from kit.commands.proxy import cli; cli()",
+                "run",
+                "--config",
+                str(config),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
         procs.append(proxy)
         assert proxy.stdout is not None
         if not select.select([proxy.stdout], [], [], 30)[0]:
@@ -193,17 +228,23 @@ jsonl_path = "{work / 'shadow.jsonl'}"
                     proc.wait()
         shutil.rmtree(work, ignore_errors=True)
     upstream_label = args.upstream_url or "nginx static answer"
-    print(f"upstream: {upstream_label}; wrk -t{args.threads} -c{args.connections} "
-          f"-d{args.duration}s; cores: {os.cpu_count()}")
+    print(
+        f"upstream: {upstream_label}; wrk -t{args.threads} -c{args.connections} "
+        f"-d{args.duration}s; cores: {os.cpu_count()}"
+    )
     print(f"{'target':<16}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
     for name, r in results.items():
-        print(f"{name:<16}{r['rps']:>12.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}"
-              f"{r['non_2xx']:>10.0f}")
+        print(
+            f"{name:<16}{r['rps']:>12.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}"
+            f"{r['non_2xx']:>10.0f}"
+        )
     direct, ours, nginx = results["direct"], results["strangler_proxy"], results["nginx"]
     print(f"proxy/direct throughput ratio: {ours['rps'] / direct['rps']:.3f}")
     print(f"proxy/nginx throughput ratio:  {ours['rps'] / nginx['rps']:.3f}")
-    print(f"added latency vs direct: p50 {ours['p50_ms'] - direct['p50_ms']:+.3f} ms, "
-          f"p99 {ours['p99_ms'] - direct['p99_ms']:+.3f} ms")
+    print(
+        f"added latency vs direct: p50 {ours['p50_ms'] - direct['p50_ms']:+.3f} ms, "
+        f"p99 {ours['p99_ms'] - direct['p99_ms']:+.3f} ms"
+    )
     print(f"proxy peak RSS: {rss:.1f} MB")
 
 

@@ -207,6 +207,8 @@ def _decode_row(row: Any, struct_schema: Mapping[str, Any] | None) -> dict[str, 
         raise EventDecodeError(f"row image must be an object, got {type(row).__name__}")
     try:
         if struct_schema is None:
+            if not any(type(v) is dict for v in row.values()):
+                return row
             # Schema-less: the one self-describing logical type we can still decode.
             return {
                 k: _decimal_from_bytes(v["value"], int(v["scale"]))
@@ -262,7 +264,7 @@ def parse_event(
     if value is None:
         return None
     try:
-        doc = json.loads(value)
+        doc = json.loads(value.decode() if isinstance(value, bytes) else value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"value is not JSON: {exc}") from None
     if doc is None:

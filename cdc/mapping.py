@@ -143,10 +143,10 @@ class ColumnMapping:
     sources: tuple[str, ...]
     transform: str = "copy"
     args: Mapping[str, Any] = field(default_factory=dict)
+    is_copy: bool = field(default=False, init=False, compare=False)
 
-    @property
-    def is_copy(self) -> bool:
-        return self.transform == "copy" and len(self.sources) == 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_copy", self.transform == "copy" and len(self.sources) == 1)
 
     def apply(self, row: Mapping[str, Any], table: str) -> Any:
         """Compute this column from a source row; errors name table and column."""
@@ -248,7 +248,13 @@ class TableMapping:
     def forward(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Source row → target row (all mapped columns)."""
         self.check_drift(row)
-        return {c.target: c.apply(row, self.source) for c in self.columns}
+        out: dict[str, Any] = {}
+        for c in self.columns:
+            if c.is_copy and c.sources[0] in row:  # fast path for plain copies
+                out[c.target] = row[c.sources[0]]
+            else:
+                out[c.target] = c.apply(row, self.source)
+        return out
 
     def target_key(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """Target key values of a source row (only the key columns are computed)."""

@@ -247,7 +247,7 @@ class Sink:
     def _decode(self, msg: Message) -> _Decoded:
         d = _Decoded(msg)
         try:
-            event = parse_event(msg.value, msg.key, msg.topic)
+            event = parse_event(msg.value, None, msg.topic)  # the key is in the row image
         except EventDecodeError as exc:
             d.reason = f"undecodable event: {exc}"
             return d
@@ -275,7 +275,13 @@ class Sink:
             return [_Action("delete", tm, target.coerce_key(tm.target_key(event.before)))]
         assert event.after is not None
         actions = []
-        key = target.coerce_key(tm.target_key(event.after))
+        if not tm.matches(event.after):
+            tm.check_drift(event.after)
+            key = target.coerce_key(tm.target_key(event.after))
+            row = None
+        else:
+            row = target.coerce(tm.forward(event.after))
+            key = tuple(row[k] for k in tm.key)
         if event.op == "u" and event.before is not None:
             try:
                 old_key = target.coerce_key(tm.target_key(event.before))
@@ -283,11 +289,9 @@ class Sink:
                 old_key = key
             if old_key != key:
                 actions.append(_Action("delete", tm, old_key))
-        if not tm.matches(event.after):
-            tm.check_drift(event.after)
+        if row is None:
             actions.append(_Action("delete", tm, key))
             return actions
-        row = target.coerce(tm.forward(event.after))
         actions.append(_Action("upsert", tm, key, row))
         return actions
 

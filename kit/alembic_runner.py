@@ -27,9 +27,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from shoplib.db import make_engine
 
 
 class UnknownDatabase(ValueError):
@@ -113,7 +114,7 @@ def current(name: str, url: str) -> str | None:
     """The revision applied to `url` (None when never migrated or fully downgraded)."""
     script_location(name)  # validate the name first
     _ensure_sqlite_folder(url)
-    engine = create_engine(url, poolclass=NullPool)
+    engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kit.commands.cdc",
     "kit.commands.route",
     "kit.commands.proxy",
+    "kit.commands.parity",
 )
 
 

@@ -218,7 +218,9 @@ def _categories(rng: random.Random, plan: SeedPlan, writer: _Writer) -> Iterator
             {
                 "id": index + 1,
                 "name": CATEGORY_NAMES[index],
-                "parent_id": parent + 1 if parent is not None and parent < plan.categories else None,
+                "parent_id": parent + 1
+                if parent is not None and parent < plan.categories
+                else None,
                 "created_at": start + timedelta(minutes=index, microseconds=rng.randrange(10**6)),
             },
         )
@@ -389,4 +391,3 @@ def _reset_sequences(engine: Engine) -> None:
                     f"COALESCE((SELECT max(id) FROM {name}), 0) + 1, false)"
                 )
             )
-

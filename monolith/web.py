@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import Request, Response, jsonify, request
@@ -35,8 +34,8 @@ ID_CHECK = between(1, MAX_INT)
 
 def stripped_length(low: int, high: int) -> Check:
     """Length check applied after stripping surrounding whitespace."""
-    return (
-        lambda v: None if low <= len(v.strip()) <= high else f"must be {low} to {high} characters"
+    return lambda v: (
+        None if low <= len(v.strip()) <= high else f"must be {low} to {high} characters"
     )
 
 
@@ -54,6 +53,3 @@ def json_response(payload: dict[str, Any], status: int = 200) -> tuple[Response,
 
 def no_content() -> tuple[str, int]:
     return "", 204
-
-
-ViewFunction = Callable[..., Any]

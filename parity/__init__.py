@@ -12,8 +12,8 @@ from parity.compare import Comparator, diff_json, diff_text
 from parity.model import (
     ABSENT,
     ComparisonResult,
-    DiffKind,
     Difference,
+    DiffKind,
     Exchange,
     Outcome,
     Pair,

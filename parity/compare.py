@@ -16,8 +16,8 @@ from typing import Any
 from parity.model import (
     ABSENT,
     ComparisonResult,
-    DiffKind,
     Difference,
+    DiffKind,
     Request,
     Response,
 )
@@ -208,7 +208,9 @@ class _Differ:
         except (TypeError, ValueError):
             return False
 
-    def _equal_under_rules(self, va: Any, vb: Any, segs: tuple[Segment, ...], state: Any, acc: tuple[int, ...]) -> bool:
+    def _equal_under_rules(
+        self, va: Any, vb: Any, segs: tuple[Segment, ...], state: Any, acc: tuple[int, ...]
+    ) -> bool:
         probe = _Differ(self.rules, limit=1)
         probe.walk(va, vb, segs, state, acc)
         return not probe.out
@@ -255,7 +257,11 @@ class _Differ:
             if self._ignored(cacc):
                 continue
             match = next(
-                (j for j in leftovers if self._equal_under_rules(a[i], b[j], (*segs, i), cstate, cacc)),
+                (
+                    j
+                    for j in leftovers
+                    if self._equal_under_rules(a[i], b[j], (*segs, i), cstate, cacc)
+                ),
                 None,
             )
             if match is None:
@@ -313,14 +319,22 @@ def diff_text(control: str, candidate: str) -> list[Difference]:
             for k in range(max(i2 - i1, j2 - j1)):
                 ca = a[i1 + k] if i1 + k < i2 else ABSENT
                 cb = b[j1 + k] if j1 + k < j2 else ABSENT
-                kind = DiffKind.VALUE if ca is not ABSENT and cb is not ABSENT else (
-                    DiffKind.MISSING if cb is ABSENT else DiffKind.EXTRA
+                kind = (
+                    DiffKind.VALUE
+                    if ca is not ABSENT and cb is not ABSENT
+                    else (DiffKind.MISSING if cb is ABSENT else DiffKind.EXTRA)
                 )
-                out.append(Difference(kind, f"line:{(i1 + k if ca is not ABSENT else j1 + k) + 1}", ca, cb))
+                out.append(
+                    Difference(kind, f"line:{(i1 + k if ca is not ABSENT else j1 + k) + 1}", ca, cb)
+                )
         elif tag == "delete":
-            out.extend(Difference(DiffKind.MISSING, f"line:{i + 1}", a[i], ABSENT) for i in range(i1, i2))
+            out.extend(
+                Difference(DiffKind.MISSING, f"line:{i + 1}", a[i], ABSENT) for i in range(i1, i2)
+            )
         elif tag == "insert":
-            out.extend(Difference(DiffKind.EXTRA, f"line:{j + 1}", ABSENT, b[j]) for j in range(j1, j2))
+            out.extend(
+                Difference(DiffKind.EXTRA, f"line:{j + 1}", ABSENT, b[j]) for j in range(j1, j2)
+            )
         if len(out) >= MAX_DIFFERENCES:
             break
     return out[:MAX_DIFFERENCES]

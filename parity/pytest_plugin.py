@@ -105,7 +105,9 @@ def parity_rules() -> RuleSet:
 
 
 @pytest.fixture
-def parity(parity_control: Any, parity_candidate: Any, parity_rules: RuleSet) -> Iterator[ParityChecker]:
+def parity(
+    parity_control: Any, parity_candidate: Any, parity_rules: RuleSet
+) -> Iterator[ParityChecker]:
     control = as_backend(parity_control, name="control")
     candidate = as_backend(parity_candidate, name="candidate")
     checker = ParityChecker(control, candidate, Comparator(parity_rules))

@@ -34,15 +34,15 @@ from parity.model import (
     Request,
     Response,
     decode_body,
-    encode_body,
-    normalise_headers,
 )
 from parity.paths import PathMatcher, PathSyntaxError, Segment, parse_concrete
 
 log = logging.getLogger(__name__)
 
 REDACTED = "[REDACTED]"
-DEFAULT_REDACTED_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
+DEFAULT_REDACTED_HEADERS = frozenset(
+    {"authorization", "cookie", "set-cookie", "proxy-authorization"}
+)
 DEFAULT_REDACTED_FIELDS = ("password", "token", "secret", "access_token", "refresh_token")
 
 
@@ -53,7 +53,9 @@ class Redactor:
     query/form parameter names) and `$`-paths (e.g. `$.card.number`, wildcards allowed).
     """
 
-    def __init__(self, headers: Iterable[str] = (), fields: Iterable[str] = DEFAULT_REDACTED_FIELDS) -> None:
+    def __init__(
+        self, headers: Iterable[str] = (), fields: Iterable[str] = DEFAULT_REDACTED_FIELDS
+    ) -> None:
         self.header_names = DEFAULT_REDACTED_HEADERS | {h.lower() for h in headers}
         fields = list(fields)
         self.field_names = frozenset(f.lower() for f in fields if not f.startswith("$"))
@@ -140,7 +142,9 @@ class Redactor:
     def difference(self, diff: Difference) -> Difference:
         if not diff.path.startswith("$"):
             if diff.path.startswith("headers.") and diff.path[8:] in self.header_names:
-                return Difference(diff.kind, diff.path, _mask(diff.control), _mask(diff.candidate), diff.noise)
+                return Difference(
+                    diff.kind, diff.path, _mask(diff.control), _mask(diff.candidate), diff.noise
+                )
             return diff
         try:
             base = parse_concrete(diff.path)
@@ -205,7 +209,9 @@ class ShadowPair:
                 flat.setdefault(f"{side}_status", nested.get("status"))
                 flat.setdefault(f"{side}_headers", nested.get("headers") or {})
                 body = nested.get("body", b"")
-                flat.setdefault(f"{side}_body", body if isinstance(body, bytes) else decode_body(nested))
+                flat.setdefault(
+                    f"{side}_body", body if isinstance(body, bytes) else decode_body(nested)
+                )
                 if "elapsed" in nested:
                     flat.setdefault(f"{side}_latency", float(nested["elapsed"]))
         if "method" not in flat or "path" not in flat:
@@ -213,8 +219,19 @@ class ShadowPair:
         return cls(**flat)
 
     def to_pair(self) -> Pair:
-        request = Request(self.method, self.path, self.query, dict(self.request_headers), _bytes(self.request_body))
-        control = Response(int(self.control_status), dict(self.control_headers), _bytes(self.control_body), self.control_latency)
+        request = Request(
+            self.method,
+            self.path,
+            self.query,
+            dict(self.request_headers),
+            _bytes(self.request_body),
+        )
+        control = Response(
+            int(self.control_status),
+            dict(self.control_headers),
+            _bytes(self.control_body),
+            self.control_latency,
+        )
         candidate = None
         if self.candidate_status is not None and self.candidate_error is None:
             candidate = Response(
@@ -223,7 +240,12 @@ class ShadowPair:
                 _bytes(self.candidate_body),
                 self.candidate_latency,
             )
-        return Pair(request, control, candidate, self.candidate_error or (None if candidate else "no candidate response"))
+        return Pair(
+            request,
+            control,
+            candidate,
+            self.candidate_error or (None if candidate else "no candidate response"),
+        )
 
 
 def _bytes(value: Any) -> bytes:
@@ -447,7 +469,9 @@ class MemoryStatsStore(StatsStore):
     def __init__(self, keep_last: int = 20) -> None:
         self.keep_last = keep_last
         self._stats: dict[str, EndpointStats] = {}
-        self._last: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=self.keep_last))
+        self._last: dict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=self.keep_last)
+        )
         self._lock = threading.Lock()
 
     def add(self, result: ComparisonResult) -> None:
@@ -466,8 +490,14 @@ class MemoryStatsStore(StatsStore):
             if s is None:
                 return EndpointStats(endpoint)
             return EndpointStats(
-                s.endpoint, s.requests, s.matches, s.mismatches, s.noise, s.errors,
-                list(self._last.get(endpoint, ())), s.updated_at,
+                s.endpoint,
+                s.requests,
+                s.matches,
+                s.mismatches,
+                s.noise,
+                s.errors,
+                list(self._last.get(endpoint, ())),
+                s.updated_at,
             )
 
     def endpoints(self) -> list[str]:
@@ -563,13 +593,23 @@ class SqlStatsStore(StatsStore):
                 if not updated:
                     conn.execute(
                         t.insert().values(
-                            endpoint=result.endpoint, requests=1, matches=0, mismatches=0,
-                            noise=0, errors=0, updated_at=now, **{attr: 1},
+                            endpoint=result.endpoint,
+                            requests=1,
+                            matches=0,
+                            mismatches=0,
+                            noise=0,
+                            errors=0,
+                            updated_at=now,
+                            **{attr: 1},
                         )
                     )
             if result.outcome in (Outcome.MISMATCH, Outcome.ERROR):
                 r = self.recent
-                conn.execute(r.insert().values(endpoint=result.endpoint, detail=json.dumps(_detail(result), default=str)))
+                conn.execute(
+                    r.insert().values(
+                        endpoint=result.endpoint, detail=json.dumps(_detail(result), default=str)
+                    )
+                )
                 ids = [
                     row[0]
                     for row in conn.execute(
@@ -579,32 +619,48 @@ class SqlStatsStore(StatsStore):
                         .limit(self.keep_last)
                     )
                 ]
-                conn.execute(
-                    r.delete().where(r.c.endpoint == result.endpoint, r.c.id.not_in(ids))
-                )
+                conn.execute(r.delete().where(r.c.endpoint == result.endpoint, r.c.id.not_in(ids)))
 
     def stats_for(self, endpoint: str) -> EndpointStats:
         sa = self._sa
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.counts).where(self.counts.c.endpoint == endpoint)).mappings().first()
+            row = (
+                conn.execute(sa.select(self.counts).where(self.counts.c.endpoint == endpoint))
+                .mappings()
+                .first()
+            )
             if row is None:
                 return EndpointStats(endpoint)
             r = self.recent
             details = [
                 json.loads(d)
                 for (d,) in conn.execute(
-                    sa.select(r.c.detail).where(r.c.endpoint == endpoint).order_by(r.c.id.desc()).limit(self.keep_last)
+                    sa.select(r.c.detail)
+                    .where(r.c.endpoint == endpoint)
+                    .order_by(r.c.id.desc())
+                    .limit(self.keep_last)
                 )
             ]
         return EndpointStats(
-            endpoint, row["requests"], row["matches"], row["mismatches"], row["noise"],
-            row["errors"], details, row["updated_at"],
+            endpoint,
+            row["requests"],
+            row["matches"],
+            row["mismatches"],
+            row["noise"],
+            row["errors"],
+            details,
+            row["updated_at"],
         )
 
     def endpoints(self) -> list[str]:
         sa = self._sa
         with self.engine.connect() as conn:
-            return [e for (e,) in conn.execute(sa.select(self.counts.c.endpoint).order_by(self.counts.c.endpoint))]
+            return [
+                e
+                for (e,) in conn.execute(
+                    sa.select(self.counts.c.endpoint).order_by(self.counts.c.endpoint)
+                )
+            ]
 
     def reset(self, endpoint: str | None = None) -> None:
         with self.engine.begin() as conn:
@@ -660,15 +716,22 @@ class PairSink:
             endpoint = self.comparator.endpoint_of(p.request)
             learned = self.noise.noise_for(endpoint) if self.noise is not None else ()
             result = self.comparator.compare(
-                p.request, p.control, p.candidate,
-                candidate_error=p.candidate_error, noise=learned, endpoint=endpoint,
+                p.request,
+                p.control,
+                p.candidate,
+                candidate_error=p.candidate_error,
+                noise=learned,
+                endpoint=endpoint,
             )
             safe = self.redactor.result(result)
             self.stats.add(safe)
             if self.recorder is not None:
                 self.recorder.record_exchange(
-                    p.request, p.control, candidate=p.candidate,
-                    candidate_error=p.candidate_error, endpoint=endpoint,
+                    p.request,
+                    p.control,
+                    candidate=p.candidate,
+                    candidate_error=p.candidate_error,
+                    endpoint=endpoint,
                     outcome=str(result.outcome),
                 )
             return result

@@ -85,7 +85,9 @@ class RunReport:
             started_at=float(data.get("started_at") or 0),
             duration=float(data.get("duration") or 0),
             endpoints=[
-                EndpointSummary(**{k: v for k, v in e.items() if k in EndpointSummary.__dataclass_fields__})
+                EndpointSummary(
+                    **{k: v for k, v in e.items() if k in EndpointSummary.__dataclass_fields__}
+                )
                 for e in data["endpoints"]
             ],
             results=[result_from_dict(r) for r in data.get("results", [])],
@@ -244,7 +246,9 @@ def _sbs_table(rows: list[str]) -> str:
 def render_html(report: RunReport, *, title: str = "Parity report") -> str:
     """One self-contained page: summary table, learned noise, then every failing case."""
     t = report.totals
-    started = datetime.fromtimestamp(report.started_at, UTC).isoformat() if report.started_at else ""
+    started = (
+        datetime.fromtimestamp(report.started_at, UTC).isoformat() if report.started_at else ""
+    )
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
@@ -265,7 +269,9 @@ def render_html(report: RunReport, *, title: str = "Parity report") -> str:
     if report.noise:
         parts.append("<h2>Learned noise</h2><ul>")
         for endpoint, paths in report.noise.items():
-            parts.append(f"<li>{_e(endpoint)}: {', '.join(f'<code>{_e(p)}</code>' for p in paths)}</li>")
+            parts.append(
+                f"<li>{_e(endpoint)}: {', '.join(f'<code>{_e(p)}</code>' for p in paths)}</li>"
+            )
         parts.append("</ul>")
     failing = [r for r in report.results if r.outcome in (Outcome.MISMATCH, Outcome.ERROR)]
     parts.append(f"<h2>Mismatches and errors ({len(failing)})</h2>")
@@ -279,7 +285,9 @@ def render_html(report: RunReport, *, title: str = "Parity report") -> str:
         if r.error:
             parts.append(f"<p class='bad'>{_e(r.error)}</p>")
         if r.differences:
-            parts.append("<table><tr><th>kind</th><th>path</th><th>control</th><th>candidate</th></tr>")
+            parts.append(
+                "<table><tr><th>kind</th><th>path</th><th>control</th><th>candidate</th></tr>"
+            )
             for d in r.differences[:100]:
                 tag = " <span class='warn'>(noise)</span>" if d.noise else ""
                 parts.append(

@@ -65,7 +65,9 @@ class EndpointPattern:
     def __post_init__(self) -> None:
         method = self.method.upper()
         if method not in _METHODS:
-            raise RulesError(f"endpoint {self.method} {self.pattern}: unknown method {self.method!r}")
+            raise RulesError(
+                f"endpoint {self.method} {self.pattern}: unknown method {self.method!r}"
+            )
         object.__setattr__(self, "method", method)
         if not self.pattern.startswith("/"):
             raise RulesError(f"endpoint {self.label}: path must start with '/'")
@@ -130,7 +132,9 @@ class EndpointResolver:
         if all(ep.label != known.label for known in self._patterns):
             # literal patterns first, so `/products/export` beats `/products/<id>`
             self._patterns.append(ep)
-            self._patterns.sort(key=lambda e: (e.pattern.count("<") + e.pattern.count("{"), e.method == "*"))
+            self._patterns.sort(
+                key=lambda e: (e.pattern.count("<") + e.pattern.count("{"), e.method == "*")
+            )
             self._cache.clear()
 
     def resolve(self, method: str, path: str) -> str:
@@ -138,7 +142,11 @@ class EndpointResolver:
         label = self._cache.get(key)
         if label is None:
             label = next(
-                (p.label if p.method != "*" else f"{key[0]} {p.pattern}" for p in self._patterns if p.matches(*key)),
+                (
+                    p.label if p.method != "*" else f"{key[0]} {p.pattern}"
+                    for p in self._patterns
+                    if p.matches(*key)
+                ),
                 None,
             ) or default_endpoint_label(*key)
             if len(self._cache) > 50_000:
@@ -174,7 +182,9 @@ def _make_normaliser(spec: Mapping[str, Any], where: str) -> Callable[[Any], Any
         if mode == "round":
             unit = spec.get("unit", "s")
             if unit not in _ROUND_UNITS:
-                raise RulesError(f"{where}.unit: must be one of {sorted(_ROUND_UNITS)}, got {unit!r}")
+                raise RulesError(
+                    f"{where}.unit: must be one of {sorted(_ROUND_UNITS)}, got {unit!r}"
+                )
             step = _ROUND_UNITS[unit]
 
             def round_ts(v: Any) -> Any:
@@ -375,7 +385,9 @@ class CompiledRules:
             (allow - {"*"} - self.header_deny) | set(ALWAYS_COMPARED_HEADERS)
         )
 
-    def headers_to_compare(self, control: Mapping[str, str], candidate: Mapping[str, str]) -> list[str]:
+    def headers_to_compare(
+        self, control: Mapping[str, str], candidate: Mapping[str, str]
+    ) -> list[str]:
         if not self.all_headers:
             return sorted(self.header_names)
         names = (set(control) | set(candidate)) - VOLATILE_HEADERS - self.header_deny
@@ -548,7 +560,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, list) and all(not isinstance(v, dict) for v in value):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")

@@ -179,18 +179,24 @@ class Runner:
         self.progress = progress
         self.redactor = redactor or Redactor()
         self.keep_bodies = keep_bodies
+        self._side_pool: ThreadPoolExecutor | None = None
 
     def compare_one(self, request: Request) -> ComparisonResult:
         """Send one request to both sides (and the control again when learning noise)."""
         endpoint = self.comparator.endpoint_of(request)
+        # both sides at once (as Diffy does): a pair costs the slower side's latency, not the sum
+        side = self._side_pool
+        pending = side.submit(self.candidate.send, request) if side is not None else None
         try:
             control = self.control.send(request)
         except Exception as exc:  # noqa: BLE001
+            if pending is not None:
+                pending.exception()  # wait for it: nothing is left running
             return ComparisonResult(endpoint, request, error=f"control failed: {exc}")
         candidate: Response | None
         error = None
         try:
-            candidate = self.candidate.send(request)
+            candidate = pending.result() if pending is not None else self.candidate.send(request)
         except Exception as exc:  # noqa: BLE001 - candidate failures are data, not exceptions
             candidate, error = None, f"candidate failed: {exc}"
         if self.learn_noise and self.noise is not None:
@@ -204,6 +210,25 @@ class Runner:
         return self.comparator.compare(
             request, control, candidate, candidate_error=error, noise=learned, endpoint=endpoint
         )
+
+    def _dispatch(
+        self, requests: Iterable[Request], absorb: Callable[[ComparisonResult], None]
+    ) -> None:
+        if self.concurrency == 1:
+            for req in requests:
+                absorb(self.compare_one(req))
+            return
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="parity") as pool:
+            inflight: deque[Future[ComparisonResult]] = deque()
+            for req in requests:
+                inflight.append(pool.submit(self.compare_one, req))
+                if len(inflight) >= self.concurrency * 2:
+                    finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        inflight.remove(f)
+                        absorb(f.result())
+            for f in inflight:
+                absorb(f.result())
 
     def run(self, requests: Iterable[Request], *, total: int | None = None) -> RunReport:
         if total is None and isinstance(requests, Sequence):
@@ -235,21 +260,14 @@ class Runner:
             if self.progress is not None:
                 self.progress(done, total, overall)
 
-        if self.concurrency == 1:
-            for req in requests:
-                absorb(self.compare_one(req))
-        else:
-            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="parity") as pool:
-                inflight: deque[Future[ComparisonResult]] = deque()
-                for req in requests:
-                    inflight.append(pool.submit(self.compare_one, req))
-                    if len(inflight) >= self.concurrency * 2:
-                        finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                        for f in finished:
-                            inflight.remove(f)
-                            absorb(f.result())
-                for f in inflight:
-                    absorb(f.result())
+        self._side_pool = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="parity-candidate"
+        )
+        try:
+            self._dispatch(requests, absorb)
+        finally:
+            self._side_pool.shutdown(wait=True)
+            self._side_pool = None
 
         if self.noise is not None:
             # re-classify with everything learned during the run
@@ -396,7 +414,9 @@ class WriteScenario:
                 err = None
             except Exception as exc:  # noqa: BLE001
                 d, err = None, f"candidate failed: {exc}"
-            result.steps.append(comparator.compare(req, c, d, candidate_error=err, endpoint=endpoint))
+            result.steps.append(
+                comparator.compare(req, c, d, candidate_error=err, endpoint=endpoint)
+            )
         expected = control.fetch_rows()
         if self.map_rows is not None:
             expected = self.map_rows(expected)
@@ -420,7 +440,9 @@ class WriteScenario:
 
     def _row_rules(self) -> CompiledRules | None:
         patterns = [
-            f"$['{table}'].*['{col}']" for table, cols in self.ignore_columns.items() for col in cols
+            f"$['{table}'].*['{col}']"
+            for table, cols in self.ignore_columns.items()
+            for col in cols
         ]
         if not patterns:
             return None

@@ -102,9 +102,12 @@ def load_openapi(source: str | Path, *, timeout: float = 10.0) -> dict[str, Any]
     if text.startswith(("http://", "https://")):
         import httpx
 
-        resp = httpx.get(text, timeout=timeout)
-        resp.raise_for_status()
-        doc = resp.json()
+        try:
+            resp = httpx.get(text, timeout=timeout)
+            resp.raise_for_status()
+            doc = resp.json()
+        except httpx.HTTPError as exc:
+            raise ValueError(f"cannot fetch OpenAPI document {text}: {exc}") from None
     else:
         doc = json.loads(Path(text).read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or "paths" not in doc:
@@ -120,7 +123,11 @@ def _resolve(doc: Mapping[str, Any], node: Any) -> Any:
             return {}
         target: Any = doc
         for part in ref[2:].split("/"):
-            target = target.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, Mapping) else {}
+            target = (
+                target.get(part.replace("~1", "/").replace("~0", "~"), {})
+                if isinstance(target, Mapping)
+                else {}
+            )
         node = target
         seen += 1
     return node
@@ -193,7 +200,9 @@ def from_openapi(
                 else:
                     required[q["name"]] = value
         if unfilled:
-            out.skipped.append(f"{endpoint}: no value for required query parameter(s) {', '.join(unfilled)}")
+            out.skipped.append(
+                f"{endpoint}: no value for required query parameter(s) {', '.join(unfilled)}"
+            )
             continue
         out.endpoints.append(endpoint)
         paths_filled = _fill_paths(raw_path, names, pool)

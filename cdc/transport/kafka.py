@@ -416,14 +416,28 @@ class KafkaProducerAdapter(Producer):
 
 
 def wait_for_assignments(consumers: Iterable[KafkaConsumerAdapter], timeout_s: float = 30.0) -> None:
-    """Drive several consumers' group joins side by side (each join only moves while polled)."""
+    """Drive several consumers' group joins side by side, one thread each.
+
+    A join only advances inside its consumer's poll(), and kafka-python 3.0 drops a join
+    whose response lands between two polls (it sends a fresh JoinGroup), so each consumer
+    is polled continuously by its own thread rather than in short alternating slices.
+    """
     waiting = list(consumers)
-    deadline = time.monotonic() + timeout_s
-    while waiting:
-        waiting = [c for c in waiting if not c._join_step()]
-        if waiting and time.monotonic() > deadline:
-            groups = sorted({c.group for c in waiting})
-            raise KafkaTransportError(f"groups {groups}: no partitions assigned after {timeout_s}s")
+    errors: list[BaseException] = []
+
+    def join(consumer: KafkaConsumerAdapter) -> None:
+        try:
+            consumer.wait_for_assignment(timeout_s)
+        except BaseException as error:  # re-raised in the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=join, args=(c,), daemon=True) for c in waiting]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout_s + 5)
+    if errors:
+        raise errors[0]
 
 
 class KafkaConsumerAdapter(Consumer):
@@ -499,14 +513,14 @@ class KafkaConsumerAdapter(Consumer):
         A first join takes about session_timeout/2 on Tansu and ~3 s on Kafka
         (group.initial.rebalance.delay.ms), so tests call this before producing.
         """
-        wait_for_assignments([self], timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer.assignment():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise KafkaTransportError(f"group {self.group!r}: no partitions assigned after {timeout_s}s")
+            # long polls: kafka-python 3.0 re-sends a join that completes between polls
+            self._buffer += self._fetch(500, min(remaining, 1.0))
         return self.assignment()
-
-    def _join_step(self) -> bool:
-        """One short poll that advances the group join; True once partitions are assigned."""
-        if not self._consumer.assignment():
-            self._buffer += self._fetch(500, 0.05)
-        return bool(self._consumer.assignment())
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit next-offsets to read (synchronously)."""

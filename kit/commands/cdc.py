@@ -31,6 +31,7 @@ from cdc.capture.sqlite import (
 from cdc.db import make_engine
 from cdc.events import topic_name
 from cdc.mapping import MappingError, MappingSpec, load_mapping
+from cdc.ports import Transport
 from cdc.sink import (
     Sink,
     SinkConfig,
@@ -65,6 +66,7 @@ class Ctx:
     topic_prefix: str
     group: str | None
     partitions: int
+    kafka: str | None = None
 
     def mapping(self) -> MappingSpec:
         if not self.mapping_path:
@@ -84,7 +86,16 @@ class Ctx:
             raise click.UsageError("no target database: pass --target-url or set CDC_TARGET_URL")
         return make_engine(self.target_url)
 
-    def transport(self) -> EmbeddedLog:
+    def transport(self) -> Transport:
+        if self.kafka:
+            from cdc.transport.kafka import KafkaConfig, KafkaTransport
+
+            try:
+                return KafkaTransport(
+                    KafkaConfig(bootstrap_servers=self.kafka, partitions=self.partitions)
+                )
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--kafka") from None
         return EmbeddedLog(EmbeddedLogConfig(self.log_dir, partitions=self.partitions))
 
     def topics(self, tables: Sequence[str]) -> dict[str, str]:
@@ -124,6 +135,11 @@ pass_ctx = click.make_pass_decorator(Ctx)
     show_default=True,
     help="Partitions of newly created topics.",
 )
+@click.option(
+    "--kafka",
+    envvar="CDC_KAFKA_BOOTSTRAP",
+    help="Use Kafka (host:port,...) instead of the embedded log.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -134,9 +150,12 @@ def cli(
     topic_prefix: str,
     group: str | None,
     partitions: int,
+    kafka: str | None,
 ) -> None:
     """Change data capture: monolith tables → event log → service databases."""
-    ctx.obj = Ctx(source_url, target_url, mapping_path, log_dir, topic_prefix, group, partitions)
+    ctx.obj = Ctx(
+        source_url, target_url, mapping_path, log_dir, topic_prefix, group, partitions, kafka
+    )
 
 
 @cli.command()
@@ -439,7 +458,9 @@ def verify_cmd(obj: Ctx, service: str | None, tables: tuple[str, ...], chunk: in
         for key in t.extra:
             click.echo(f"extra in {t.target}: {format_key(t.key_columns, key)}")
         for key, cols in t.differing:
-            click.echo(f"differs in {t.target}: {format_key(t.key_columns, key)} columns {', '.join(cols)}")
+            click.echo(
+                f"differs in {t.target}: {format_key(t.key_columns, key)} columns {', '.join(cols)}"
+            )
         for msg in t.unmappable:
             click.echo(f"cannot map {t.source} row {msg}")
     if not report.ok:

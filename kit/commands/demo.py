@@ -38,9 +38,7 @@ class _Client:
     echo: Echo
     steps: int = 0
 
-    def call(
-        self, method: str, path: str, expect: int, body: Any = None, note: str = ""
-    ) -> Any:
+    def call(self, method: str, path: str, expect: int, body: Any = None, note: str = "") -> Any:
         """One request: print it, check the status, print a summary, return the JSON."""
         self.steps += 1
         shown = f" {body}" if body is not None else ""
@@ -170,9 +168,7 @@ def run_tour(base_url: str, echo: Echo) -> int:
         _check(cancelled["status"] == "cancelled", "order should be cancelled")
         released = client.call("GET", f"/inventory/{product_id}", 200, note="stock released")
         _check(released["available"] == available, "cancellation should release the stock")
-        client.call(
-            "POST", f"/orders/{order['id']}/pay", 409, note="paying a cancelled order: 409"
-        )
+        client.call("POST", f"/orders/{order['id']}/pay", 409, note="paying a cancelled order: 409")
 
         report = client.call(
             "GET", "/reports/sales-by-category?from=2025-01-01&to=2026-12-31", 200,

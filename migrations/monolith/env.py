@@ -7,10 +7,10 @@ The URL is passed programmatically (`config.attributes["url"]`, see `kit.alembic
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from monolith.schema import metadata
+from shoplib.db import make_engine
 
 VERSION_TABLE = "alembic_version_monolith"
 
@@ -39,7 +39,7 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(url, poolclass=NullPool)
+    engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as new_connection:
             _run(new_connection)

@@ -20,7 +20,9 @@ CATEGORY_CREATE = {
 
 _PRICE = Field("money", required=True, checks=(lambda v: between(0, MAX_INT)(v["cents"]),))
 PRODUCT_CREATE = {
-    "sku": Field("string", required=True, checks=(pattern(r"[A-Z0-9-]{1,64}", "1 to 64 of A-Z 0-9 -"),)),
+    "sku": Field(
+        "string", required=True, checks=(pattern(r"[A-Z0-9-]{1,64}", "1 to 64 of A-Z 0-9 -"),)
+    ),
     "name": Field("string", required=True, checks=(length(1, 200),)),
     "description": Field("string", checks=(length(0, 100_000),)),
     "category_id": Field("integer", required=True, checks=(ID_CHECK,)),

@@ -204,9 +204,7 @@ def _settle(session: Session, order_id: int, status: str, consume: bool) -> None
 
 def reservations_of(session: Session, order_id: int) -> list[dict[str, Any]]:
     """An order's reservations (for diagnostics and tests)."""
-    statement = (
-        select(Reservation).where(Reservation.order_id == order_id).order_by(Reservation.id)
-    )
+    statement = select(Reservation).where(Reservation.order_id == order_id).order_by(Reservation.id)
     return [
         {"product_id": r.product_id, "quantity": r.quantity, "status": r.status}
         for r in session.scalars(statement)

@@ -216,7 +216,9 @@ def iter_sales(
 ) -> Iterator[SaleLine]:
     """Every non-cancelled order line created in [start, end) in `currency`, streamed."""
     statement = (
-        select(OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.line_total_cents)
+        select(
+            OrderLine.order_id, OrderLine.product_id, OrderLine.quantity, OrderLine.line_total_cents
+        )
         .join(Order, Order.id == OrderLine.order_id)
         .where(*_sold(start, end, currency))
         .order_by(OrderLine.id)

@@ -21,7 +21,9 @@ ORDER_CREATE = {
     "lines": Field(
         "array",
         required=True,
-        checks=(lambda v: None if 1 <= len(v) <= MAX_LINES else f"must hold 1 to {MAX_LINES} lines",),
+        checks=(
+            lambda v: None if 1 <= len(v) <= MAX_LINES else f"must hold 1 to {MAX_LINES} lines",
+        ),
     ),
 }
 ORDER_LINE = {
@@ -41,8 +43,8 @@ def parse_order(payload: dict[str, Any]) -> tuple[int, list[tuple[int, int]]]:
     lines: list[tuple[int, int]] = []
     seen: set[int] = set()
     raw_lines = payload.get("lines")
-    if isinstance(raw_lines, list):
-        for index, raw in enumerate(raw_lines[:MAX_LINES]):
+    if isinstance(raw_lines, list) and "lines" not in problems:
+        for index, raw in enumerate(raw_lines):
             prefix = f"lines[{index}]"
             if not isinstance(raw, dict):
                 problems[prefix] = "must be an object"

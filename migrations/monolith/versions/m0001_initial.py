@@ -63,9 +63,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
     )
-    op.create_index(
-        "ux_customers_email_lower", "customers", [sa.text("lower(email)")], unique=True
-    )
+    op.create_index("ux_customers_email_lower", "customers", [sa.text("lower(email)")], unique=True)
 
     op.create_table(
         "stock",

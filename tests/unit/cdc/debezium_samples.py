@@ -7,8 +7,13 @@ import json
 from typing import Any
 
 
-def _field(name: str, type_: str, logical: str | None = None, optional: bool = True,
-           parameters: dict[str, str] | None = None) -> dict[str, Any]:
+def _field(
+    name: str,
+    type_: str,
+    logical: str | None = None,
+    optional: bool = True,
+    parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
     f: dict[str, Any] = {"type": type_, "optional": optional, "field": name}
     if logical:
         f["name"] = logical
@@ -52,7 +57,12 @@ SOURCE_SCHEMA = {
 
 
 def value_schema(table: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
-    row = {"type": "struct", "fields": fields, "optional": True, "name": f"dbserver1.public.{table}.Value"}
+    row = {
+        "type": "struct",
+        "fields": fields,
+        "optional": True,
+        "name": f"dbserver1.public.{table}.Value",
+    }
     return {
         "type": "struct",
         "fields": [
@@ -61,11 +71,17 @@ def value_schema(table: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
             SOURCE_SCHEMA,
             _field("op", "string", optional=False),
             _field("ts_ms", "int64"),
-            {"type": "struct", "fields": [
-                _field("id", "string", optional=False),
-                _field("total_order", "int64", optional=False),
-                _field("data_collection_order", "int64", optional=False),
-            ], "optional": True, "name": "event.block", "field": "transaction"},
+            {
+                "type": "struct",
+                "fields": [
+                    _field("id", "string", optional=False),
+                    _field("total_order", "int64", optional=False),
+                    _field("data_collection_order", "int64", optional=False),
+                ],
+                "optional": True,
+                "name": "event.block",
+                "field": "transaction",
+            },
         ],
         "optional": False,
         "name": f"dbserver1.public.{table}.Envelope",
@@ -74,29 +90,49 @@ def value_schema(table: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
 
 def source(table: str, lsn: int, snapshot: str = "false") -> dict[str, Any]:
     return {
-        "version": "2.5.0.Final", "connector": "postgresql", "name": "dbserver1",
-        "ts_ms": 1559033904863, "snapshot": snapshot, "db": "postgres",
-        "sequence": f"[\"24023119\",\"{lsn}\"]", "schema": "public", "table": table,
-        "txId": 555, "lsn": lsn, "xmin": None,
+        "version": "2.5.0.Final",
+        "connector": "postgresql",
+        "name": "dbserver1",
+        "ts_ms": 1559033904863,
+        "snapshot": snapshot,
+        "db": "postgres",
+        "sequence": f'["24023119","{lsn}"]',
+        "schema": "public",
+        "table": table,
+        "txId": 555,
+        "lsn": lsn,
+        "xmin": None,
     }
 
 
 def product_payload(op: str, before: dict | None, after: dict | None, lsn: int) -> dict[str, Any]:
-    return {"before": before, "after": after, "source": source("products", lsn), "op": op,
-            "ts_ms": 1559033904863, "transaction": None}
+    return {
+        "before": before,
+        "after": after,
+        "source": source("products", lsn),
+        "op": op,
+        "ts_ms": 1559033904863,
+        "transaction": None,
+    }
 
 
 def product_row(pid: int, price_cents: int = 1999, name: str = "Oak Bench") -> dict[str, Any]:
     return {
-        "id": pid, "sku": f"DBZ-{pid}", "name": name, "price_cents": price_cents,
-        "currency": "EUR", "active": True,
+        "id": pid,
+        "sku": f"DBZ-{pid}",
+        "name": name,
+        "price_cents": price_cents,
+        "currency": "EUR",
+        "active": True,
         "created_at": 1704164645000000,  # 2024-01-02T03:04:05 as MicroTimestamp
         "updated_at": "2024-01-02T03:04:05.000000Z",
     }
 
 
 def wrapped(payload: dict[str, Any], table: str = "products", fields: list | None = None) -> bytes:
-    return json.dumps({"schema": value_schema(table, fields or PRODUCT_FIELDS), "payload": payload}).encode()
+    return json.dumps(
+        {"schema": value_schema(table, fields or PRODUCT_FIELDS), "payload": payload}
+    ).encode()
 
 
 def plain(payload: dict[str, Any]) -> bytes:
@@ -104,11 +140,17 @@ def plain(payload: dict[str, Any]) -> bytes:
 
 
 def wrapped_key(pid: int) -> bytes:
-    return json.dumps({
-        "schema": {"type": "struct", "name": "dbserver1.public.products.Key", "optional": False,
-                   "fields": [_field("id", "int32", optional=False)]},
-        "payload": {"id": pid},
-    }).encode()
+    return json.dumps(
+        {
+            "schema": {
+                "type": "struct",
+                "name": "dbserver1.public.products.Key",
+                "optional": False,
+                "fields": [_field("id", "int32", optional=False)],
+            },
+            "payload": {"id": pid},
+        }
+    ).encode()
 
 
 def decimal_bytes(unscaled: int) -> str:

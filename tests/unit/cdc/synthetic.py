@@ -116,8 +116,15 @@ def insert_product(engine: Engine, pid: int, **overrides: object) -> None:
 class Pipeline:
     """Source + embedded log + capture worker + sink + target, all in one process."""
 
-    def __init__(self, root: Path, *, partitions: int = 2, chunk: int = 5000, batch: int = 1000,
-                 create_source: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        partitions: int = 2,
+        chunk: int = 5000,
+        batch: int = 1000,
+        create_source: bool = True,
+    ) -> None:
         from cdc.capture.sqlite import CaptureConfig, CaptureWorker
         from cdc.events import topic_name
         from cdc.sink import Sink, SinkConfig
@@ -125,20 +132,30 @@ class Pipeline:
 
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
-        self.source = make_source(root / "src.db") if create_source else make_engine(f"sqlite:///{root / 'src.db'}")
+        self.source = (
+            make_source(root / "src.db")
+            if create_source
+            else make_engine(f"sqlite:///{root / 'src.db'}")
+        )
         self.target = make_target(root / "tgt.db")
         self.mapping = write_mapping(root / "mapping.toml")
         self.log = EmbeddedLog(EmbeddedLogConfig(root / "log", partitions=partitions))
         self.topics = tuple(topic_name("mono", "main", t) for t in self.mapping.source_tables)
-        self.capture_config = CaptureConfig(topic_prefix="mono", snapshot_chunk=chunk, batch_size=batch)
+        self.capture_config = CaptureConfig(
+            topic_prefix="mono", snapshot_chunk=chunk, batch_size=batch
+        )
         self._capture_cls = CaptureWorker
         self.capture = CaptureWorker(self.source, self.log, self.capture_config)
-        self.sink = Sink(self.target, self.mapping, self.log, SinkConfig("g", self.topics, batch_size=batch))
+        self.sink = Sink(
+            self.target, self.mapping, self.log, SinkConfig("g", self.topics, batch_size=batch)
+        )
         self._sink_cls, self._sink_cfg = Sink, SinkConfig
 
     def new_sink(self, group: str = "g"):
         self.sink.close()
-        self.sink = self._sink_cls(self.target, self.mapping, self.log, self._sink_cfg(group, self.topics))
+        self.sink = self._sink_cls(
+            self.target, self.mapping, self.log, self._sink_cfg(group, self.topics)
+        )
         return self.sink
 
     def new_capture(self):

@@ -27,10 +27,12 @@ def _log(tmp_path: Path, **kw: object) -> EmbeddedLog:
 
 def _send(log: EmbeddedLog, topic: str, n: int, start: int = 0, key_mod: int | None = None) -> None:
     prod = log.producer()
-    prod.send_batch([
-        OutgoingMessage(topic, f"k{(i % key_mod) if key_mod else i}".encode(), f"v{i}".encode())
-        for i in range(start, start + n)
-    ])
+    prod.send_batch(
+        [
+            OutgoingMessage(topic, f"k{(i % key_mod) if key_mod else i}".encode(), f"v{i}".encode())
+            for i in range(start, start + n)
+        ]
+    )
     prod.close()
 
 
@@ -41,7 +43,16 @@ def test_embedded_log_implements_the_transport_port(tmp_path: Path) -> None:
 def test_murmur2_partitioning_matches_kafka_default_partitioner() -> None:
     from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-    for key in [b"", b"a", b"ab", b"abc", b"21", b"foobar", b'{"id":1}', b"a-little-bit-long-string"]:
+    for key in [
+        b"",
+        b"a",
+        b"ab",
+        b"abc",
+        b"21",
+        b"foobar",
+        b'{"id":1}',
+        b"a-little-bit-long-string",
+    ]:
         assert murmur2(key) & 0x7FFFFFFF == kafka_murmur2(key) & 0x7FFFFFFF
     assert partition_for(b'{"id":1}', 4) == (kafka_murmur2(b'{"id":1}') & 0x7FFFFFFF) % 4
 
@@ -170,7 +181,7 @@ def test_another_process_reads_while_this_one_appends(tmp_path: Path) -> None:
     log.create_topic("t")
     script = textwrap.dedent(f"""
         from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
-        log = EmbeddedLog(EmbeddedLogConfig({str(tmp_path / 'log')!r}))
+        log = EmbeddedLog(EmbeddedLogConfig({str(tmp_path / "log")!r}))
         c = log.consumer("reader", ["t"])
         seen = 0
         import time
@@ -179,8 +190,12 @@ def test_another_process_reads_while_this_one_appends(tmp_path: Path) -> None:
             seen += len(c.poll(100, 0.1))
         print(seen)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[3])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     try:
         for i in range(40):
             _send(log, "t", 10, start=i * 10)

@@ -32,13 +32,24 @@ def test_topic_is_prefix_schema_table() -> None:
 
 def test_built_event_round_trips_through_the_parser() -> None:
     src = source_block(name="m", db="shop", schema="main", table="products", seq=7, ts_ms=5)
-    key, value = build_event("u", {"id": 1, "p": Decimal("1.50")}, {"id": 1, "p": 2},
-                             key_columns=["id"], source=src, ts_ms=9)
+    key, value = build_event(
+        "u",
+        {"id": 1, "p": Decimal("1.50")},
+        {"id": 1, "p": 2},
+        key_columns=["id"],
+        source=src,
+        ts_ms=9,
+    )
     assert json.loads(key) == {"id": 1}
     event = parse_event(value, key, "m.main.products")
     assert event is not None
     assert (event.op, event.table, event.before, event.after, event.ts_ms) == (
-        "u", "products", {"id": 1, "p": "1.50"}, {"id": 1, "p": 2}, 9)
+        "u",
+        "products",
+        {"id": 1, "p": "1.50"},
+        {"id": 1, "p": 2},
+        9,
+    )
     assert event.key == {"id": 1}
     jsonschema.validate(json.loads(value), load_schema("envelope"))
 
@@ -86,8 +97,14 @@ def test_tombstone_parses_to_none() -> None:
         (b"{not json", "not JSON"),
         (b"[1, 2]", "must be a JSON object"),
         (b'{"op": "x", "after": {}}', "unsupported op"),
-        (b'{"op": "d", "before": null, "after": null, "source": {"table": "t"}}', "without a 'before'"),
-        (b'{"op": "c", "before": null, "after": null, "source": {"table": "t"}}', "without an 'after'"),
+        (
+            b'{"op": "d", "before": null, "after": null, "source": {"table": "t"}}',
+            "without a 'before'",
+        ),
+        (
+            b'{"op": "c", "before": null, "after": null, "source": {"table": "t"}}',
+            "without an 'after'",
+        ),
         (b'{"op": "c", "after": {"a": 1}, "source": {}}', "names no table"),
     ],
 )
@@ -118,8 +135,12 @@ def test_debezium_plain_event_keeps_json_values() -> None:
 def test_debezium_decimal_date_and_time_types_decode() -> None:
     fields = [
         dbz._field("id", "int32", optional=False),
-        dbz._field("price", "bytes", "org.apache.kafka.connect.data.Decimal",
-                   parameters={"scale": "2", "connect.decimal.precision": "10"}),
+        dbz._field(
+            "price",
+            "bytes",
+            "org.apache.kafka.connect.data.Decimal",
+            parameters={"scale": "2", "connect.decimal.precision": "10"},
+        ),
         dbz._field("ratio", "struct", "io.debezium.data.VariableScaleDecimal"),
         dbz._field("born", "int32", "io.debezium.time.Date"),
         dbz._field("at", "int64", "io.debezium.time.Timestamp"),
@@ -128,12 +149,22 @@ def test_debezium_decimal_date_and_time_types_decode() -> None:
         dbz._field("blob", "bytes"),
     ]
     after = {
-        "id": 3, "price": dbz.decimal_bytes(-12345), "ratio": {"scale": 3, "value": dbz.decimal_bytes(1500)},
-        "born": 19000, "at": 1704164645123, "at_ns": 1704164645123456789, "opens": 34200000000,
+        "id": 3,
+        "price": dbz.decimal_bytes(-12345),
+        "ratio": {"scale": 3, "value": dbz.decimal_bytes(1500)},
+        "born": 19000,
+        "at": 1704164645123,
+        "at_ns": 1704164645123456789,
+        "opens": 34200000000,
         "blob": "AQI=",
     }
-    payload = {"before": None, "after": after, "source": dbz.source("prices", 5, "true"), "op": "r",
-               "ts_ms": 1}
+    payload = {
+        "before": None,
+        "after": after,
+        "source": dbz.source("prices", 5, "true"),
+        "op": "r",
+        "ts_ms": 1,
+    }
     event = parse_event(dbz.wrapped(payload, "prices", fields))
     assert event is not None and event.snapshot
     a = event.after

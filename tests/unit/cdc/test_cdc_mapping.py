@@ -30,8 +30,14 @@ def test_mapping_file_loads_into_typed_tables(tmp_path: Path) -> None:
 def test_forward_applies_renames_scale_slug_bool_and_split(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     row = {
-        "id": 42, "sku": "S1", "name": "Oak Bench", "price_cents": 1999, "currency": "EUR",
-        "active": 1, "created_at": "2024-01-01", "updated_at": "x",
+        "id": 42,
+        "sku": "S1",
+        "name": "Oak Bench",
+        "price_cents": 1999,
+        "currency": "EUR",
+        "active": 1,
+        "created_at": "2024-01-01",
+        "updated_at": "x",
     }
     out = spec.for_source("products").forward(row)
     assert out["price_amount"] == Decimal("19.99")
@@ -41,16 +47,28 @@ def test_forward_applies_renames_scale_slug_bool_and_split(tmp_path: Path) -> No
     cust = spec.for_source("customers").forward(
         {"id": 1, "email": "Ann@X.COM", "full_name": "Ann Lee Smith", "created_at": None}
     )
-    assert cust == {"id": 1, "email": "ann@x.com", "first_name": "Ann", "last_name": "Lee Smith",
-                    "joined_at": None}
+    assert cust == {
+        "id": 1,
+        "email": "ann@x.com",
+        "first_name": "Ann",
+        "last_name": "Lee Smith",
+        "joined_at": None,
+    }
 
 
 def test_reverse_inverts_copies_and_explicit_transforms(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     products = spec.for_source("products")
-    target_row = {"id": 7, "sku": "S7", "title": "Chair", "slug": "chair-7",
-                  "price_amount": Decimal("12.50"), "currency": "EUR", "is_listed": False,
-                  "created_at": "2024-01-01"}
+    target_row = {
+        "id": 7,
+        "sku": "S7",
+        "title": "Chair",
+        "slug": "chair-7",
+        "price_amount": Decimal("12.50"),
+        "currency": "EUR",
+        "is_listed": False,
+        "created_at": "2024-01-01",
+    }
     back = products.reverse_row(target_row)
     assert back["price_cents"] == 1250
     assert back["name"] == "Chair"
@@ -68,22 +86,41 @@ def test_filter_decides_whether_a_row_is_carried(tmp_path: Path) -> None:
 def test_strict_table_rejects_an_unmapped_source_column_naming_it(tmp_path: Path) -> None:
     customers = _spec(tmp_path).for_source("customers")
     with pytest.raises(MappingError, match="customers.*strict.*nickname"):
-        customers.forward({"id": 1, "email": "a", "full_name": None, "created_at": None,
-                           "nickname": "x"})
+        customers.forward(
+            {"id": 1, "email": "a", "full_name": None, "created_at": None, "nickname": "x"}
+        )
 
 
 def test_non_strict_table_ignores_new_source_columns(tmp_path: Path) -> None:
     products = _spec(tmp_path).for_source("products")
-    row = {"id": 1, "sku": "s", "name": "n", "price_cents": 1, "currency": "EUR", "active": 0,
-           "created_at": None, "updated_at": None, "new_col": 5}
+    row = {
+        "id": 1,
+        "sku": "s",
+        "name": "n",
+        "price_cents": 1,
+        "currency": "EUR",
+        "active": 0,
+        "created_at": None,
+        "updated_at": None,
+        "new_col": 5,
+    }
     assert "new_col" not in products.forward(row)
 
 
 def test_transform_failure_names_table_and_column(tmp_path: Path) -> None:
     products = _spec(tmp_path).for_source("products")
     with pytest.raises(MappingError, match="'products'.*'price_amount'.*scale"):
-        products.forward({"id": 1, "sku": "s", "name": "n", "price_cents": "abc",
-                          "currency": "EUR", "active": 1, "created_at": None})
+        products.forward(
+            {
+                "id": 1,
+                "sku": "s",
+                "name": "n",
+                "price_cents": "abc",
+                "currency": "EUR",
+                "active": 1,
+                "created_at": None,
+            }
+        )
 
 
 def test_unknown_table_is_a_clear_error(tmp_path: Path) -> None:
@@ -96,23 +133,91 @@ def test_unknown_table_is_a_clear_error(tmp_path: Path) -> None:
     [
         ({"tables": []}, "service"),
         ({"service": "s", "tables": []}, "no \\[\\[tables\\]\\]"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"]}]}, "'a'.*columns"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["nope"],
-                                      "columns": {"id": "id"}}]}, "key column 'nope'"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"],
-                                      "columns": {"id": "id", "x": {"from": "y", "transform": "zap"}}}]},
-         "column 'x'.*unknown transform 'zap'"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"],
-                                      "columns": {"id": "id", "x": {"from": "y", "transform": "scale"}}}]},
-         "column 'x'.*needs \\['exp'\\]"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"],
-                                      "columns": {"id": "id", "x": {"from": ["y", "z"], "transform": "lower"}}}]},
-         "column 'x'.*input"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"],
-                                      "filter": [{"column": "c", "op": "like"}],
-                                      "columns": {"id": "id"}}]}, "unknown op 'like'"),
-        ({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"], "colums": {},
-                                      "columns": {"id": "id"}}]}, "unknown key"),
+        (
+            {"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"]}]},
+            "'a'.*columns",
+        ),
+        (
+            {
+                "service": "s",
+                "tables": [
+                    {"source": "a", "target": "b", "key": ["nope"], "columns": {"id": "id"}}
+                ],
+            },
+            "key column 'nope'",
+        ),
+        (
+            {
+                "service": "s",
+                "tables": [
+                    {
+                        "source": "a",
+                        "target": "b",
+                        "key": ["id"],
+                        "columns": {"id": "id", "x": {"from": "y", "transform": "zap"}},
+                    }
+                ],
+            },
+            "column 'x'.*unknown transform 'zap'",
+        ),
+        (
+            {
+                "service": "s",
+                "tables": [
+                    {
+                        "source": "a",
+                        "target": "b",
+                        "key": ["id"],
+                        "columns": {"id": "id", "x": {"from": "y", "transform": "scale"}},
+                    }
+                ],
+            },
+            "column 'x'.*needs \\['exp'\\]",
+        ),
+        (
+            {
+                "service": "s",
+                "tables": [
+                    {
+                        "source": "a",
+                        "target": "b",
+                        "key": ["id"],
+                        "columns": {"id": "id", "x": {"from": ["y", "z"], "transform": "lower"}},
+                    }
+                ],
+            },
+            "column 'x'.*input",
+        ),
+        (
+            {
+                "service": "s",
+                "tables": [
+                    {
+                        "source": "a",
+                        "target": "b",
+                        "key": ["id"],
+                        "filter": [{"column": "c", "op": "like"}],
+                        "columns": {"id": "id"},
+                    }
+                ],
+            },
+            "unknown op 'like'",
+        ),
+        (
+            {
+                "service": "s",
+                "tables": [
+                    {
+                        "source": "a",
+                        "target": "b",
+                        "key": ["id"],
+                        "colums": {},
+                        "columns": {"id": "id"},
+                    }
+                ],
+            },
+            "unknown key",
+        ),
     ],
 )
 def test_invalid_mappings_are_rejected_with_the_fault_named(doc: dict, message: str) -> None:
@@ -130,16 +235,32 @@ def test_missing_or_broken_file_is_reported_with_its_path(tmp_path: Path) -> Non
 
 
 def test_generic_transforms_behave_as_documented() -> None:
-    spec = parse_mapping({"service": "s", "tables": [{"source": "a", "target": "b", "key": ["id"], "columns": {
-        "id": "id",
-        "big": {"from": "n", "transform": "scale", "args": {"exp": 2}},
-        "up": {"from": "s", "transform": "upper"},
-        "st": {"from": "s", "transform": "strip"},
-        "j": {"from": ["s", "none", "n"], "transform": "join", "args": {"sep": "/"}},
-        "c": {"transform": "constant", "args": {"value": "k"}},
-        "second": {"from": "s", "transform": "split", "args": {"part": 1}},
-        "flag": {"from": "t", "transform": "bool"},
-    }}]})
+    spec = parse_mapping(
+        {
+            "service": "s",
+            "tables": [
+                {
+                    "source": "a",
+                    "target": "b",
+                    "key": ["id"],
+                    "columns": {
+                        "id": "id",
+                        "big": {"from": "n", "transform": "scale", "args": {"exp": 2}},
+                        "up": {"from": "s", "transform": "upper"},
+                        "st": {"from": "s", "transform": "strip"},
+                        "j": {
+                            "from": ["s", "none", "n"],
+                            "transform": "join",
+                            "args": {"sep": "/"},
+                        },
+                        "c": {"transform": "constant", "args": {"value": "k"}},
+                        "second": {"from": "s", "transform": "split", "args": {"part": 1}},
+                        "flag": {"from": "t", "transform": "bool"},
+                    },
+                }
+            ],
+        }
+    )
     out = spec.tables[0].forward({"id": 1, "n": 3, "s": " ab ", "none": None, "t": "true"})
     assert out["big"] == 300 and isinstance(out["big"], int)
     assert out["up"] == " AB " and out["st"] == "ab"

@@ -33,7 +33,9 @@ def pipe(tmp_path: Path) -> Iterator[Pipeline]:
 
 def _assert_in_sync(p: Pipeline) -> None:
     report = p.verify()
-    assert report.ok, [(t.source, t.missing, t.extra, t.differing, t.unmappable) for t in report.tables]
+    assert report.ok, [
+        (t.source, t.missing, t.extra, t.differing, t.unmappable) for t in report.tables
+    ]
 
 
 def test_snapshot_then_streamed_changes_make_target_equal_mapped_source(pipe: Pipeline) -> None:
@@ -44,7 +46,9 @@ def test_snapshot_then_streamed_changes_make_target_equal_mapped_source(pipe: Pi
     with pipe.source.begin() as conn:
         conn.execute(text("UPDATE products SET price_cents = 1 WHERE id = 3"))
         conn.execute(text("DELETE FROM products WHERE id = 4"))
-        conn.execute(text("INSERT INTO customers VALUES (1, 'Ann@X.com', 'Ann Lee', '2024-01-01 00:00:00')"))
+        conn.execute(
+            text("INSERT INTO customers VALUES (1, 'Ann@X.com', 'Ann Lee', '2024-01-01 00:00:00')")
+        )
     pipe.drain()
     _assert_in_sync(pipe)
     rows = {r[0]: r for r in pipe.target_rows()}
@@ -52,7 +56,9 @@ def test_snapshot_then_streamed_changes_make_target_equal_mapped_source(pipe: Pi
     assert float(rows[3][4]) == 0.01
     assert pipe.target_rows("customer_account")[0][1:4] == ("ann@x.com", "Ann", "Lee")
     states = {s.table: s for s in snapshot_states(pipe.source)}
-    assert states["products"].status == "done" and states["products"].rows_done == 34  # id 4 deleted first
+    assert (
+        states["products"].status == "done" and states["products"].rows_done == 34
+    )  # id 4 deleted first
 
 
 def test_row_that_stops_matching_the_filter_is_deleted_and_comes_back(pipe: Pipeline) -> None:
@@ -146,14 +152,24 @@ def test_snapshot_stays_consistent_under_concurrent_writes(tmp_path: Path) -> No
                     pid = rng.randint(1, 320)
                     kind = rng.random()
                     if kind < 0.5:
-                        conn.execute(text("UPDATE products SET price_cents = price_cents + 1, "
-                                          "name = name || 'x' WHERE id = :i"), {"i": pid})
+                        conn.execute(
+                            text(
+                                "UPDATE products SET price_cents = price_cents + 1, "
+                                "name = name || 'x' WHERE id = :i"
+                            ),
+                            {"i": pid},
+                        )
                     elif kind < 0.7:
                         conn.execute(text("DELETE FROM products WHERE id = :i"), {"i": pid})
                     else:
                         n += 1
-                        conn.execute(text("INSERT OR IGNORE INTO products (id, sku, name, price_cents) "
-                                          "VALUES (:i, :s, 'New', 5)"), {"i": rng.choice([pid, n]), "s": f"N{n}"})
+                        conn.execute(
+                            text(
+                                "INSERT OR IGNORE INTO products (id, sku, name, price_cents) "
+                                "VALUES (:i, :s, 'New', 5)"
+                            ),
+                            {"i": rng.choice([pid, n]), "s": f"N{n}"},
+                        )
 
         t = threading.Thread(target=writer)
         t.start()
@@ -211,10 +227,30 @@ def test_sink_resumes_from_offsets_stored_in_the_target(pipe: Pipeline) -> None:
 
 ops = st.lists(
     st.one_of(
-        st.tuples(st.just("insert"), st.integers(1, 25), st.integers(0, 10_000), st.booleans(), st.booleans()),
-        st.tuples(st.just("update"), st.integers(1, 25), st.integers(0, 10_000), st.booleans(), st.booleans()),
-        st.tuples(st.just("delete"), st.integers(1, 25), st.just(0), st.just(False), st.just(False)),
-        st.tuples(st.just("rekey"), st.integers(1, 25), st.integers(26, 60), st.just(False), st.just(False)),
+        st.tuples(
+            st.just("insert"),
+            st.integers(1, 25),
+            st.integers(0, 10_000),
+            st.booleans(),
+            st.booleans(),
+        ),
+        st.tuples(
+            st.just("update"),
+            st.integers(1, 25),
+            st.integers(0, 10_000),
+            st.booleans(),
+            st.booleans(),
+        ),
+        st.tuples(
+            st.just("delete"), st.integers(1, 25), st.just(0), st.just(False), st.just(False)
+        ),
+        st.tuples(
+            st.just("rekey"),
+            st.integers(1, 25),
+            st.integers(26, 60),
+            st.just(False),
+            st.just(False),
+        ),
         st.tuples(st.just("pump"), st.integers(0, 3), st.just(0), st.just(False), st.just(False)),
     ),
     max_size=40,
@@ -223,7 +259,9 @@ ops = st.lists(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(initial=st.integers(0, 12), operations=ops)
-def test_random_changes_leave_the_target_equal_to_the_mapped_source(initial: int, operations: list) -> None:
+def test_random_changes_leave_the_target_equal_to_the_mapped_source(
+    initial: int, operations: list
+) -> None:
     with tempfile.TemporaryDirectory() as d:
         pipe = Pipeline(Path(d), chunk=3, batch=4)
         try:
@@ -233,20 +271,42 @@ def test_random_changes_leave_the_target_equal_to_the_mapped_source(initial: int
             request_snapshot(pipe.source, ["products"])
             for op, pid, val, flag, null_sku in operations:
                 with pipe.source.begin() as conn:
-                    params = {"i": pid, "v": val, "a": int(flag), "s": None if null_sku else f"S{val}"}
+                    params = {
+                        "i": pid,
+                        "v": val,
+                        "a": int(flag),
+                        "s": None if null_sku else f"S{val}",
+                    }
                     if op == "insert":
-                        conn.execute(text("INSERT OR REPLACE INTO products (id, sku, name, price_cents, active) "
-                                          "VALUES (:i, :s, 'P ' || :v, :v, :a)"), params)
-                        conn.execute(text("INSERT OR REPLACE INTO customers (id, email, full_name) "
-                                          "VALUES (:i, 'c' || :i || '@X.com', 'A B' || :v)"), params)
+                        conn.execute(
+                            text(
+                                "INSERT OR REPLACE INTO products (id, sku, name, price_cents, active) "
+                                "VALUES (:i, :s, 'P ' || :v, :v, :a)"
+                            ),
+                            params,
+                        )
+                        conn.execute(
+                            text(
+                                "INSERT OR REPLACE INTO customers (id, email, full_name) "
+                                "VALUES (:i, 'c' || :i || '@X.com', 'A B' || :v)"
+                            ),
+                            params,
+                        )
                     elif op == "update":
-                        conn.execute(text("UPDATE products SET price_cents = :v, active = :a, sku = :s "
-                                          "WHERE id = :i"), params)
+                        conn.execute(
+                            text(
+                                "UPDATE products SET price_cents = :v, active = :a, sku = :s "
+                                "WHERE id = :i"
+                            ),
+                            params,
+                        )
                     elif op == "delete":
                         conn.execute(text("DELETE FROM products WHERE id = :i"), params)
                         conn.execute(text("DELETE FROM customers WHERE id = :i"), params)
                     elif op == "rekey":
-                        conn.execute(text("UPDATE OR IGNORE products SET id = :v WHERE id = :i"), params)
+                        conn.execute(
+                            text("UPDATE OR IGNORE products SET id = :v WHERE id = :i"), params
+                        )
                 if op == "pump":
                     for _ in range(pid):
                         pipe.capture.run_once()

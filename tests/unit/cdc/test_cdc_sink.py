@@ -37,14 +37,27 @@ def pipe(tmp_path: Path) -> Iterator[Pipeline]:
 
 def _event(table: str, op: str, row: dict, before: dict | None = None) -> OutgoingMessage:
     src = source_block(name="mono", db="src", schema="main", table=table, seq=1, ts_ms=1)
-    key, value = build_event(op, before if op != "c" else None, row if op != "d" else None,
-                             key_columns=["id"], source=src)
+    key, value = build_event(
+        op,
+        before if op != "c" else None,
+        row if op != "d" else None,
+        key_columns=["id"],
+        source=src,
+    )
     return OutgoingMessage(f"mono.main.{table}", key, value)
 
 
 def _product(pid: int, **kw: object) -> dict:
-    row = {"id": pid, "sku": f"S{pid}", "name": f"P {pid}", "price_cents": 100, "currency": "EUR",
-           "active": 1, "created_at": "2024-01-02 03:04:05", "updated_at": None}
+    row = {
+        "id": pid,
+        "sku": f"S{pid}",
+        "name": f"P {pid}",
+        "price_cents": 100,
+        "currency": "EUR",
+        "active": 1,
+        "created_at": "2024-01-02 03:04:05",
+        "updated_at": None,
+    }
     row.update(kw)
     return row
 
@@ -62,16 +75,19 @@ def _publish(pipe: Pipeline, msgs: list[OutgoingMessage]) -> None:
 
 
 def test_poison_events_are_dead_lettered_and_later_good_events_still_apply(pipe: Pipeline) -> None:
-    _publish(pipe, [
-        _event("products", "c", _product(1)),
-        OutgoingMessage("mono.main.products", b'{"id":2}', b"{not json"),
-        _event("products", "c", _product(3, price_cents="lots")),  # mapping failure
-        _event("customers", "c", _customer(1, "a@x.com")),
-        _event("customers", "c", _customer(2, "A@X.COM")),  # unique violation after lower()
-        _event("customers", "c", _customer(3, "c@x.com", nickname="cc")),  # strict drift
-        _event("products", "c", _product(4)),
-        _event("customers", "c", _customer(5, "e@x.com")),
-    ])
+    _publish(
+        pipe,
+        [
+            _event("products", "c", _product(1)),
+            OutgoingMessage("mono.main.products", b'{"id":2}', b"{not json"),
+            _event("products", "c", _product(3, price_cents="lots")),  # mapping failure
+            _event("customers", "c", _customer(1, "a@x.com")),
+            _event("customers", "c", _customer(2, "A@X.COM")),  # unique violation after lower()
+            _event("customers", "c", _customer(3, "c@x.com", nickname="cc")),  # strict drift
+            _event("products", "c", _product(4)),
+            _event("customers", "c", _customer(5, "e@x.com")),
+        ],
+    )
     src = source_block(name="mono", db="src", schema="main", table="orders", seq=1, ts_ms=1)
     key, value = build_event("c", None, {"id": 1}, key_columns=["id"], source=src)
     _publish(pipe, [OutgoingMessage("mono.main.products", key, value)])  # unknown table
@@ -92,11 +108,14 @@ def test_poison_events_are_dead_lettered_and_later_good_events_still_apply(pipe:
 
 
 def test_dead_letters_can_be_retried_after_a_fix_and_dropped(pipe: Pipeline) -> None:
-    _publish(pipe, [
-        _event("customers", "c", _customer(1, "a@x.com")),
-        _event("customers", "c", _customer(2, "A@x.com")),
-        OutgoingMessage("mono.main.customers", None, b"garbage"),
-    ])
+    _publish(
+        pipe,
+        [
+            _event("customers", "c", _customer(1, "a@x.com")),
+            _event("customers", "c", _customer(2, "A@x.com")),
+            OutgoingMessage("mono.main.customers", None, b"garbage"),
+        ],
+    )
     pipe.sink.drain(idle_polls=1)
     assert count_dead_letters(pipe.target, "g") == 2
     with pipe.target.begin() as conn:  # the fix: the conflicting row goes away
@@ -114,26 +133,78 @@ def test_debezium_events_wrapped_and_plain_apply(tmp_path: Path) -> None:
     pipe = Pipeline(tmp_path / "p")
     try:
         topic = "dbserver1.public.products"
-        _publish(pipe, [
-            OutgoingMessage(topic, dbz.wrapped_key(1), dbz.wrapped(dbz.product_payload("c", None, dbz.product_row(1), 10))),
-            OutgoingMessage(topic, b'{"id":2}', dbz.plain(dbz.product_payload("c", None, dbz.product_row(2, 250), 11))),
-            OutgoingMessage(topic, b'{"id":2}', dbz.plain(dbz.product_payload(
-                "u", dbz.product_row(2, 250), dbz.product_row(2, 300, name="Oak Chair"), 12))),
-            OutgoingMessage(topic, dbz.wrapped_key(3), dbz.wrapped(dbz.product_payload("c", None, dbz.product_row(3), 13))),
-            OutgoingMessage(topic, dbz.wrapped_key(3), dbz.wrapped(dbz.product_payload(
-                "d", {"id": 3, "sku": None, "name": None, "price_cents": None, "currency": None,
-                      "active": None, "created_at": None, "updated_at": None}, None, 14))),
-            OutgoingMessage(topic, dbz.wrapped_key(3), None),  # tombstone
-        ])
+        _publish(
+            pipe,
+            [
+                OutgoingMessage(
+                    topic,
+                    dbz.wrapped_key(1),
+                    dbz.wrapped(dbz.product_payload("c", None, dbz.product_row(1), 10)),
+                ),
+                OutgoingMessage(
+                    topic,
+                    b'{"id":2}',
+                    dbz.plain(dbz.product_payload("c", None, dbz.product_row(2, 250), 11)),
+                ),
+                OutgoingMessage(
+                    topic,
+                    b'{"id":2}',
+                    dbz.plain(
+                        dbz.product_payload(
+                            "u",
+                            dbz.product_row(2, 250),
+                            dbz.product_row(2, 300, name="Oak Chair"),
+                            12,
+                        )
+                    ),
+                ),
+                OutgoingMessage(
+                    topic,
+                    dbz.wrapped_key(3),
+                    dbz.wrapped(dbz.product_payload("c", None, dbz.product_row(3), 13)),
+                ),
+                OutgoingMessage(
+                    topic,
+                    dbz.wrapped_key(3),
+                    dbz.wrapped(
+                        dbz.product_payload(
+                            "d",
+                            {
+                                "id": 3,
+                                "sku": None,
+                                "name": None,
+                                "price_cents": None,
+                                "currency": None,
+                                "active": None,
+                                "created_at": None,
+                                "updated_at": None,
+                            },
+                            None,
+                            14,
+                        )
+                    ),
+                ),
+                OutgoingMessage(topic, dbz.wrapped_key(3), None),  # tombstone
+            ],
+        )
         sink = Sink(pipe.target, pipe.mapping, pipe.log, SinkConfig("dbz", (topic,)))
         sink.drain(idle_polls=1)
         sink.close()
         assert count_dead_letters(pipe.target) == 0
         with pipe.target.connect() as conn:
-            rows = conn.execute(text("SELECT id, title, slug, price_amount, is_listed, created_at "
-                                     "FROM catalog_product ORDER BY id")).all()
-        assert [(r[0], r[1], r[2]) for r in rows] == [(1, "Oak Bench", "oak-bench-1"), (2, "Oak Chair", "oak-chair-2")]
-        assert Decimal(str(rows[0][3])) == Decimal("19.99") and Decimal(str(rows[1][3])) == Decimal("3")
+            rows = conn.execute(
+                text(
+                    "SELECT id, title, slug, price_amount, is_listed, created_at "
+                    "FROM catalog_product ORDER BY id"
+                )
+            ).all()
+        assert [(r[0], r[1], r[2]) for r in rows] == [
+            (1, "Oak Bench", "oak-bench-1"),
+            (2, "Oak Chair", "oak-chair-2"),
+        ]
+        assert Decimal(str(rows[0][3])) == Decimal("19.99") and Decimal(str(rows[1][3])) == Decimal(
+            "3"
+        )
         assert rows[0][5].startswith("2024-01-02 03:04:05")
     finally:
         pipe.close()
@@ -157,11 +228,21 @@ def test_new_nullable_source_column_is_ignored_unless_the_table_is_strict(pipe: 
 
 
 def test_value_coercion_follows_target_column_types(pipe: Pipeline) -> None:
-    _publish(pipe, [_event("products", "c", _product(1, active="true", price_cents="250",
-                                                     created_at="2024-05-06T07:08:09Z"))])
+    _publish(
+        pipe,
+        [
+            _event(
+                "products",
+                "c",
+                _product(1, active="true", price_cents="250", created_at="2024-05-06T07:08:09Z"),
+            )
+        ],
+    )
     pipe.sink.drain(idle_polls=1)
     with pipe.target.connect() as conn:
-        row = conn.execute(text("SELECT is_listed, price_amount, created_at FROM catalog_product")).one()
+        row = conn.execute(
+            text("SELECT is_listed, price_amount, created_at FROM catalog_product")
+        ).one()
     assert row[0] == 1 and float(row[1]) == 2.5 and row[2].startswith("2024-05-06 07:08:09")
 
 
@@ -169,7 +250,11 @@ def test_sink_refuses_to_start_when_the_target_lacks_a_mapped_column(tmp_path: P
     pipe = Pipeline(tmp_path / "p")
     try:
         bad = tmp_path / "bad.toml"
-        bad.write_text((tmp_path / "p" / "mapping.toml").read_text().replace('title = "name"', 'headline = "name"'))
+        bad.write_text(
+            (tmp_path / "p" / "mapping.toml")
+            .read_text()
+            .replace('title = "name"', 'headline = "name"')
+        )
         with pytest.raises(SinkError, match="catalog_product.*headline"):
             Sink(pipe.target, load_mapping(bad), pipe.log, SinkConfig("g", pipe.topics))
     finally:

@@ -83,7 +83,9 @@ class Shop:
             assert response.status_code == 200, response.get_json()
         return product
 
-    def customer(self, email: str = "Ada@Example.com", name: str = "Ada Lovelace") -> dict[str, Any]:
+    def customer(
+        self, email: str = "Ada@Example.com", name: str = "Ada Lovelace"
+    ) -> dict[str, Any]:
         return self._created("/customers", {"email": email, "name": name})
 
     def order(self, customer_id: int, *lines: tuple[int, int]) -> dict[str, Any]:

@@ -109,10 +109,22 @@ def test_product_create_refuses_a_duplicate_sku(client, shop, error) -> None:
         ({"sku": "lower case"}, {"sku": "must be 1 to 64 of A-Z 0-9 -"}),
         ({"sku": "X" * 65}, {"sku": "must be 1 to 64 of A-Z 0-9 -"}),
         ({"name": ""}, {"name": "must be 1 to 200 characters"}),
-        ({"price": {"cents": -1, "currency": "EUR"}}, {"price": "cents must be a non-negative integer"}),
-        ({"price": {"cents": 1, "currency": "eur"}}, {"price": "currency must be three upper-case letters"}),
-        ({"price": {"cents": 1.5, "currency": "EUR"}}, {"price": "cents must be a non-negative integer"}),
-        ({"price": {"cents": 2**31, "currency": "EUR"}}, {"price": "must be between 0 and 2147483647"}),
+        (
+            {"price": {"cents": -1, "currency": "EUR"}},
+            {"price": "cents must be a non-negative integer"},
+        ),
+        (
+            {"price": {"cents": 1, "currency": "eur"}},
+            {"price": "currency must be three upper-case letters"},
+        ),
+        (
+            {"price": {"cents": 1.5, "currency": "EUR"}},
+            {"price": "cents must be a non-negative integer"},
+        ),
+        (
+            {"price": {"cents": 2**31, "currency": "EUR"}},
+            {"price": "must be between 0 and 2147483647"},
+        ),
         ({"price": 100}, {"price": "must be a money"}),
         ({"category_id": 99}, {"category_id": "does not exist"}),
         ({"category_id": True}, {"category_id": "must be an integer"}),
@@ -151,7 +163,11 @@ def test_product_patch_changes_given_fields_and_bumps_updated_at(client, shop) -
     other = shop.category("Other")
     response = client.patch(
         f"/products/{product['id']}",
-        json={"name": "Renamed", "price": {"cents": 5, "currency": "USD"}, "category_id": other["id"]},
+        json={
+            "name": "Renamed",
+            "price": {"cents": 5, "currency": "USD"},
+            "category_id": other["id"],
+        },
     )
     assert response.status_code == 200, response.get_json()
     changed = response.get_json()

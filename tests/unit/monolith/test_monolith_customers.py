@@ -55,11 +55,17 @@ def test_customer_list_filters_by_email_and_name(client, shop) -> None:
     ("body", "fields"),
     [
         ({"name": "X"}, {"email": "is required"}),
-        ({"email": "no-at-sign", "name": "X"}, {"email": "must be an email address with exactly one @"}),
+        (
+            {"email": "no-at-sign", "name": "X"},
+            {"email": "must be an email address with exactly one @"},
+        ),
         ({"email": "a@b@c", "name": "X"}, {"email": "must be an email address with exactly one @"}),
         ({"email": "x" * 250 + "@a.com", "name": "X"}, {"email": "must be 3 to 254 characters"}),
         ({"email": "a@b.c", "name": "   "}, {"name": "must be 1 to 200 characters"}),
-        ({"email": "a@b.c", "name": "X", "phone": "1" * 33}, {"phone": "must be 0 to 32 characters"}),
+        (
+            {"email": "a@b.c", "name": "X", "phone": "1" * 33},
+            {"phone": "must be 0 to 32 characters"},
+        ),
         ({"email": "a@b.c", "name": ["X"]}, {"name": "must be a string"}),
         ({"email": "a@b.c", "name": "X", "vip": True}, {"vip": "unknown field"}),
     ],

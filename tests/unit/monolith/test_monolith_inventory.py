@@ -40,12 +40,14 @@ def test_on_hand_cannot_drop_below_reserved(client, shop, error) -> None:
 
 def test_adjust_adds_and_subtracts(client, shop) -> None:
     product = shop.product(stock=5)
-    assert client.post(f"/inventory/{product['id']}/adjust", json={"delta": 10}).get_json()[
-        "on_hand"
-    ] == 15
-    assert client.post(f"/inventory/{product['id']}/adjust", json={"delta": -15}).get_json()[
-        "on_hand"
-    ] == 0
+    assert (
+        client.post(f"/inventory/{product['id']}/adjust", json={"delta": 10}).get_json()["on_hand"]
+        == 15
+    )
+    assert (
+        client.post(f"/inventory/{product['id']}/adjust", json={"delta": -15}).get_json()["on_hand"]
+        == 0
+    )
 
 
 def test_adjust_without_a_stock_row_is_404_and_overflow_is_422(client, shop, error) -> None:

@@ -96,8 +96,8 @@ def test_document_is_structurally_valid_openapi_3(client) -> None:
         assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
-    for name, schema in schemas.items():
-        jsonschema.Draft7Validator.check_schema(schema), name
+    for schema in schemas.values():
+        jsonschema.Draft7Validator.check_schema(schema)
 
 
 def test_responses_match_their_documented_schemas(client, shop) -> None:

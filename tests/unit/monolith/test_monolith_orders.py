@@ -123,7 +123,10 @@ def test_order_refers_to_unknown_or_inactive_things_with_422(client, shop, error
         "/orders",
         json={
             "customer_id": customer["id"],
-            "lines": [{"product_id": usd["id"], "quantity": 1}, {"product_id": eur["id"], "quantity": 1}],
+            "lines": [
+                {"product_id": usd["id"], "quantity": 1},
+                {"product_id": eur["id"], "quantity": 1},
+            ],
         },
     )
     assert mixed.status_code == 422

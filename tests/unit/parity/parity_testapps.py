@@ -98,7 +98,9 @@ def create_shop_app(variant: str | None = None, *, noisy: bool = False) -> Flask
 
     def reply(payload: Any, status: int = 200) -> Response:
         body = json.dumps(payload)
-        ctype = "text/html; charset=utf-8" if variant == "wrong_content_type" else "application/json"
+        ctype = (
+            "text/html; charset=utf-8" if variant == "wrong_content_type" else "application/json"
+        )
         resp = Response(body, status=status, content_type=ctype)
         if noisy:
             resp.headers["X-Request-Id"] = uuid.uuid4().hex
@@ -142,7 +144,11 @@ def create_shop_app(variant: str | None = None, *, noisy: bool = False) -> Flask
             "generated_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
 
-    sort_keys = {"id": lambda p: p["id"], "name": lambda p: p["name"], "price": lambda p: p["price"]["cents"]}
+    sort_keys = {
+        "id": lambda p: p["id"],
+        "name": lambda p: p["name"],
+        "price": lambda p: p["price"]["cents"],
+    }
 
     @app.get("/products")
     def list_products() -> Response:
@@ -255,7 +261,11 @@ def openapi_document() -> dict[str, Any]:
     page = [
         {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
         {"name": "per_page", "in": "query", "schema": {"type": "integer", "maximum": 100}},
-        {"name": "sort", "in": "query", "schema": {"type": "string", "enum": ["id", "name", "price"]}},
+        {
+            "name": "sort",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["id", "name", "price"]},
+        },
         {"name": "active", "in": "query", "schema": {"type": "boolean"}},
     ]
     return {
@@ -270,7 +280,12 @@ def openapi_document() -> dict[str, Any]:
             "/reports/sales": {
                 "get": {
                     "parameters": [
-                        {"name": "from", "in": "query", "required": True, "schema": {"type": "string"}}
+                        {
+                            "name": "from",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
                     ]
                 }
             },

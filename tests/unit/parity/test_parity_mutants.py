@@ -49,9 +49,9 @@ EXPECTED = {
 
 def run(control, candidate, **kwargs):
     rules = RuleSet.from_dict({"endpoints": [{"endpoint": "GET /products/<int:id>"}]})
-    return Runner(FlaskBackend(control), FlaskBackend(candidate), Comparator(rules), concurrency=2, **kwargs).run(
-        from_list(REQUESTS)
-    )
+    return Runner(
+        FlaskBackend(control), FlaskBackend(candidate), Comparator(rules), concurrency=2, **kwargs
+    ).run(from_list(REQUESTS))
 
 
 def test_every_variant_has_an_expectation():
@@ -68,10 +68,7 @@ def test_seeded_divergence_is_reported_at_the_right_path(variant):
     target, kind, path = EXPECTED[variant]
     report = run(create_shop_app(), create_shop_app(variant))
     found = {
-        (d.kind, d.path)
-        for r in report.results
-        if str(r.request) == target
-        for d in r.regressions
+        (d.kind, d.path) for r in report.results if str(r.request) == target for d in r.regressions
     }
     assert (kind, path) in found, f"{variant}: got {sorted(found)}"
     assert report.exit_code() == 1
@@ -109,7 +106,9 @@ def test_noisy_but_equivalent_candidate_has_no_regressions_once_noise_is_learned
 
 
 def test_learned_noise_does_not_hide_a_real_regression_in_a_noisy_candidate():
-    report = run(create_shop_app(noisy=True), create_shop_app("missing_field", noisy=True), learn_noise=True)
+    report = run(
+        create_shop_app(noisy=True), create_shop_app("missing_field", noisy=True), learn_noise=True
+    )
     paths = {d.path for r in report.results for d in r.regressions}
     assert "$.sku" in paths and "$.meta.request_id" not in paths
 
@@ -123,13 +122,25 @@ def test_reports_render_as_table_json_and_escaped_self_contained_html(tmp_path):
     assert loaded.totals == report.totals
     assert [d.path for d in loaded.results[0].differences] == ["line:4"]
     page = render_html(loaded)
-    assert "<html>" not in page.split("<body>", 1)[1].split("</body>")[0].replace("&lt;html&gt;", "")
+    assert "<html>" not in page.split("<body>", 1)[1].split("</body>")[0].replace(
+        "&lt;html&gt;", ""
+    )
     assert "&lt;p&gt;Open daily 9-18&lt;/p&gt;" in page
-    assert "http://" not in page and "https://" not in page and "<link" not in page and "<script" not in page
+    assert (
+        "http://" not in page
+        and "https://" not in page
+        and "<link" not in page
+        and "<script" not in page
+    )
 
 
 def test_no_secret_from_a_request_reaches_recordings_or_reports(tmp_path):
-    secrets = {"auth": "Bearer TOP-S3CRET-1", "cookie": "sid=TOP-S3CRET-2", "token": "TOP-S3CRET-3", "pw": "TOP-S3CRET-4"}
+    secrets = {
+        "auth": "Bearer TOP-S3CRET-1",
+        "cookie": "sid=TOP-S3CRET-2",
+        "token": "TOP-S3CRET-3",
+        "pw": "TOP-S3CRET-4",
+    }
 
     from flask import Flask, jsonify, request
 
@@ -141,15 +152,21 @@ def test_no_secret_from_a_request_reaches_recordings_or_reports(tmp_path):
         def login():
             body = request.get_json()
             return jsonify(
-                {"auth": request.headers.get("Authorization"), "token": request.args.get("token"),
-                 "password": body["password"], "n": extra}
+                {
+                    "auth": request.headers.get("Authorization"),
+                    "token": request.args.get("token"),
+                    "password": body["password"],
+                    "n": extra,
+                }
             )
 
         return app
 
     redactor = Redactor(fields=["password", "token", "auth"])
     req = Request.build(
-        "POST", "/login", query={"token": secrets["token"]},
+        "POST",
+        "/login",
+        query={"token": secrets["token"]},
         headers={"Authorization": secrets["auth"], "Cookie": secrets["cookie"]},
         json_body={"user": "ada", "password": secrets["pw"]},
     )
@@ -165,7 +182,10 @@ def test_no_secret_from_a_request_reaches_recordings_or_reports(tmp_path):
         text = f.read_text()
         for s in secrets.values():
             assert s not in text, f"{s} leaked into {f.name}"
-    assert json.loads((tmp_path / "rec.jsonl").read_text())["request"]["headers"]["cookie"] == "[REDACTED]"
+    assert (
+        json.loads((tmp_path / "rec.jsonl").read_text())["request"]["headers"]["cookie"]
+        == "[REDACTED]"
+    )
 
 
 def test_candidate_failures_are_recorded_as_errors_not_raised():

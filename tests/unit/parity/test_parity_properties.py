@@ -14,10 +14,18 @@ from parity.model import DiffKind
 from parity.paths import render_path
 from parity.rules import CompiledRules, EndpointRules
 
-scalars = st.none() | st.booleans() | st.integers(-1000, 1000) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-1000, 1000)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
 json_docs = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=25,
 )
 containers = st.dictionaries(st.text(max_size=6), json_docs, min_size=1, max_size=5)
@@ -73,8 +81,12 @@ def test_a_removed_key_is_missing_and_an_added_key_is_extra(doc, data):
     key = data.draw(st.sampled_from(sorted(get(doc, segs))))
     smaller = copy.deepcopy(doc)
     del get(smaller, segs)[key]
-    assert [(d.kind, d.path) for d in diff_json(doc, smaller)] == [(DiffKind.MISSING, render_path((*segs, key)))]
-    assert [(d.kind, d.path) for d in diff_json(smaller, doc)] == [(DiffKind.EXTRA, render_path((*segs, key)))]
+    assert [(d.kind, d.path) for d in diff_json(doc, smaller)] == [
+        (DiffKind.MISSING, render_path((*segs, key)))
+    ]
+    assert [(d.kind, d.path) for d in diff_json(smaller, doc)] == [
+        (DiffKind.EXTRA, render_path((*segs, key)))
+    ]
 
 
 def under(path: str, root: str) -> bool:

@@ -10,18 +10,24 @@ import pytest
 from parity.compare import Comparator
 from parity.model import Outcome, Request, Response
 from parity.recording import (
+    MemoryStatsStore,
     PairSink,
     RecordingStore,
     Redactor,
     ShadowPair,
     SqlStatsStore,
-    MemoryStatsStore,
     read_recording,
 )
 from parity.rules import RuleSet
 from parity.sources import from_recording
 
-SECRETS = ["Bearer s3cr3t-T0KEN", "session=c00kie-VALUE", "hunter2-PASSWORD", "4111111111111111", "qs-T0KEN-9"]
+SECRETS = [
+    "Bearer s3cr3t-T0KEN",
+    "session=c00kie-VALUE",
+    "hunter2-PASSWORD",
+    "4111111111111111",
+    "qs-T0KEN-9",
+]
 
 
 def secret_request() -> Request:
@@ -30,16 +36,25 @@ def secret_request() -> Request:
         "/login",
         query={"token": SECRETS[4], "page": "1"},
         headers={"Authorization": SECRETS[0], "Cookie": SECRETS[1], "X-Api-Key": "k3y-SECRET"},
-        json_body={"user": "ada", "password": SECRETS[2], "card": {"number": SECRETS[3], "exp": "12/30"}},
+        json_body={
+            "user": "ada",
+            "password": SECRETS[2],
+            "card": {"number": SECRETS[3], "exp": "12/30"},
+        },
     )
 
 
 def json_response(body, status=200, **headers):
-    return Response(status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode())
+    return Response(
+        status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+    )
 
 
 def test_recording_redacts_secrets_before_writing(tmp_path):
-    store = RecordingStore(tmp_path / "rec.jsonl", redactor=Redactor(headers=["x-api-key"], fields=["password", "token", "$.card.number"]))
+    store = RecordingStore(
+        tmp_path / "rec.jsonl",
+        redactor=Redactor(headers=["x-api-key"], fields=["password", "token", "$.card.number"]),
+    )
     store.record_exchange(
         secret_request(),
         json_response({"token": "resp-T0KEN-1", "ok": True}, **{"Set-Cookie": "sid=SETC00KIE"}),
@@ -95,8 +110,16 @@ def pair(body_control, body_candidate, path="/products/1", **extra):
         "method": "GET",
         "path": path,
         "request_headers": {"Authorization": "Bearer LIVE-S3CRET"},
-        "control": {"status": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body_control).encode()},
-        "candidate": {"status": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(body_candidate).encode()},
+        "control": {
+            "status": 200,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body_control).encode(),
+        },
+        "candidate": {
+            "status": 200,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body_candidate).encode(),
+        },
         "control_latency": 0.01,
         "candidate_latency": 0.02,
         **extra,
@@ -104,13 +127,21 @@ def pair(body_control, body_candidate, path="/products/1", **extra):
 
 
 def test_pair_sink_feeds_per_endpoint_statistics(stats, tmp_path):
-    rules = RuleSet.from_dict({"endpoints": [{"endpoint": "GET /products/<int:id>", "noise": ["$.rid"]}]})
+    rules = RuleSet.from_dict(
+        {"endpoints": [{"endpoint": "GET /products/<int:id>", "noise": ["$.rid"]}]}
+    )
     rec = RecordingStore(tmp_path / "shadow.jsonl")
     sink = PairSink(stats, Comparator(rules), recorder=rec)
     assert sink.record(pair({"id": 1}, {"id": 1})).outcome is Outcome.MATCH
     assert sink.record(pair({"id": 1, "rid": 1}, {"id": 1, "rid": 2})).outcome is Outcome.NOISE_ONLY
     for i in range(5):
-        sink.record(pair({"id": 1, "password": "pw-LEAK"}, {"id": 2, "password": "pw-LEAK2"}, path=f"/products/{i}"))
+        sink.record(
+            pair(
+                {"id": 1, "password": "pw-LEAK"},
+                {"id": 2, "password": "pw-LEAK2"},
+                path=f"/products/{i}",
+            )
+        )
     sink.record(ShadowPair("GET", "/products/9", control_status=200, candidate_error="timeout"))
     s = stats.stats_for("GET /products/<int:id>")
     assert (s.requests, s.matches, s.noise, s.mismatches, s.errors) == (8, 1, 1, 5, 1)
@@ -119,7 +150,10 @@ def test_pair_sink_feeds_per_endpoint_statistics(stats, tmp_path):
     assert s.last_mismatches[1]["differences"][0]["path"] == "$.id"
     assert stats.stats_for("GET /nothing").requests == 0
     assert stats.endpoints() == ["GET /products/<int:id>"]
-    dumped = json.dumps([x.to_dict() for x in stats.all_stats()]) + (tmp_path / "shadow.jsonl").read_text()
+    dumped = (
+        json.dumps([x.to_dict() for x in stats.all_stats()])
+        + (tmp_path / "shadow.jsonl").read_text()
+    )
     assert "LIVE-S3CRET" not in dumped and "pw-LEAK" not in dumped
 
 

@@ -41,10 +41,16 @@ def test_resolver_prefers_literal_paths_and_generalises_unknown_numeric_segments
 
 
 def test_wildcard_and_descendant_ignores_remove_exactly_those_paths():
-    a = {"request_id": 1, "items": [{"id": 1, "updated_at": "x"}, {"id": 2, "updated_at": "y"}],
-         "meta": {"request_id": 5}}
-    b = {"request_id": 2, "items": [{"id": 1, "updated_at": "z"}, {"id": 3, "updated_at": "w"}],
-         "meta": {"request_id": 6}}
+    a = {
+        "request_id": 1,
+        "items": [{"id": 1, "updated_at": "x"}, {"id": 2, "updated_at": "y"}],
+        "meta": {"request_id": 5},
+    }
+    b = {
+        "request_id": 2,
+        "items": [{"id": 1, "updated_at": "z"}, {"id": 3, "updated_at": "w"}],
+        "meta": {"request_id": 6},
+    }
     rules = compiled(ignore=["$..request_id", "$.items[*].updated_at"])
     assert paths(diff_json(a, b, rules)) == ["$.items[1].id"]
 
@@ -76,7 +82,10 @@ def test_unordered_arrays_without_key_are_multisets():
     rules = compiled(unordered=[{"path": "$..tags"}])
     assert diff_json({"tags": ["a", "b", "b"]}, {"tags": ["b", "a", "b"]}, rules) == []
     diffs = diff_json({"tags": ["a", "b"]}, {"tags": ["b", "c"]}, rules)
-    assert {(d.kind, d.path) for d in diffs} == {(DiffKind.MISSING, "$.tags[0]"), (DiffKind.EXTRA, "$.tags[1]")}
+    assert {(d.kind, d.path) for d in diffs} == {
+        (DiffKind.MISSING, "$.tags[0]"),
+        (DiffKind.EXTRA, "$.tags[1]"),
+    }
 
 
 def test_timestamp_normaliser_ignores_the_value_but_keeps_the_type():
@@ -103,17 +112,25 @@ def test_timestamp_rounding_and_case_and_whitespace_normalisers():
 
 def test_header_allow_and_deny_lists():
     rs = RuleSet.from_dict(
-        {"defaults": {"headers_allow": ["*"], "headers_deny": ["x-trace"]},
-         "endpoints": [{"endpoint": "GET /a", "headers_allow": ["cache-control"]}]}
+        {
+            "defaults": {"headers_allow": ["*"], "headers_deny": ["x-trace"]},
+            "endpoints": [{"endpoint": "GET /a", "headers_allow": ["cache-control"]}],
+        }
     )
     cmp = Comparator(rs)
-    a = Response(200, {"Content-Type": "application/json", "X-Trace": "1", "Date": "d1", "Vary": "a"}, b"{}")
-    b = Response(200, {"Content-Type": "application/json", "X-Trace": "2", "Date": "d2", "Vary": "b"}, b"{}")
+    a = Response(
+        200, {"Content-Type": "application/json", "X-Trace": "1", "Date": "d1", "Vary": "a"}, b"{}"
+    )
+    b = Response(
+        200, {"Content-Type": "application/json", "X-Trace": "2", "Date": "d2", "Vary": "b"}, b"{}"
+    )
     assert [d.path for d in cmp.compare(Request("GET", "/a"), a, b).differences] == ["headers.vary"]
 
 
 def test_endpoint_rules_apply_only_to_their_endpoint():
-    rs = RuleSet.from_dict({"endpoints": [{"endpoint": "GET /products/<int:id>", "ignore": ["$.v"]}]})
+    rs = RuleSet.from_dict(
+        {"endpoints": [{"endpoint": "GET /products/<int:id>", "ignore": ["$.v"]}]}
+    )
     cmp = Comparator(rs)
     a = Response(200, {"Content-Type": "application/json"}, b'{"v": 1}')
     b = Response(200, {"Content-Type": "application/json"}, b'{"v": 2}')
@@ -159,10 +176,18 @@ def test_rules_load_from_toml_and_round_trip_through_toml_and_json(tmp_path):
         ({"endpoints": [{"endpoint": "GET /a", "ignroe": []}]}, "unknown key(s) ['ignroe']"),
         ({"defaults": {"ignore": ["items.x"]}}, "must start with '$'"),
         ({"defaults": {"ignore": ["$.a[x]"]}}, "bad selector"),
-        ({"endpoints": [{"endpoint": "GET /a", "tolerance": [{"path": "$.a", "abs": -1}]}]},
-         "endpoints[0].tolerance[0].abs"),
-        ({"endpoints": [{"endpoint": "GET /a", "normalize": [{"path": "$.a", "kind": "upper"}]}]},
-         "endpoints[0].normalize[0].kind"),
+        (
+            {"endpoints": [{"endpoint": "GET /a", "tolerance": [{"path": "$.a", "abs": -1}]}]},
+            "endpoints[0].tolerance[0].abs",
+        ),
+        (
+            {
+                "endpoints": [
+                    {"endpoint": "GET /a", "normalize": [{"path": "$.a", "kind": "upper"}]}
+                ]
+            },
+            "endpoints[0].normalize[0].kind",
+        ),
         ({"endpoints": [{"endpoint": "FETCH /a"}]}, "unknown method"),
         ({"endpoints": [{"endpoint": "GET /a/<bad:x>"}]}, "unknown converter"),
         ({"defaults": {"ignore": "$.a"}}, "defaults.ignore: must be a list"),

@@ -28,7 +28,9 @@ def test_openapi_skips_paths_without_ids_and_fills_required_queries_from_the_poo
 
 
 def test_hand_written_lists_accept_lines_dicts_and_requests(tmp_path):
-    reqs = from_list(["GET /a?x=1", {"method": "POST", "path": "/b", "json": {"k": 1}}, Request("DELETE", "/c")])
+    reqs = from_list(
+        ["GET /a?x=1", {"method": "POST", "path": "/b", "json": {"k": 1}}, Request("DELETE", "/c")]
+    )
     assert [str(r) for r in reqs] == ["GET /a?x=1", "POST /b", "DELETE /c"]
     assert reqs[1].headers["content-type"] == "application/json"
     f = tmp_path / "reqs.txt"

@@ -9,7 +9,11 @@ from parity.model import DiffKind, Request
 from parity.runner import FlaskBackend, ScratchTarget, WriteScenario
 
 STEPS = [
-    Request.build("POST", "/products", json_body={"sku": "NEW-1", "name": "Bench", "price": {"cents": 12999, "currency": "EUR"}}),
+    Request.build(
+        "POST",
+        "/products",
+        json_body={"sku": "NEW-1", "name": "Bench", "price": {"cents": 12999, "currency": "EUR"}},
+    ),
     Request.build("POST", "/products", json_body={"sku": "NEW-2", "name": "Chair"}),
     Request.build("GET", "/products/25"),
 ]
@@ -28,7 +32,9 @@ def to_service_shape(rows):
 
 
 def test_equal_implementations_pass_the_write_scenario():
-    result = WriteScenario("create products", STEPS, map_rows=to_service_shape).run(target(), target())
+    result = WriteScenario("create products", STEPS, map_rows=to_service_shape).run(
+        target(), target()
+    )
     assert result.ok, result.describe()
     assert [s.request.method for s in result.steps] == ["POST", "POST", "GET"]
 

@@ -1,0 +1,482 @@
+"""`kit parity`: replay requests against monolith and service, learn noise, record, report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from parity.compare import Comparator
+from parity.model import Request
+from parity.noise import NoiseLearner
+from parity.recording import RecordingStore, Redactor
+from parity.report import RunReport, render_html, render_table
+from parity.rules import EndpointPattern, EndpointResolver, RulesError, RuleSet
+from parity.runner import BackendError, HttpBackend, Runner
+from parity.sources import from_openapi, from_recording, load_list_file, load_openapi
+
+SERVICE_HELP = (
+    "Service name from the migration manifest; it will supply the control and candidate "
+    "URLs, endpoints and rules once the manifest is wired in. Until then pass --control and "
+    "--candidate explicitly (an explicit option always wins over the manifest)."
+)
+
+
+def _parse_ids(values: Iterable[str]) -> dict[str, list[Any]]:
+    pool: dict[str, list[Any]] = {}
+    for value in values:
+        name, sep, raw = value.partition("=")
+        if not sep or not name or not raw:
+            raise click.BadParameter(
+                f"{value!r}: expected NAME=V1,V2 (e.g. id=1,2,3)", param_hint="--ids"
+            )
+        items = [v.strip() for v in raw.split(",") if v.strip()]
+        pool.setdefault(name.strip(), []).extend(int(v) if v.isdigit() else v for v in items)
+    return pool
+
+
+def _load_rules(path: str | None) -> RuleSet:
+    if not path:
+        return RuleSet()
+    try:
+        return RuleSet.load(path)
+    except RulesError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rules") from None
+
+
+def _endpoint_filter(endpoints: tuple[str, ...]) -> Callable[[Request], bool] | None:
+    if not endpoints:
+        return None
+    try:
+        patterns = [EndpointPattern.parse(e) for e in endpoints]
+    except RulesError as exc:
+        raise click.BadParameter(str(exc), param_hint="--endpoint") from None
+    return lambda r: any(p.matches(r.method, r.path) for p in patterns)
+
+
+def _requests(
+    *,
+    base_url: str | None,
+    recording: str | None,
+    openapi: str | None,
+    request_file: str | None,
+    ids: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    resolver: EndpointResolver,
+    limit: int | None,
+) -> list[Request]:
+    pool = _parse_ids(ids)
+    chosen = [x for x in (recording, openapi, request_file) if x]
+    if len(chosen) > 1:
+        raise click.UsageError("give only one of --from, --openapi, --requests")
+    try:
+        if recording:
+            reqs = list(from_recording(recording))
+        elif request_file:
+            reqs = load_list_file(request_file)
+        else:
+            source = openapi or (f"{base_url}/openapi.json" if base_url else None)
+            if source is None:
+                raise click.UsageError("no request source: give --from, --openapi or --requests")
+            doc = load_openapi(source)
+            gen = from_openapi(doc, pool)
+            for endpoint in gen.endpoints:
+                resolver.add(endpoint)
+            for reason in gen.skipped:
+                click.echo(f"skipped {reason}", err=True)
+            reqs = gen.requests
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot read requests: {exc}") from None
+    keep = _endpoint_filter(endpoints)
+    if keep is not None:
+        reqs = [r for r in reqs if keep(r)]
+    if limit is not None:
+        reqs = reqs[:limit]
+    if not reqs:
+        raise click.ClickException("no requests to send (check the source and --endpoint)")
+    return reqs
+
+
+class _Progress:
+    """Progress on stderr: a live line on a terminal, every 10% otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.last_decile = -1
+
+    def __call__(self, done: int, total: int | None, counts: Counter) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if self.tty:
+            if not finished and now - self.last < 0.2:
+                return
+            self.last = now
+            click.echo(f"\r{self.label}: {self._text(done, total, counts)}", err=True, nl=finished)
+            return
+        if total:
+            decile = done * 10 // total
+            if decile > self.last_decile:
+                self.last_decile = decile
+                click.echo(f"{self.label}: {self._text(done, total, counts)}", err=True)
+
+    @staticmethod
+    def _text(done: int, total: int | None, counts: Counter) -> str:
+        of = f"/{total}" if total else ""
+        return (
+            f"{done}{of} requests — {counts.get('match', 0)} match, "
+            f"{counts.get('mismatch', 0)} mismatch, {counts.get('noise-only', 0)} noise, "
+            f"{counts.get('error', 0)} errors"
+        )
+
+
+def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--from",
+            "recording",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Replay the requests of a recording (.jsonl); only safe methods.",
+        ),
+        click.option(
+            "--openapi",
+            help="OpenAPI document (URL or file) to generate GET requests from; default <control>/openapi.json.",
+        ),
+        click.option(
+            "--requests",
+            "request_file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Hand-written requests: one 'GET /path?q=1' per line, or a JSON array.",
+        ),
+        click.option(
+            "--ids",
+            multiple=True,
+            metavar="NAME=V1,V2",
+            help="Values for path/query parameters of generated requests, e.g. --ids id=1,2,3.",
+        ),
+        click.option(
+            "--endpoint",
+            "endpoints",
+            multiple=True,
+            metavar="'METHOD /pattern'",
+            help="Only these endpoints, e.g. 'GET /products/<int:id>' (repeatable).",
+        ),
+        click.option(
+            "--limit", type=click.IntRange(min=1), help="Send at most this many requests."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(name="parity")
+def cli() -> None:
+    """Compare monolith (control) and service (candidate) responses."""
+
+
+@cli.command("run")
+@click.option("--service", help=SERVICE_HELP)
+@click.option("--control", help="Control base URL (the monolith), e.g. http://127.0.0.1:8000.")
+@click.option("--candidate", help="Candidate base URL (the extracted service).")
+@_source_options
+@click.option(
+    "--concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Requests in flight.",
+)
+@click.option(
+    "--rules", "rules_file", type=click.Path(dir_okay=False), help="Rules file (.toml or .json)."
+)
+@click.option(
+    "--learn-noise/--no-learn-noise",
+    default=False,
+    show_default=True,
+    help="Also ask the control a second time; paths where it disagrees with itself are noise.",
+)
+@click.option(
+    "--save-noise",
+    type=click.Path(dir_okay=False),
+    help="Write learned noise (plus --rules) as a rules file.",
+)
+@click.option(
+    "--threshold",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Mismatches (and errors) tolerated before exiting non-zero.",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Write the JSON report here."
+)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False),
+    help="Write the self-contained HTML report here.",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Per-request timeout in seconds.")
+@click.option(
+    "--redact-field", multiple=True, help="Extra JSON field name or $.path to redact in reports."
+)
+def run_cmd(
+    service: str | None,
+    control: str | None,
+    candidate: str | None,
+    recording: str | None,
+    openapi: str | None,
+    request_file: str | None,
+    ids: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    limit: int | None,
+    concurrency: int,
+    rules_file: str | None,
+    learn_noise: bool,
+    save_noise: str | None,
+    threshold: int,
+    json_out: str | None,
+    html_out: str | None,
+    timeout: float,
+    redact_field: tuple[str, ...],
+) -> None:
+    """Replay requests against control and candidate and report per endpoint."""
+    if not control or not candidate:
+        hint = f" (--service {service} is not wired to the manifest yet)" if service else ""
+        raise click.UsageError(f"give --control and --candidate URLs{hint}")
+    rules = _load_rules(rules_file)
+    resolver = EndpointResolver(rules.endpoint_patterns())
+    reqs = _requests(
+        base_url=control.rstrip("/"),
+        recording=recording,
+        openapi=openapi,
+        request_file=request_file,
+        ids=ids,
+        endpoints=endpoints,
+        resolver=resolver,
+        limit=limit,
+    )
+    comparator = Comparator(rules, resolver)
+    redactor = Redactor(fields=[*Redactor().field_names, *redact_field])
+    try:
+        ctl = HttpBackend(control, timeout=timeout, max_connections=concurrency * 2, name=control)
+        cand = HttpBackend(
+            candidate, timeout=timeout, max_connections=concurrency * 2, name=candidate
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    runner = Runner(
+        ctl,
+        cand,
+        comparator,
+        concurrency=concurrency,
+        learn_noise=learn_noise,
+        progress=_Progress("parity"),
+        redactor=redactor,
+    )
+    try:
+        report = runner.run(reqs)
+    finally:
+        ctl.close()
+        cand.close()
+    click.echo(render_table(report))
+    if json_out:
+        report.save_json(json_out)
+        click.echo(f"JSON report: {json_out}")
+    if html_out:
+        Path(html_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(html_out).write_text(render_html(report), encoding="utf-8")
+        click.echo(f"HTML report: {html_out}")
+    if save_noise and runner.noise is not None:
+        runner.noise.save(save_noise, base=rules)
+        click.echo(f"learned noise saved to {save_noise}")
+    code = report.exit_code(threshold)
+    if code:
+        t = report.totals
+        click.echo(
+            f"FAIL: {t.mismatches} mismatches, {t.errors} errors (threshold {threshold})", err=True
+        )
+    sys.exit(code)
+
+
+@cli.command("learn-noise")
+@click.option("--service", help=SERVICE_HELP)
+@click.option("--control", required=True, help="Control base URL (the monolith).")
+@_source_options
+@click.option(
+    "--repeat",
+    default=2,
+    show_default=True,
+    type=click.IntRange(2, 10),
+    help="Answers per request compared with each other.",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(dir_okay=False),
+    help="Base rules to extend (ignores apply while learning).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Rules file to write (.toml or .json).",
+)
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256))
+def learn_noise_cmd(
+    service: str | None,
+    control: str,
+    recording: str | None,
+    openapi: str | None,
+    request_file: str | None,
+    ids: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    limit: int | None,
+    repeat: int,
+    rules_file: str | None,
+    out: str,
+    concurrency: int,
+) -> None:
+    """Ask the control the same requests several times; save where it disagrees with itself."""
+    rules = _load_rules(rules_file)
+    resolver = EndpointResolver(rules.endpoint_patterns())
+    reqs = _requests(
+        base_url=control.rstrip("/"),
+        recording=recording,
+        openapi=openapi,
+        request_file=request_file,
+        ids=ids,
+        endpoints=endpoints,
+        resolver=resolver,
+        limit=limit,
+    )
+    comparator = Comparator(rules, resolver)
+    learner = NoiseLearner(comparator)
+    progress = _Progress("learn-noise")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with HttpBackend(control, max_connections=concurrency * 2) as backend:
+
+        def observe(req: Request) -> None:
+            try:
+                answers = [backend.send(req) for _ in range(repeat)]
+            except BackendError as exc:
+                click.echo(f"skipped {req}: {exc}", err=True)
+                return
+            endpoint = comparator.endpoint_of(req)
+            for other in answers[1:]:
+                learner.observe(endpoint, answers[0], other)
+
+        counts: Counter = Counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for n, _ in enumerate(pool.map(observe, reqs), 1):
+                progress(n, len(reqs), counts)
+    learner.save(out, base=rules)
+    mapping = learner.as_mapping()
+    for endpoint, paths in mapping.items():
+        click.echo(f"{endpoint}: {', '.join(paths)}")
+    click.echo(
+        f"{sum(len(p) for p in mapping.values())} noise path(s) on {len(mapping)} endpoint(s) saved to {out}"
+    )
+
+
+@cli.command("record")
+@click.option("--service", help=SERVICE_HELP)
+@click.option(
+    "--target", required=True, help="Base URL to send through (e.g. the proxy or the monolith)."
+)
+@_source_options
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Recording file (.jsonl), appended to.",
+)
+@click.option("--sample-rate", default=1.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option(
+    "--max-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Rotate the file beyond this size.",
+)
+@click.option(
+    "--redact-header",
+    multiple=True,
+    help="Extra header to redact (Authorization, Cookie, Set-Cookie, Proxy-Authorization always are).",
+)
+@click.option(
+    "--redact-field",
+    multiple=True,
+    help="JSON field name or $.path to redact (password and token always are).",
+)
+def record_cmd(
+    service: str | None,
+    target: str,
+    recording: str | None,
+    openapi: str | None,
+    request_file: str | None,
+    ids: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    limit: int | None,
+    out: str,
+    sample_rate: float,
+    max_bytes: int,
+    redact_header: tuple[str, ...],
+    redact_field: tuple[str, ...],
+) -> None:
+    """Send requests through a URL and record the exchanges (redacted) to a JSON Lines file."""
+    resolver = EndpointResolver()
+    reqs = _requests(
+        base_url=target.rstrip("/"),
+        recording=recording,
+        openapi=openapi,
+        request_file=request_file,
+        ids=ids,
+        endpoints=endpoints,
+        resolver=resolver,
+        limit=limit,
+    )
+    redactor = Redactor(headers=redact_header, fields=[*Redactor().field_names, *redact_field])
+    store = RecordingStore(out, sample_rate=sample_rate, max_bytes=max_bytes, redactor=redactor)
+    progress = _Progress("record")
+    failed = 0
+    with HttpBackend(target) as backend:
+        for n, req in enumerate(reqs, 1):
+            try:
+                resp = backend.send(req)
+            except BackendError as exc:
+                failed += 1
+                click.echo(f"failed {req}: {exc}", err=True)
+                continue
+            store.record_exchange(req, resp, endpoint=resolver.resolve(req.method, req.path))
+            progress(n, len(reqs), Counter())
+    click.echo(f"recorded {store.written} of {len(reqs)} exchanges to {out} ({failed} failed)")
+    if failed:
+        sys.exit(1)
+
+
+@cli.command("report")
+@click.argument("report_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--html", "html_out", type=click.Path(dir_okay=False), help="Also write the HTML report."
+)
+@click.option("--threshold", default=0, show_default=True, type=click.IntRange(min=0))
+def report_cmd(report_file: str, html_out: str | None, threshold: int) -> None:
+    """Render a JSON report (from `kit parity run --json`) as a table and optionally HTML."""
+    try:
+        report = RunReport.load_json(report_file)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(f"{report_file}: not a parity report ({exc})") from None
+    click.echo(render_table(report))
+    if html_out:
+        Path(html_out).write_text(render_html(report), encoding="utf-8")
+        click.echo(f"HTML report: {html_out}")
+    sys.exit(report.exit_code(threshold))
