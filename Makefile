@@ -34,3 +34,17 @@ lint: install
 
 clean:
 	rm -rf var build *.egg-info .pytest_cache
+
+# Debian's Chromium for the dashboard's browser tests (tests/browser): installed with apt-get
+# when /usr/bin/chromium is missing (needs root, as on CI). Playwright drives this system
+# browser; `playwright install` is never used.
+.PHONY: browser-deps
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "browser-deps: $$(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "browser-deps: /usr/bin/chromium is missing; as root run: apt-get update && apt-get install -y chromium" >&2; \
+		exit 1; \
+	fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -15,6 +16,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     the busy timeout turns short write-lock waits into waiting instead of errors.
     """
     parsed = make_url(url)
+    if (
+        parsed.get_backend_name() == "postgresql"
+        and parsed.get_driver_name() == "psycopg"
+        and importlib.util.find_spec("psycopg") is None
+    ):
+        # The project installs psycopg2; SQLAlchemy 2.1 defaults `postgresql://` to psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+        url = parsed.render_as_string(hide_password=False)
     if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {}).setdefault("timeout", 60)
         engine = create_engine(url, **kwargs)

@@ -10,13 +10,19 @@ per target key before it is written, which is the state the events in order woul
 A batch that fails in the database (constraint violation, bad value) is rolled back and
 retried event by event, each in its own transaction with its offset, so the poison event is
 isolated into ``_cdc_dead_letters`` and the rest applies.
+
+Origin tagging: with ``SinkConfig.origin_tag`` (the default) every sink transaction inserts a
+row into ``_cdc_apply_marker`` first and deletes it before commit, so capture triggers on the
+target tables (cdc/capture/sqlite.py) skip the sink's own writes and CDC running both ways
+(forward and reverse after write cut-over) never loops an event back.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +55,7 @@ from cdc.ports import Consumer, Message, TopicPartition, Transport
 
 SINK_OFFSETS = "_cdc_sink_offsets"
 DEAD_LETTERS = "_cdc_dead_letters"
+APPLY_MARKER = "_cdc_apply_marker"  # same name as cdc.capture.sqlite.APPLY_MARKER
 
 _meta = MetaData()
 sink_offsets = Table(
@@ -75,6 +82,7 @@ dead_letters = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
 )
+apply_marker = Table(APPLY_MARKER, _meta, Column("origin", String(200), primary_key=True))
 
 
 class SinkError(RuntimeError):
@@ -93,6 +101,7 @@ class SinkConfig:
     batch_size: int = 2000
     poll_timeout_s: float = 0.2
     commit_to_transport: bool = True
+    origin_tag: bool = True
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -218,6 +227,16 @@ class Sink:
         ensure_sink_tables(engine)
         for tm in mapping.tables:
             self._targets[tm.source] = _TargetTable(engine, tm)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A target transaction marked as the sink's own (see origin tagging above)."""
+        with self.engine.begin() as conn:
+            if self.config.origin_tag:
+                conn.execute(insert(apply_marker).values(origin=self.config.group))
+            yield conn
+            if self.config.origin_tag:
+                conn.execute(delete(apply_marker).where(apply_marker.c.origin == self.config.group))
 
     # -- lifecycle
     def stored_offsets(self) -> dict[TopicPartition, int]:
@@ -382,7 +401,7 @@ class Sink:
             dead=len(dead), skipped=sum(1 for d in decoded if not d.actions and not d.reason)
         )
         try:
-            with self.engine.begin() as conn:
+            with self.begin() as conn:
                 result.applied, result.deleted = self._write_actions(conn, actions)
                 if dead:
                     conn.execute(
@@ -402,7 +421,7 @@ class Sink:
             reason = d.reason
             if reason is None:
                 try:
-                    with self.engine.begin() as conn:
+                    with self.begin() as conn:
                         up, de = self._write_actions(conn, d.actions)
                         offsets.update(self._write_offsets(conn, [d.msg], d.ts_ms))
                     result.applied += up
@@ -413,7 +432,7 @@ class Sink:
                 except (DBAPIError, SQLAlchemyError) as exc:
                     orig = getattr(exc, "orig", None) or exc
                     reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
-            with self.engine.begin() as conn:
+            with self.begin() as conn:
                 conn.execute(insert(dead_letters), [self._dead_row(d.msg, reason)])
                 offsets.update(self._write_offsets(conn, [d.msg], d.ts_ms))
             result.dead += 1
@@ -526,7 +545,7 @@ def retry_dead_letters(sink: Sink, ids: Iterable[int] | None = None) -> tuple[in
         reason = d.reason
         if reason is None:
             try:
-                with sink.engine.begin() as conn:
+                with sink.begin() as conn:
                     sink._write_actions(conn, d.actions)
                     conn.execute(delete(dead_letters).where(dead_letters.c.id == dl.id))
                 ok += 1
@@ -534,7 +553,7 @@ def retry_dead_letters(sink: Sink, ids: Iterable[int] | None = None) -> tuple[in
             except (DBAPIError, SQLAlchemyError) as exc:
                 orig = getattr(exc, "orig", None) or exc
                 reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
-        with sink.engine.begin() as conn:
+        with sink.begin() as conn:
             conn.execute(
                 update(dead_letters)
                 .where(dead_letters.c.id == dl.id)

@@ -7,6 +7,7 @@ Each module in `kit.commands` exposes a `click.Group` (or command) named `cli`; 
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -18,11 +19,27 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kit.commands.route",
     "kit.commands.proxy",
     "kit.commands.parity",
+    "kit.commands.up",
+    "kit.commands.down",
 )
+
+
+def _select_manifest(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`kit --manifest PATH ...` is the same as KIT_MANIFEST=PATH (read by kit.manifest)."""
+    if value:
+        os.environ["KIT_MANIFEST"] = value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="strangler-kit")
+@click.option(
+    "--manifest",
+    metavar="PATH",
+    expose_value=False,
+    is_eager=True,
+    callback=_select_manifest,
+    help="Migration manifest (default: $KIT_MANIFEST, else ./kit.toml).",
+)
 def main() -> None:
     """Strangler-fig migration kit: split a Flask monolith into services safely."""
 

@@ -31,8 +31,13 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-def make_auth_middleware(token: str, protect_metrics: bool) -> Any:
-    """Bearer-token check with hmac.compare_digest (no early exit on the first wrong byte)."""
+def make_auth_middleware(
+    token: str, protect_metrics: bool, session_paths: Callable[[str], bool] | None = None
+) -> Any:
+    """Bearer-token check with hmac.compare_digest (no early exit on the first wrong byte).
+
+    `session_paths` names paths that authenticate themselves (the dashboard's session cookie).
+    """
     expected = token.encode()
 
     @web.middleware
@@ -40,6 +45,8 @@ def make_auth_middleware(token: str, protect_metrics: bool) -> Any:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if request.path in _OPEN_PATHS or (request.path == "/metrics" and not protect_metrics):
+            return await handler(request)
+        if session_paths is not None and session_paths(request.path):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
@@ -236,9 +243,18 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 def create_admin_app(runtime: ProxyRuntime, token: str) -> web.Application:
-    """Build the admin application (not started)."""
+    """Build the admin application (not started), with the dashboard when the runtime has one."""
+    dashboard = getattr(runtime, "dashboard", None)
+    session_paths = None
+    if dashboard is not None:
+        # Imported here: the dashboard's views import this module (RUNTIME_KEY).
+        from strangler_proxy.dashboard.views import is_dashboard_path
+
+        session_paths = is_dashboard_path
     app = web.Application(
-        middlewares=[make_auth_middleware(token, runtime.config.metrics_require_token)],
+        middlewares=[
+            make_auth_middleware(token, runtime.config.metrics_require_token, session_paths)
+        ],
         client_max_size=1024 * 1024,
     )
     app[RUNTIME_KEY] = runtime
@@ -250,4 +266,8 @@ def create_admin_app(runtime: ProxyRuntime, token: str) -> web.Application:
     app.router.add_get("/admin/shadow", get_shadow)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
+    if dashboard is not None:
+        from strangler_proxy.dashboard.views import mount
+
+        mount(app, dashboard)
     return app

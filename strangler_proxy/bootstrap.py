@@ -22,6 +22,8 @@ from aiohttp import web
 
 from strangler_proxy.admin import create_admin_app
 from strangler_proxy.config import ProxyConfig
+from strangler_proxy.dashboard.ports import CdcProvider, ParityProvider, PlaybookProvider
+from strangler_proxy.dashboard.state import Dashboard
 from strangler_proxy.routes import RouteTable
 from strangler_proxy.server import ProxyCore
 from strangler_proxy.service import Guard, RouteService, readiness_guard
@@ -62,6 +64,7 @@ class ProxyRuntime:
         sink: ShadowSink,
         admin_token: str,
         token_path: Path | None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -71,6 +74,7 @@ class ProxyRuntime:
         self.sink = sink
         self.admin_token = admin_token
         self.token_path = token_path
+        self.dashboard = dashboard
         self.proxy_port: int | None = None
         self.admin_port: int | None = None
         self._proxy_runner: web.ServerRunner | None = None
@@ -185,11 +189,18 @@ def bootstrap(
     wall_clock: Callable[[], float] = time.time,
     store: RouteStore | None = None,
     guards: Sequence[Guard] | None = None,
+    dashboard: bool | Dashboard = True,
+    parity: ParityProvider | None = None,
+    cdc: CdcProvider | None = None,
+    playbook: PlaybookProvider | None = None,
 ) -> ProxyRuntime:
     """Wire the proxy. Extra `shadow_sink` (e.g. the parity comparator) gets every pair too.
 
     Default guards: the readiness guard. Pass `guards=[...]` to add playbook guards (the
     readiness guard is kept unless the list is given explicitly *and* omits it).
+    The dashboard (on the admin port, under /dashboard/) is on unless `dashboard=False`;
+    `parity`, `cdc` and `playbook` providers feed it (defaults show nothing), or pass a
+    ready `Dashboard`.
     """
     store = store or RouteStore.from_url(config.store_url, create=False)
     ring = RingBufferSink(config.shadow.ring_size)
@@ -207,7 +218,18 @@ def bootstrap(
         guards = [readiness_guard(dict(config.upstreams))]
     route_service = RouteService(store, guards)
     token, token_path = resolve_admin_token(config)
-    return ProxyRuntime(config, store, core, route_service, ring, sink, token, token_path)
+    board: Dashboard | None = None
+    if isinstance(dashboard, Dashboard):
+        board = dashboard
+    elif dashboard:
+        board = Dashboard(
+            parity=parity or ParityProvider(),
+            cdc=cdc or CdcProvider(),
+            playbook=playbook or PlaybookProvider(),
+        )
+    return ProxyRuntime(
+        config, store, core, route_service, ring, sink, token, token_path, dashboard=board
+    )
 
 
 class _LazyJsonLines(ShadowSink):

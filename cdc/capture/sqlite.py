@@ -13,6 +13,12 @@ log therefore always holds a valid history (state ≤ H, snapshot at H, changes 
 sink never applies older snapshot data over a newer change. Chunk progress is stored in
 ``_cdc_snapshots`` after the chunk is acknowledged, so an interrupted snapshot resumes at the
 last finished chunk. See docs/events.md.
+
+Origin tagging (no loops when CDC runs both ways): a sink marks its own transactions by
+writing a row into ``_cdc_apply_marker`` and deleting it again before commit; the triggers'
+``WHEN NOT EXISTS (SELECT 1 FROM _cdc_apply_marker)`` clause skips every change made while
+such a row exists. SQLite has one writer at a time and other connections never see the
+uncommitted marker, so exactly the sink's own changes are skipped.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ CHANGES = "_cdc_changes"
 OFFSETS = "_cdc_offsets"
 TABLES = "_cdc_capture_tables"
 SNAPSHOTS = "_cdc_snapshots"
+APPLY_MARKER = "_cdc_apply_marker"
+NOT_APPLIED_BY_SINK = f"WHEN NOT EXISTS (SELECT 1 FROM {APPLY_MARKER}) "
 NOW_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 DDL = [
@@ -53,6 +61,7 @@ DDL = [
         tbl TEXT PRIMARY KEY, status TEXT NOT NULL, last_pk TEXT,
         rows_done INTEGER NOT NULL DEFAULT 0, chunks_done INTEGER NOT NULL DEFAULT 0,
         rows_total INTEGER, high_seq INTEGER, requested_ms INTEGER, finished_ms INTEGER)""",
+    f"""CREATE TABLE IF NOT EXISTS {APPLY_MARKER} (origin VARCHAR(200) PRIMARY KEY)""",
 ]
 
 
@@ -129,18 +138,21 @@ def install_capture(conn: Connection, tables: Iterable[str]) -> list[CapturedTab
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(f'_cdc_{table}_{suffix}')}")
         t, lt = _q(table), _lit(table)
         conn.exec_driver_sql(
-            f"CREATE TRIGGER {_q(f'_cdc_{table}_ins')} AFTER INSERT ON {t} BEGIN "
+            f"CREATE TRIGGER {_q(f'_cdc_{table}_ins')} AFTER INSERT ON {t} "
+            f"{NOT_APPLIED_BY_SINK}BEGIN "
             f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms) VALUES ({lt}, 'c', "
             f"{_image('NEW', pk_cols)}, NULL, {_image('NEW', cols)}, {NOW_MS_SQL}); END"
         )
         conn.exec_driver_sql(
-            f"CREATE TRIGGER {_q(f'_cdc_{table}_upd')} AFTER UPDATE ON {t} BEGIN "
+            f"CREATE TRIGGER {_q(f'_cdc_{table}_upd')} AFTER UPDATE ON {t} "
+            f"{NOT_APPLIED_BY_SINK}BEGIN "
             f"INSERT INTO {CHANGES} (tbl, op, pk, old_pk, before, after, ts_ms) VALUES ({lt}, 'u', "
             f"{_image('NEW', pk_cols)}, {_image('OLD', pk_cols)}, {_image('OLD', cols)}, "
             f"{_image('NEW', cols)}, {NOW_MS_SQL}); END"
         )
         conn.exec_driver_sql(
-            f"CREATE TRIGGER {_q(f'_cdc_{table}_del')} AFTER DELETE ON {t} BEGIN "
+            f"CREATE TRIGGER {_q(f'_cdc_{table}_del')} AFTER DELETE ON {t} "
+            f"{NOT_APPLIED_BY_SINK}BEGIN "
             f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms) VALUES ({lt}, 'd', "
             f"{_image('OLD', pk_cols)}, {_image('OLD', cols)}, NULL, {NOW_MS_SQL}); END"
         )

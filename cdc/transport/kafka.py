@@ -90,7 +90,9 @@ class KafkaConfig:
         if not self.client_id:
             raise ValueError("client_id: must not be empty")
         if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ValueError(f"security_protocol: {self.security_protocol!r} not in {SECURITY_PROTOCOLS}")
+            raise ValueError(
+                f"security_protocol: {self.security_protocol!r} not in {SECURITY_PROTOCOLS}"
+            )
         self._validate_sasl()
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
             path = getattr(self, name)
@@ -117,15 +119,21 @@ class KafkaConfig:
             raise ValueError("request_timeout_ms: must exceed session_timeout_ms")
         codecs = available_codecs()
         if self.compression_type not in codecs:
-            raise ValueError(f"compression_type: {self.compression_type!r} not available here; use one of {codecs}")
+            raise ValueError(
+                f"compression_type: {self.compression_type!r} not available here; use one of {codecs}"
+            )
         if self.auto_offset_reset not in OFFSET_RESETS:
-            raise ValueError(f"auto_offset_reset: {self.auto_offset_reset!r} not in {OFFSET_RESETS}")
+            raise ValueError(
+                f"auto_offset_reset: {self.auto_offset_reset!r} not in {OFFSET_RESETS}"
+            )
 
     def _validate_sasl(self) -> None:
         uses_sasl = self.security_protocol.startswith("SASL_")
         if not uses_sasl:
             if self.sasl_mechanism is not None:
-                raise ValueError("sasl_mechanism: needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+                raise ValueError(
+                    "sasl_mechanism: needs security_protocol SASL_PLAINTEXT or SASL_SSL"
+                )
             return
         if self.sasl_mechanism not in SASL_MECHANISMS:
             raise ValueError(f"sasl_mechanism: {self.sasl_mechanism!r} not in {SASL_MECHANISMS}")
@@ -315,7 +323,9 @@ class KafkaTransport(Transport):
                 listed = self._exact_ends(meta, listed)
         return listed
 
-    def _exact_ends(self, meta: Any, listed: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    def _exact_ends(
+        self, meta: Any, listed: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
         """Raise each end to the fetch high watermark (Tansu's ListOffsets lags inside batches)."""
         probe = {tp: o for tp, o in listed.items() if o > 0}
         if not probe:
@@ -347,7 +357,9 @@ class KafkaTransport(Transport):
         tps = self._topic_partitions(topics)
         if not tps:
             return {}
-        reader = KafkaConsumer(group_id=group, enable_auto_commit=False, **self.config.client_kwargs())
+        reader = KafkaConsumer(
+            group_id=group, enable_auto_commit=False, **self.config.client_kwargs()
+        )
         try:
             out: dict[TopicPartition, int] = {}
             for tp in tps:
@@ -394,13 +406,24 @@ class KafkaProducerAdapter(Producer):
 
         for topic in {m.topic for m in messages}:
             self.transport.ensure_topic(topic)
-        futures = [(m, self._producer.send(m.topic, key=m.key, value=m.value)) for m in messages]
-        self._producer.flush(timeout=self.transport.config.request_timeout_ms / 1000)
-        for message, future in futures:
-            try:
-                future.get(timeout=self.transport.config.request_timeout_ms / 1000)
-            except KafkaError as error:
-                raise KafkaTransportError(f"send to {message.topic!r} failed: {error}") from error
+        timeout_s = self.transport.config.request_timeout_ms / 1000
+        current = messages[0].topic if messages else ""
+        try:
+            futures = []
+            for message in messages:
+                current = message.topic
+                futures.append(
+                    (
+                        message,
+                        self._producer.send(message.topic, key=message.key, value=message.value),
+                    )
+                )
+            self._producer.flush(timeout=timeout_s)
+            for message, future in futures:
+                current = message.topic
+                future.get(timeout=timeout_s)
+        except KafkaError as error:
+            raise KafkaTransportError(f"send to {current!r} failed: {error}") from error
 
     def partition_for(self, topic: str, key: bytes) -> int:
         """Partition Kafka's default partitioner picks for `key` (murmur2, positive, modulo)."""
@@ -415,7 +438,9 @@ class KafkaProducerAdapter(Producer):
         self._producer.close(timeout=self.transport.config.request_timeout_ms / 1000)
 
 
-def wait_for_assignments(consumers: Iterable[KafkaConsumerAdapter], timeout_s: float = 30.0) -> None:
+def wait_for_assignments(
+    consumers: Iterable[KafkaConsumerAdapter], timeout_s: float = 30.0
+) -> None:
     """Drive several consumers' group joins side by side, one thread each.
 
     A join only advances inside its consumer's poll(), and kafka-python 3.0 drops a join
@@ -517,7 +542,9 @@ class KafkaConsumerAdapter(Consumer):
         while not self._consumer.assignment():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise KafkaTransportError(f"group {self.group!r}: no partitions assigned after {timeout_s}s")
+                raise KafkaTransportError(
+                    f"group {self.group!r}: no partitions assigned after {timeout_s}s"
+                )
             # long polls: kafka-python 3.0 re-sends a join that completes between polls
             self._buffer += self._fetch(500, min(remaining, 1.0))
         return self.assignment()
@@ -537,9 +564,7 @@ class KafkaConsumerAdapter(Consumer):
         """Move the read position; partitions not (yet) assigned are sought on assignment."""
         assigned = self.assignment()
         for tp, offset in offsets.items():
-            self._buffer = [
-                m for m in self._buffer if TopicPartition(m.topic, m.partition) != tp
-            ]
+            self._buffer = [m for m in self._buffer if TopicPartition(m.topic, m.partition) != tp]
             if tp in assigned:
                 self._consumer.seek(_k(tp), offset)
             else:

@@ -1,4 +1,4 @@
-"""`kit demo`: boot the monolith on seeded SQLite under gunicorn and tour its API over HTTP.
+"""`kit demo`: the whole migration live (kit/runtime/demo_flow.py), or `--tour` of the monolith.
 
 `run_tour(base_url, echo)` is the reusable part: it drives the shop through HTTP only, checks
 every answer, and raises `TourFailed` on the first misbehaving step. Later demos (proxy,
@@ -234,11 +234,8 @@ def prepare_monolith_db(url: str, scale: int = 1, seed: int = 42) -> dict[str, i
         engine.dispose()
 
 
-@click.command("demo")
-@click.option("--dir", "workdir", default="var/demo", show_default=True, type=click.Path())
-@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True)
-def cli(workdir: str, scale: int) -> None:
-    """Boot the seeded monolith under gunicorn and take a scripted tour of its API."""
+def run_monolith_tour(workdir: str, scale: int) -> None:
+    """The monolith alone under gunicorn, toured through its API (`kit demo --tour`)."""
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     database = folder / "monolith.db"
@@ -265,3 +262,64 @@ def cli(workdir: str, scale: int) -> None:
         stop_process(process)
         click.echo(f"\n• monolith stopped (pid {process.pid})")
     click.echo(f"• tour complete: {steps} requests, every answer as the contract says")
+
+
+@click.command("demo")
+@click.option("--dir", "workdir", default="var/demo", show_default=True, type=click.Path(),
+              help="Fresh folder for the demo's manifest, databases, logs (emptied first).")  # fmt: skip
+@click.option("--service", "services", multiple=True,
+              help="Migrate only these services, in this order (default: catalog, customers).")  # fmt: skip
+@click.option("--clients", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Concurrent client threads sending traffic through the proxy.")  # fmt: skip
+@click.option("--kafka", "kafka_bootstrap", default=None, metavar="HOST:PORT",
+              help="Use this Kafka instead of the embedded event log.")  # fmt: skip
+@click.option("--database-url", "database_urls", multiple=True, metavar="NAME=URL",
+              help="Database of monolith / catalog / customers (default: SQLite in --dir).")  # fmt: skip
+@click.option("--tour", is_flag=True, help="Only boot the monolith and tour its API.")
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seed scale of --tour.")  # fmt: skip
+def cli(
+    workdir: str,
+    services: tuple[str, ...],
+    clients: int,
+    kafka_bootstrap: str | None,
+    database_urls: tuple[str, ...],
+    tour: bool,
+    scale: int,
+) -> None:
+    """A whole migration, live: traffic flows while catalog then customers move to services.
+
+    Starts everything on free loopback ports in a fresh folder, sends continuous client
+    traffic through the proxy, walks each service through every playbook step to `retire`
+    narrating the evidence, prints a summary, stops everything. Exit code 0 only with zero
+    failed client requests, every step done and a clean verifier.
+    """
+    if tour:
+        run_monolith_tour(workdir, scale)
+        return
+    from kit.runtime.demo_flow import DemoConfig, format_summary, run_demo
+
+    urls: dict[str, str] = {}
+    for item in database_urls:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise click.BadParameter(
+                f"expected NAME=URL, got {item!r}", param_hint="--database-url"
+            )
+        urls[name] = url
+    try:
+        config = DemoConfig(
+            folder=Path(workdir),
+            services=services or ("catalog", "customers"),
+            clients=clients,
+            kafka_bootstrap=kafka_bootstrap,
+            database_urls=urls,
+            echo=click.echo,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    result = run_demo(config)
+    for line in format_summary(result):
+        click.echo(line)
+    if not result.ok:
+        raise SystemExit(1)

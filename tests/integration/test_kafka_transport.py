@@ -59,7 +59,11 @@ def test_messages_round_trip_with_keys_values_and_tombstones(transport, closing,
 def test_same_key_lands_on_one_partition_in_send_order(transport, closing, kafka_topic):
     producer = closing(transport.producer())
     keys = [f"order-{i}".encode() for i in range(6)]
-    batch = [OutgoingMessage(kafka_topic, k, f"{k.decode()}:{n}".encode()) for n in range(5) for k in keys]
+    batch = [
+        OutgoingMessage(kafka_topic, k, f"{k.decode()}:{n}".encode())
+        for n in range(5)
+        for k in keys
+    ]
     producer.send_batch(batch)
     consumer = closing(transport.consumer("ordering", [kafka_topic]))
 
@@ -131,7 +135,10 @@ def test_end_offsets_and_committed_offsets_give_the_lag(kafka_config, closing, k
         first_partition = TopicPartition(kafka_topic, 0)
         consumer.commit({first_partition: 3})
         committed = batching.committed("lag", [kafka_topic])
-        lag = {tp: end - committed.get(tp, 0) for tp, end in batching.end_offsets([kafka_topic]).items()}
+        lag = {
+            tp: end - committed.get(tp, 0)
+            for tp, end in batching.end_offsets([kafka_topic]).items()
+        }
 
         assert committed == {first_partition: 3}
         assert lag[first_partition] == expected_end[first_partition] - 3
@@ -175,7 +182,10 @@ def test_dead_letter_topic_is_the_topic_with_a_dlq_suffix(transport, closing, ka
     producer.send_batch([OutgoingMessage(dlq_topic(kafka_topic), b"bad", b"\xff")])
 
     assert dlq_topic("shop.public.orders") == "shop.public.orders.dlq"
-    assert transport.end_offsets([dlq_topic(kafka_topic)])[TopicPartition(kafka_topic + ".dlq", 0)] >= 0
+    assert (
+        transport.end_offsets([dlq_topic(kafka_topic)])[TopicPartition(kafka_topic + ".dlq", 0)]
+        >= 0
+    )
 
 
 def _init_args(config: KafkaConfig) -> dict:

@@ -65,7 +65,10 @@ def test_a_slot_left_behind_does_not_block_dropping_the_test_database(postgres_s
 
     postgres_server.drop_database(name)
 
-    assert scalar(postgres_server.url, "SELECT count(*) FROM pg_database WHERE datname = %s", (name,)) == 0
+    assert (
+        scalar(postgres_server.url, "SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
+        == 0
+    )
     assert scalar(postgres_server.url, "SELECT count(*) FROM pg_replication_slots") == 0
 
 

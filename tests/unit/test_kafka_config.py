@@ -21,7 +21,11 @@ def test_bootstrap_servers_accept_a_comma_list_or_a_sequence():
         ({"security_protocol": "TLS"}, "security_protocol"),
         ({"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}, "sasl_plain_username"),
         (
-            {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_plain_username": "u"},
+            {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "PLAIN",
+                "sasl_plain_username": "u",
+            },
             "sasl_plain_password",
         ),
         ({"sasl_mechanism": "PLAIN"}, "sasl_mechanism"),

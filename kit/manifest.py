@@ -1,0 +1,965 @@
+"""The migration manifest (`kit.toml`): one declarative file, the single source of truth.
+
+It describes the monolith, each extracted service (URL, database, the endpoints and tables it
+takes over, its mapping and parity rules), the proxy, the event transport and the guard-rail
+thresholds. The proxy configuration, the CDC pipelines and the parity rules are all derived
+from it (`proxy_config`, `forward_pipeline`, `reverse_pipeline`, `parity_rules`), so nothing
+is configured twice. Format: docs/manifest.md.
+
+Loading validates the structure and collects *every* problem (`ManifestError.problems`);
+`check_manifest` additionally compares the manifest with reality: the monolith's routes
+(Flask url_map through `app`, else its `/openapi.json`), the monolith schema (`metadata`
+import path, else the reflected database), the service schemas and the mappings.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+MANIFEST_ENV = "KIT_MANIFEST"
+DEFAULT_MANIFEST = "kit.toml"
+TRANSPORT_KINDS = ("embedded", "kafka")
+ENDPOINT_KINDS = ("read", "write")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_VAR = re.compile(r"<(?:[a-zA-Z_][a-zA-Z0-9_]*:)?[a-zA-Z_][a-zA-Z0-9_]*>")
+_OPENAPI_VAR = re.compile(r"\{[a-zA-Z_][a-zA-Z0-9_]*\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the manifest: where (a dotted path into kit.toml) and what."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used; `problems` lists every problem found, each precisely."""
+
+    def __init__(self, problems: Sequence[Problem], path: Path | None = None) -> None:
+        self.problems = list(problems)
+        self.path = path
+        head = f"{path}: " if path else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{head}{len(self.problems)} problem(s) in the manifest:\n{lines}")
+
+
+# ---------------------------------------------------------------------------------------------
+# typed sections
+
+
+@dataclass(frozen=True)
+class KitSettings:
+    var_dir: Path
+    state_url: str
+
+
+@dataclass(frozen=True)
+class MonolithSpec:
+    url: str
+    database_url: str
+    database: str = "monolith"
+    app: str | None = None
+    metadata: str | None = None
+    openapi: str = "/openapi.json"
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    listen: HostPort
+    admin: HostPort
+    store_url: str
+    token_file: Path
+    shadow_jsonl: Path | None = None
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    kind: str
+    topic_prefix: str
+    log_dir: Path
+    partitions: int = 4
+    bootstrap_servers: str | None = None
+
+
+@dataclass(frozen=True)
+class ParitySettings:
+    stats_url: str
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    recordings_dir: Path | None = None
+    sample_rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """Guard-rail thresholds (see docs/playbook.md)."""
+
+    parity_min_samples: int = 20
+    parity_max_mismatch_rate: float = 0.0
+    cdc_max_lag_seconds: float = 5.0
+    canary_stages: tuple[int, ...] = (10, 50)
+    verify_attempts: int = 5
+    drain_timeout_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint a service takes over: method + Flask-style pattern, read or write."""
+
+    method: str
+    path: str
+    kind: str
+    service: str
+
+    @property
+    def label(self) -> str:
+        """The parity/dashboard name of the endpoint, e.g. `GET /products/<int:id>`."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def is_read(self) -> bool:
+        return self.kind == "read"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    url: str
+    database_url: str
+    mapping_path: Path
+    tables: tuple[str, ...]
+    endpoints: tuple[Endpoint, ...]
+    database: str | None = None
+    app: str | None = None
+    metadata: str | None = None
+    parity: Mapping[str, Any] = field(default_factory=dict)
+    workers: int = 2
+    stop_reverse_cdc_on_retire: bool = True
+
+    @property
+    def read_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if e.is_read)
+
+    @property
+    def write_endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for e in self.endpoints if not e.is_read)
+
+    def mapping(self) -> Any:
+        """The parsed mapping (cdc.mapping.MappingSpec); MappingError when it is invalid."""
+        from cdc.mapping import load_mapping
+
+        return load_mapping(self.mapping_path)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path | None
+    root: Path
+    kit: KitSettings
+    monolith: MonolithSpec
+    proxy: ProxySettings
+    transport: TransportSpec
+    parity: ParitySettings
+    guards: GuardSettings
+    services: Mapping[str, ServiceSpec]
+
+    def service(self, name: str) -> ServiceSpec:
+        """The named service; ManifestError naming the known ones otherwise."""
+        try:
+            return self.services[name]
+        except KeyError:
+            known = ", ".join(sorted(self.services)) or "(none)"
+            raise ManifestError(
+                [Problem("services", f"unknown service {name!r}; the manifest has: {known}")],
+                self.path,
+            ) from None
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [e for s in self.services.values() for e in s.endpoints]
+
+    def owner_of_table(self, table: str) -> str | None:
+        for s in self.services.values():
+            if table in s.tables:
+                return s.name
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing helpers (each collects problems instead of stopping at the first)
+
+
+def _expand(value: Any, env: Mapping[str, str]) -> Any:
+    """`${NAME}` / `${NAME:-default}` in strings, recursively (so URLs can come from the env)."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            got = env.get(name)
+            if got:
+                return got
+            if default is not None:
+                return default
+            raise KeyError(name)
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, env) for k, v in value.items()}
+    return value
+
+
+class _Reader:
+    """Reads typed values out of one TOML table, recording problems with their dotted path."""
+
+    def __init__(self, data: Any, where: str, problems: list[Problem], root: Path) -> None:
+        self.where = where
+        self.problems = problems
+        self.root = root
+        if not isinstance(data, dict):
+            self.problem("", "must be a table")
+            data = {}
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def problem(self, key: str, message: str) -> None:
+        where = f"{self.where}.{key}" if key else self.where
+        self.problems.append(Problem(where, message))
+
+    def raw(self, key: str, default: Any = None, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                self.problem(key, "is required")
+            return default
+        return self.data[key]
+
+    def str(self, key: str, default: str | None = None, required: bool = False) -> str | None:
+        value = self.raw(key, default, required)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problem(key, f"must be a non-empty string, got {value!r}")
+            return default
+        return value
+
+    def int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        value = self.raw(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.problem(key, f"must be an integer, got {value!r}")
+            return default
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.problem(key, f"must be between {lo} and {hi}, got {value}")
+            return default
+        return value
+
+    def float(self, key: str, default: float, lo: float = 0.0, hi: float | None = None) -> float:
+        value = self.raw(key, default)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            self.problem(key, f"must be a number, got {value!r}")
+            return default
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            self.problem(key, f"must be {bound}, got {value}")
+            return default
+        return float(value)
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            self.problem(key, f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def path(self, key: str, default: str | None = None, required: bool = False) -> Path | None:
+        text = self.str(key, default, required)
+        if text is None:
+            return None
+        p = Path(text)
+        return p if p.is_absolute() else self.root / p
+
+    def http_url(self, key: str, required: bool = True) -> str:
+        value = self.str(key, required=required)
+        if value is None:
+            return "http://invalid"
+        parts = urlsplit(value)
+        problem = None
+        if parts.scheme not in ("http", "https"):
+            problem = "must be an http(s) URL"
+        elif not parts.hostname:
+            problem = "has no host"
+        else:
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                problem = "has an invalid port"
+        if not problem and (parts.query or parts.fragment):
+            problem = "must not have a query or fragment"
+        if problem:
+            self.problem(key, f"{problem}: {value!r}")
+            return "http://invalid"
+        return value.rstrip("/")
+
+    def db_url(self, key: str, default: str | None = None, required: bool = True) -> str:
+        value = self.str(key, default, required)
+        if value is None:
+            return "sqlite://"
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            self.problem(key, f"is not a database URL ({exc}): {value!r}")
+            return "sqlite://"
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            db = Path(url.database)
+            if not db.is_absolute() and not url.database.startswith("file:"):
+                return url.set(database=str(self.root / db)).render_as_string(hide_password=False)
+        return value
+
+    def host_port(self, key: str, default: str) -> HostPort:
+        value = self.str(key, default) or default
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            self.problem(key, f"must look like HOST:PORT with a port 0..65535, got {value!r}")
+            return HostPort("127.0.0.1", 0)
+        return HostPort(host, int(port))
+
+    def import_path(self, key: str) -> str | None:
+        value = self.str(key)
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+(\(\))?", value):
+            self.problem(key, f"must look like 'package.module:attribute' or ':factory()': {value!r}")
+            return None
+        return value
+
+    def unknown(self, allowed_extra: Iterable[str] = ()) -> None:
+        extra = set(self.data) - self.used - set(allowed_extra)
+        for key in sorted(extra):
+            self.problem(key, "unknown key")
+
+
+def _parse_endpoints(raw: Any, service: str, problems: list[Problem]) -> tuple[Endpoint, ...]:
+    from strangler_proxy.routes import RouteError, parse_pattern
+
+    where = f"services.{service}.endpoints"
+    if not isinstance(raw, list) or not raw:
+        problems.append(Problem(where, "must be a non-empty list of {methods, path, kind}"))
+        return ()
+    out: list[Endpoint] = []
+    for i, item in enumerate(raw):
+        here = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            problems.append(Problem(here, "must be a table {methods, path, kind}"))
+            continue
+        extra = set(item) - {"methods", "method", "path", "kind"}
+        if extra:
+            problems.append(Problem(here, f"unknown key(s) {', '.join(sorted(extra))}"))
+        methods = item.get("methods", item.get("method"))
+        if isinstance(methods, str):
+            methods = [methods]
+        path = item.get("path")
+        kind = item.get("kind")
+        ok = True
+        if not isinstance(path, str):
+            problems.append(Problem(here, "path is required (a Flask-style pattern)"))
+            ok = False
+        else:
+            try:
+                parse_pattern(path)
+            except RouteError as exc:
+                problems.append(Problem(here, f"bad path {path!r}: {exc}"))
+                ok = False
+        if kind not in ENDPOINT_KINDS:
+            problems.append(Problem(here, f"kind must be 'read' or 'write', got {kind!r}"))
+            ok = False
+        if not isinstance(methods, list) or not methods:
+            problems.append(Problem(here, "methods must be a non-empty list like ['GET']"))
+            continue
+        for m in methods:
+            method = str(m).upper()
+            if method not in HTTP_METHODS:
+                problems.append(Problem(here, f"unknown HTTP method {m!r}"))
+                continue
+            if ok and kind == "read" and method not in SAFE_METHODS:
+                problems.append(
+                    Problem(here, f"{method} {path} changes data: declare it with kind = 'write'")
+                )
+                continue
+            if ok and kind == "write" and method in SAFE_METHODS:
+                problems.append(
+                    Problem(here, f"{method} {path} is a safe method: declare it kind = 'read'")
+                )
+                continue
+            if ok:
+                out.append(Endpoint(method, path, kind, service))
+    return tuple(out)
+
+
+def parse_manifest(
+    data: Mapping[str, Any],
+    root: Path,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Validate parsed TOML into a Manifest; ManifestError lists every structural problem."""
+    problems: list[Problem] = []
+    env = os.environ if env is None else env
+    try:
+        data = _expand(dict(data), env)
+    except KeyError as exc:
+        raise ManifestError(
+            [Problem("(environment)", f"${{{exc.args[0]}}} is not set and has no default")], path
+        ) from None
+    top = set(data) - {"kit", "monolith", "proxy", "transport", "parity", "guards", "services"}
+    for key in sorted(top):
+        problems.append(Problem(key, "unknown section"))
+
+    r = _Reader(data.get("kit", {}), "kit", problems, root)
+    var_dir = r.path("var_dir", "var") or root / "var"
+    kit = KitSettings(var_dir, r.db_url("state_url", f"sqlite:///{var_dir / 'kit.db'}"))
+    r.unknown()
+
+    r = _Reader(data.get("monolith"), "monolith", problems, root)
+    monolith = MonolithSpec(
+        url=r.http_url("url"),
+        database_url=r.db_url("database_url"),
+        database=r.str("database", "monolith") or "monolith",
+        app=r.import_path("app"),
+        metadata=r.import_path("metadata"),
+        openapi=r.str("openapi", "/openapi.json") or "/openapi.json",
+        workers=r.int("workers", 2, 1, 64),
+    )
+    r.unknown()
+
+    r = _Reader(data.get("proxy", {}), "proxy", problems, root)
+    proxy = ProxySettings(
+        listen=r.host_port("listen", "127.0.0.1:8080"),
+        admin=r.host_port("admin", "127.0.0.1:8081"),
+        store_url=r.db_url("store_url", f"sqlite:///{var_dir / 'routes.db'}"),
+        token_file=r.path("token_file", str(var_dir / "admin-token")) or var_dir / "admin-token",
+        shadow_jsonl=r.path("shadow_jsonl"),
+    )
+    r.unknown()
+
+    r = _Reader(data.get("transport", {}), "transport", problems, root)
+    kind = r.str("kind", "embedded") or "embedded"
+    if kind not in TRANSPORT_KINDS:
+        r.problem("kind", f"unknown transport {kind!r}; known: {', '.join(TRANSPORT_KINDS)}")
+    prefix = r.str("topic_prefix", "shop") or "shop"
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", prefix):
+        r.problem("topic_prefix", f"must be letters, digits, '-' or '_', got {prefix!r}")
+    servers = r.str("bootstrap_servers")
+    if kind == "kafka" and not servers:
+        r.problem("bootstrap_servers", "is required when kind = 'kafka' (host:port,...)")
+    transport = TransportSpec(
+        kind=kind,
+        topic_prefix=prefix,
+        log_dir=r.path("log_dir", str(var_dir / "cdc-log")) or var_dir / "cdc-log",
+        partitions=r.int("partitions", 4, 1, 1024),
+        bootstrap_servers=servers,
+    )
+    r.unknown()
+
+    r = _Reader(data.get("parity", {}), "parity", problems, root)
+    rules = r.raw("rules", {})
+    parity = ParitySettings(
+        stats_url=r.db_url("stats_url", f"sqlite:///{var_dir / 'parity-stats.db'}"),
+        rules=rules if isinstance(rules, dict) else {},
+        recordings_dir=r.path("recordings_dir"),
+        sample_rate=r.float("sample_rate", 0.1, 0.0, 1.0),
+    )
+    _check_rules(parity.rules, "parity.rules", problems)
+    r.unknown()
+
+    r = _Reader(data.get("guards", {}), "guards", problems, root)
+    stages_raw = r.raw("canary_stages", [10, 50])
+    stages: tuple[int, ...] = (10, 50)
+    if (
+        not isinstance(stages_raw, list)
+        or not stages_raw
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in stages_raw)
+        or not all(0 < s < 100 for s in stages_raw)
+        or list(stages_raw) != sorted(set(stages_raw))
+    ):
+        r.problem("canary_stages", f"must be increasing percents in 1..99, got {stages_raw!r}")
+    else:
+        stages = tuple(stages_raw)
+    guards = GuardSettings(
+        parity_min_samples=r.int("parity_min_samples", 20, 0, 10**9),
+        parity_max_mismatch_rate=r.float("parity_max_mismatch_rate", 0.0, 0.0, 1.0),
+        cdc_max_lag_seconds=r.float("cdc_max_lag_seconds", 5.0, 0.0),
+        canary_stages=stages,
+        verify_attempts=r.int("verify_attempts", 5, 1, 100),
+        drain_timeout_seconds=r.float("drain_timeout_seconds", 120.0, 1.0),
+    )
+    r.unknown()
+
+    services: dict[str, ServiceSpec] = {}
+    raw_services = data.get("services", {})
+    if not isinstance(raw_services, dict) or not raw_services:
+        problems.append(Problem("services", "must declare at least one [services.<name>]"))
+        raw_services = {}
+    for name, raw in raw_services.items():
+        if not _NAME.match(name) or name == "monolith":
+            problems.append(Problem(f"services.{name}", "name must be lower-case, not 'monolith'"))
+        r = _Reader(raw, f"services.{name}", problems, root)
+        tables_raw = r.raw("tables", None, required=True)
+        tables: tuple[str, ...] = ()
+        if tables_raw is not None:
+            if not isinstance(tables_raw, list) or not all(
+                isinstance(t, str) and t for t in tables_raw
+            ):
+                r.problem("tables", f"must be a list of table names, got {tables_raw!r}")
+            else:
+                tables = tuple(tables_raw)
+                for t in {t for t in tables if tables.count(t) > 1}:
+                    r.problem("tables", f"table {t!r} is listed twice")
+        parity_rules = r.raw("parity", {})
+        if not isinstance(parity_rules, dict):
+            r.problem("parity", "must be a table of parity rules")
+            parity_rules = {}
+        _check_rules(parity_rules, f"services.{name}.parity", problems)
+        services[name] = ServiceSpec(
+            name=name,
+            url=r.http_url("url"),
+            database_url=r.db_url("database_url"),
+            mapping_path=r.path("mapping", required=True) or root / "missing-mapping.toml",
+            tables=tables,
+            endpoints=_parse_endpoints(r.raw("endpoints", None, True), name, problems),
+            database=r.str("database", name),
+            app=r.import_path("app"),
+            metadata=r.import_path("metadata"),
+            parity=parity_rules,
+            workers=r.int("workers", 2, 1, 64),
+            stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
+        )
+        r.unknown()
+
+    problems.extend(_ownership_problems(services.values()))
+    _url_clashes(monolith, services.values(), proxy, problems)
+    if problems:
+        raise ManifestError(problems, path)
+    return Manifest(path, root, kit, monolith, proxy, transport, parity, guards, services)
+
+
+def _check_rules(rules: Any, where: str, problems: list[Problem]) -> None:
+    if not rules:
+        return
+    from parity.rules import RuleSet, RulesError
+
+    try:
+        RuleSet.from_dict(rules)
+    except RulesError as exc:
+        problems.append(Problem(where, f"invalid parity rules: {exc}"))
+
+
+def _ownership_problems(services: Iterable[ServiceSpec]) -> list[Problem]:
+    """Every endpoint (method + pattern) and every table has at most one owner."""
+    problems: list[Problem] = []
+    endpoint_owner: dict[tuple[str, str], str] = {}
+    table_owner: dict[str, str] = {}
+    for s in services:
+        seen: set[tuple[str, str]] = set()
+        for e in s.endpoints:
+            key = (e.method, _shape(e.path))
+            if key in seen:
+                problems.append(
+                    Problem(f"services.{s.name}.endpoints", f"{e.label} is declared twice")
+                )
+            seen.add(key)
+            other = endpoint_owner.get(key)
+            if other is not None and other != s.name:
+                problems.append(
+                    Problem(
+                        f"services.{s.name}.endpoints",
+                        f"{e.label} is already owned by service {other!r} (duplicate ownership)",
+                    )
+                )
+            endpoint_owner.setdefault(key, s.name)
+        for t in s.tables:
+            other = table_owner.get(t)
+            if other is not None and other != s.name:
+                problems.append(
+                    Problem(
+                        f"services.{s.name}.tables",
+                        f"table {t!r} is already owned by service {other!r} (duplicate ownership)",
+                    )
+                )
+            table_owner.setdefault(t, s.name)
+    return problems
+
+
+def _url_clashes(
+    monolith: MonolithSpec,
+    services: Iterable[ServiceSpec],
+    proxy: ProxySettings,
+    problems: list[Problem],
+) -> None:
+    seen: dict[str, str] = {}
+    for where, url in [("monolith.url", monolith.url)] + [
+        (f"services.{s.name}.url", s.url) for s in services
+    ]:
+        if url == "http://invalid":
+            continue
+        p = urlsplit(url)
+        netloc = f"{p.hostname}:{p.port or (443 if p.scheme == 'https' else 80)}"
+        if netloc in seen:
+            problems.append(Problem(where, f"{url} is the same address as {seen[netloc]}"))
+        seen.setdefault(netloc, where)
+    for where, hp in (("proxy.listen", proxy.listen), ("proxy.admin", proxy.admin)):
+        if hp.port and f"{hp.host}:{hp.port}" in seen:
+            problems.append(Problem(where, f"{hp} is also {seen[f'{hp.host}:{hp.port}']}"))
+    if proxy.listen.port and proxy.listen == proxy.admin:
+        problems.append(Problem("proxy.admin", "must differ from proxy.listen"))
+
+
+def manifest_path(path: str | Path | None = None) -> Path:
+    """The explicit path, else $KIT_MANIFEST, else ./kit.toml."""
+    return Path(path or os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
+
+
+def load_manifest(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Manifest:
+    """Read and validate a manifest file; relative paths are relative to its folder."""
+    p = manifest_path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ManifestError(
+            [Problem("(file)", f"{p} does not exist (pass --manifest or set {MANIFEST_ENV})")], p
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError([Problem("(file)", f"invalid TOML: {exc}")], p) from None
+    return parse_manifest(data, p.resolve().parent, p, env)
+
+
+# ---------------------------------------------------------------------------------------------
+# derived configuration (one source of truth)
+
+
+def proxy_config(m: Manifest, **overrides: Any) -> Any:
+    """The strangler proxy's ProxyConfig: upstreams and declared routes from the manifest."""
+    from strangler_proxy.config import ProxyConfig, ShadowSettings
+    from strangler_proxy.routes import build_route
+
+    upstreams = {"monolith": m.monolith.url, **{s.name: s.url for s in m.services.values()}}
+    routes = tuple(build_route(e.method, e.path, e.service, "monolith") for e in m.endpoints)
+    kwargs: dict[str, Any] = {
+        "upstreams": upstreams,
+        "listen_host": m.proxy.listen.host,
+        "listen_port": m.proxy.listen.port,
+        "admin_host": m.proxy.admin.host,
+        "admin_port": m.proxy.admin.port,
+        "admin_token_file": str(m.proxy.token_file),
+        "store_url": m.proxy.store_url,
+        "served_by_header": True,
+        "shadow": ShadowSettings(
+            jsonl_path=str(m.proxy.shadow_jsonl) if m.proxy.shadow_jsonl else None
+        ),
+        "routes": routes,
+    }
+    kwargs.update(overrides)
+    return ProxyConfig(**kwargs)
+
+
+def parity_rules(m: Manifest) -> Any:
+    """One parity RuleSet: global defaults/endpoints plus each service's, and every manifest
+    endpoint as a known pattern (so live pairs are counted under `GET /products/<int:id>`)."""
+    from parity.rules import RuleSet
+
+    defaults = dict(m.parity.rules.get("defaults", {}) or {})
+    endpoints = list(m.parity.rules.get("endpoints", []) or [])
+    for s in m.services.values():
+        for k, v in (s.parity.get("defaults", {}) or {}).items():
+            if k in defaults and isinstance(v, list) and isinstance(defaults[k], list):
+                defaults[k] = defaults[k] + v
+            else:
+                defaults[k] = v
+        endpoints.extend(s.parity.get("endpoints", []) or [])
+    named = {e.get("endpoint") for e in endpoints}
+    for e in m.endpoints:
+        if e.label not in named:
+            endpoints.append({"endpoint": e.label})
+    data: dict[str, Any] = {"endpoints": endpoints}
+    if defaults:
+        data["defaults"] = defaults
+    return RuleSet.from_dict(data)
+
+
+def resolve_object(spec: str) -> Any:
+    """`package.module:attr.sub` → the object; a trailing `()` calls it (factories)."""
+    module_name, _, attr = spec.partition(":")
+    call = attr.endswith("()")
+    if call:
+        attr = attr[:-2]
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj() if call else obj
+
+
+# ---------------------------------------------------------------------------------------------
+# deep checks against the monolith, the services and the mappings
+
+
+def _shape(pattern: str) -> str:
+    """A pattern with variable names erased: `/products/<int:id>` ≡ `/products/<int:pid>`."""
+
+    def conv(m: re.Match[str]) -> str:
+        inner = m.group(0)[1:-1]
+        return f"<{inner.split(':', 1)[0]}>" if ":" in inner else "<string>"
+
+    return _VAR.sub(conv, pattern)
+
+
+def _routes_of_app(spec: str) -> set[tuple[str, str]]:
+    app = resolve_object(spec)
+    url_map = getattr(app, "url_map", None)
+    if url_map is None:
+        raise TypeError(f"{spec} is not a Flask app (no url_map)")
+    out = set()
+    for rule in url_map.iter_rules():
+        for method in rule.methods or ():
+            out.add((method, _shape(rule.rule)))
+    return out
+
+
+def _routes_of_openapi(url: str, timeout: float = 3.0) -> set[tuple[str, str]]:
+    import httpx
+
+    response = httpx.get(url, timeout=timeout, trust_env=False)
+    response.raise_for_status()
+    out = set()
+    for path, item in (response.json().get("paths") or {}).items():
+        flask_path = _OPENAPI_VAR.sub("<int>", path)
+        for method in item:
+            if method.upper() in HTTP_METHODS:
+                out.add((method.upper(), flask_path))
+    return out
+
+
+def _served(routes: set[tuple[str, str]], e: Endpoint, openapi: bool) -> bool:
+    shape = _shape(e.path)
+    if openapi:  # OpenAPI loses converters: compare with every variable as <int>
+        shape = re.sub(r"<[a-z]+>", "<int>", shape)
+    return (e.method, shape) in routes
+
+
+def _monolith_routes(m: Manifest) -> tuple[set[tuple[str, str]], bool, str]:
+    """Routes of the monolith: its Flask url_map when importable, else its OpenAPI document."""
+    errors = []
+    if m.monolith.app:
+        try:
+            return _routes_of_app(m.monolith.app), False, f"url_map of {m.monolith.app}"
+        except Exception as exc:  # noqa: BLE001 - fall back to OpenAPI, report both
+            errors.append(f"cannot import {m.monolith.app}: {exc.__class__.__name__}: {exc}")
+    url = m.monolith.url + m.monolith.openapi
+    try:
+        return _routes_of_openapi(url), True, url
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"cannot read {url}: {exc.__class__.__name__}: {exc}")
+    raise LookupError("; ".join(errors))
+
+
+def _table_columns(metadata_spec: str | None, database_url: str) -> tuple[dict[str, set[str]], str]:
+    """Tables and columns from a metadata import path, else by reflecting the database."""
+    if metadata_spec:
+        md = resolve_object(metadata_spec)
+        return {t.name: {c.name for c in t.columns} for t in md.tables.values()}, metadata_spec
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(database_url)
+    try:
+        insp = inspect(engine)
+        return {
+            t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()
+        }, database_url
+    finally:
+        engine.dispose()
+
+
+def check_manifest(m: Manifest) -> list[Problem]:
+    """Compare the manifest with the monolith, the services and the mappings; every problem."""
+    from cdc.mapping import MappingError
+
+    problems: list[Problem] = []
+    try:
+        routes, via_openapi, source = _monolith_routes(m)
+    except LookupError as exc:
+        problems.append(Problem("monolith", f"cannot list the monolith's endpoints: {exc}"))
+        routes, via_openapi, source = None, False, ""
+    if routes is not None:
+        for s in m.services.values():
+            for i, e in enumerate(s.endpoints):
+                if not _served(routes, e, via_openapi):
+                    problems.append(
+                        Problem(
+                            f"services.{s.name}.endpoints",
+                            f"unknown endpoint {e.label} (#{i}): the monolith does not serve it "
+                            f"(checked against {source})",
+                        )
+                    )
+    try:
+        mono_tables, mono_source = _table_columns(m.monolith.metadata, m.monolith.database_url)
+    except Exception as exc:  # noqa: BLE001
+        problems.append(Problem("monolith", f"cannot read the monolith schema: {exc}"))
+        mono_tables, mono_source = None, ""
+    for s in m.services.values():
+        where = f"services.{s.name}"
+        if mono_tables is not None:
+            for t in s.tables:
+                if t not in mono_tables:
+                    problems.append(
+                        Problem(
+                            f"{where}.tables",
+                            f"table {t!r} is not in the monolith schema ({mono_source})",
+                        )
+                    )
+        if s.app:
+            try:
+                svc_routes = _routes_of_app(s.app)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(Problem(f"{where}.app", f"cannot import {s.app}: {exc}"))
+            else:
+                for e in s.endpoints:
+                    if not _served(svc_routes, e, False):
+                        problems.append(
+                            Problem(
+                                f"{where}.endpoints",
+                                f"{e.label} is not served by the service app {s.app}",
+                            )
+                        )
+        try:
+            mapping = s.mapping()
+        except MappingError as exc:
+            problems.append(Problem(f"{where}.mapping", str(exc)))
+            continue
+        if mapping.service != s.name:
+            problems.append(
+                Problem(f"{where}.mapping", f"mapping is for service {mapping.service!r}")
+            )
+        mapped = set(mapping.source_tables)
+        for t in s.tables:
+            if t not in mapped:
+                problems.append(Problem(f"{where}.mapping", f"table {t!r} has no [[tables]] entry"))
+        for t in sorted(mapped - set(s.tables)):
+            problems.append(
+                Problem(f"{where}.tables", f"mapping maps table {t!r}, which is not listed here")
+            )
+        try:
+            svc_tables, svc_source = _table_columns(s.metadata, s.database_url)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(Problem(where, f"cannot read the service schema: {exc}"))
+            svc_tables, svc_source = None, ""
+        problems.extend(
+            _mapping_problems(where, mapping, mono_tables, mono_source, svc_tables, svc_source)
+        )
+    return problems
+
+
+def _mapping_problems(
+    where: str,
+    mapping: Any,
+    mono: dict[str, set[str]] | None,
+    mono_source: str,
+    svc: dict[str, set[str]] | None,
+    svc_source: str,
+) -> list[Problem]:
+    problems: list[Problem] = []
+    here = f"{where}.mapping"
+    for tm in mapping.tables:
+        src_cols = mono.get(tm.source) if mono is not None else None
+        tgt_cols = svc.get(tm.target) if svc is not None else None
+        if svc is not None and tgt_cols is None:
+            problems.append(
+                Problem(
+                    here,
+                    f"{tm.source} -> {tm.target}: target table {tm.target!r} is not in the "
+                    f"service schema ({svc_source})",
+                )
+            )
+        for c in tm.columns:
+            if tgt_cols is not None and c.target not in tgt_cols:
+                problems.append(
+                    Problem(
+                        here,
+                        f"{tm.source} -> {tm.target}: mapping to a missing column "
+                        f"{tm.target}.{c.target} ({svc_source})",
+                    )
+                )
+            for src in c.sources:
+                if src_cols is not None and src not in src_cols:
+                    problems.append(
+                        Problem(
+                            here,
+                            f"{tm.source} -> {tm.target}: column {c.target!r} reads missing "
+                            f"monolith column {tm.source}.{src} ({mono_source})",
+                        )
+                    )
+        for c in tm.reverse:
+            if src_cols is not None and c.target not in src_cols:
+                problems.append(
+                    Problem(
+                        here,
+                        f"{tm.source} [reverse]: writes missing monolith column "
+                        f"{tm.source}.{c.target}",
+                    )
+                )
+            for src in c.sources:
+                if tgt_cols is not None and src not in tgt_cols:
+                    problems.append(
+                        Problem(
+                            here,
+                            f"{tm.source} [reverse]: column {c.target!r} reads missing service "
+                            f"column {tm.target}.{src}",
+                        )
+                    )
+        if src_cols is not None:
+            carried = {c.target for c in tm.reverse} | {
+                c.sources[0] for c in tm.columns if c.is_copy
+            }
+            missing = sorted(src_cols - carried - set(tm.drop))
+            if missing:
+                problems.append(
+                    Problem(
+                        here,
+                        f"{tm.source} [reverse]: monolith column(s) {', '.join(missing)} get no "
+                        "value after write cut-over: add them to [tables.reverse]",
+                    )
+                )
+    return problems
+
+
+def describe(m: Manifest) -> list[tuple[str, str, str, str]]:
+    """(service, endpoint, kind, tables) rows for `kit manifest show`."""
+    return [
+        (s.name, e.label, e.kind, ",".join(s.tables)) for s in m.services.values() for e in s.endpoints
+    ]
+

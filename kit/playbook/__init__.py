@@ -1,0 +1,22 @@
+"""The migration playbook: guarded, durable, idempotent steps per service (docs/playbook.md)."""
+
+from kit.playbook.engine import (
+    PlanRow,
+    Playbook,
+    StepFailed,
+    StepRefused,
+    StepResult,
+)
+from kit.playbook.state import STEPS
+from kit.playbook.status import Status, collect_status
+
+__all__ = [
+    "STEPS",
+    "PlanRow",
+    "Playbook",
+    "Status",
+    "StepFailed",
+    "StepRefused",
+    "StepResult",
+    "collect_status",
+]

@@ -1,0 +1,117 @@
+"""`kit status` in one structure: every service's step, every endpoint's mode, CDC lag, parity.
+
+Each part is gathered independently; a part that cannot be read (a database not created yet,
+no route store) is reported as a note instead of failing the whole view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kit.playbook.guards import parity_rate
+from kit.playbook.state import STEPS
+
+if TYPE_CHECKING:
+    from kit.playbook.engine import Playbook
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    step: str | None
+    status: str
+    position: str  # "3/8"
+    write_owner: str
+    explanation: str
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    service: str
+    method: str
+    path: str
+    kind: str
+    mode: str | None
+    samples: int
+    mismatch_rate: float | None
+
+
+@dataclass(frozen=True)
+class TableLag:
+    service: str
+    direction: str
+    table: str
+    events: int | None
+    seconds: float | None
+    dead_letters: int | None
+
+
+@dataclass
+class Status:
+    services: list[ServiceStatus] = field(default_factory=list)
+    endpoints: list[EndpointStatus] = field(default_factory=list)
+    lag: list[TableLag] = field(default_factory=list)
+    workers: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "services": [s.__dict__ for s in self.services],
+            "endpoints": [e.__dict__ for e in self.endpoints],
+            "lag": [x.__dict__ for x in self.lag],
+            "workers": self.workers,
+            "notes": self.notes,
+        }
+
+
+def collect_status(pb: Playbook) -> Status:
+    out = Status()
+    m = pb.m
+    for name in m.services:
+        st = pb.state.get(name)
+        pos = f"{st.index + 1}/{len(STEPS)}" if st.step else f"0/{len(STEPS)}"
+        status = "interrupted" if st.interrupted else st.status
+        out.services.append(
+            ServiceStatus(name, st.step, status, pos, st.write_owner, pb.explain(name))
+        )
+    try:
+        modes = pb.route_modes()
+    except Exception as exc:  # noqa: BLE001
+        modes = {}
+        out.notes.append(f"route store unreadable: {exc}")
+    try:
+        stats = pb.stats()
+    except Exception as exc:  # noqa: BLE001
+        stats = None
+        out.notes.append(f"parity statistics unreadable: {exc}")
+    for e in m.endpoints:
+        samples, rate = 0, None
+        if stats is not None:
+            try:
+                samples, r = parity_rate(stats.stats_for(e.label))
+                rate = r if samples else None
+            except Exception as exc:  # noqa: BLE001
+                out.notes.append(f"parity of {e.label}: {exc}")
+        out.endpoints.append(
+            EndpointStatus(
+                e.service, e.method, e.path, e.kind, modes.get((e.method, e.path)), samples, rate
+            )
+        )
+    for name in m.services:
+        st = pb.state.get(name)
+        directions = []
+        if st.reached("capture") and st.write_owner == "monolith":
+            directions.append("forward")
+        if st.write_owner == "service" or (st.step in ("writes", "retire")):
+            directions.append("reverse")
+        for direction in directions:
+            try:
+                for x in pb.lag(name, direction):
+                    out.lag.append(
+                        TableLag(name, direction, x.table, x.events, x.seconds, x.dead_letters)
+                    )
+            except Exception as exc:  # noqa: BLE001
+                out.notes.append(f"{direction} CDC lag of {name}: {exc}")
+    out.workers = pb.state.workers()
+    return out
