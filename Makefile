@@ -22,7 +22,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/kit demo
 
-test: install
+test: install browser-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-unit: install

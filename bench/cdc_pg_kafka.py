@@ -90,27 +90,51 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
     conn = psycopg2.connect(url)
     conn.autocommit = True
     cur = conn.cursor()
-    cur.execute("CREATE TABLE events (id bigserial PRIMARY KEY, payload text, amount numeric(12, 2))")
+    cur.execute(
+        "CREATE TABLE events (id bigserial PRIMARY KEY, payload text, amount numeric(12, 2))"
+    )
     enable_capture(url, ["events"])
     target = make_engine(f"sqlite:///{work / f'{name}.db'}")
     with target.begin() as t:
-        t.execute(text("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT, amount NUMERIC(12, 2))"))
+        t.execute(
+            text(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT, amount NUMERIC(12, 2))"
+            )
+        )
     capture = PgCaptureWorker(
         url,
         transport,
-        PgCaptureConfig(tables=("events",), topic_prefix="bench", batch_size=2000, idle_wait_s=0.01),
+        PgCaptureConfig(
+            tables=("events",),
+            slot=f"bench_{name}",
+            topic_prefix="bench",
+            batch_size=2000,
+            idle_wait_s=0.01,
+        ),
     )
     capture.prepare()
     capture.run_snapshot()
     capture.start_stream()
-    sink = TimedSink(target, MAPPING, transport, SinkConfig(group=f"bench-{name}", topics=(TOPIC,), batch_size=2000, poll_timeout_s=0.01))
-    sink.start()
-    if hasattr(sink.consumer, "wait_for_assignment"):
+    sink = TimedSink(
+        target,
+        MAPPING,
+        transport,
+        SinkConfig(group=f"bench-{name}", topics=(TOPIC,), batch_size=2000, poll_timeout_s=0.01),
+    )
+    if isinstance(transport, KafkaTransport):
+        sink.start()  # join the group before the clock starts (the embedded log has no join)
         sink.consumer.wait_for_assignment(60)
     stop = threading.Event()
+
+    def sink_loop() -> None:
+        try:
+            sink.run(stop)
+        finally:
+            sink.close()  # the embedded consumer belongs to the thread that opened it
+
     threads = [
         threading.Thread(target=capture.run, args=(stop,), daemon=True),
-        threading.Thread(target=sink.run, args=(stop,), daemon=True),
+        threading.Thread(target=sink_loop, daemon=True),
     ]
     for t in threads:
         t.start()
@@ -118,6 +142,8 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
     def wait_applied(n: int, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while sink.applied < n and time.monotonic() < deadline:
+            if not all(t.is_alive() for t in threads):
+                raise RuntimeError(f"{name}: a pipeline thread died")
             time.sleep(0.005)
         if sink.applied < n:
             raise TimeoutError(f"{name}: applied {sink.applied} of {n}")
@@ -129,8 +155,16 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
         "FROM generate_series(1, %s) g",
         (args.rows,),
     )
+    published_at = None
+    deadline = time.monotonic() + 300
+    while sink.applied < args.rows and time.monotonic() < deadline:
+        if published_at is None and capture.stats.events >= args.rows:
+            published_at = time.monotonic()
+        time.sleep(0.002)
     wait_applied(args.rows)
-    throughput = args.rows / (time.monotonic() - started)
+    done = time.monotonic()
+    throughput = args.rows / (done - started)
+    capture_rate = args.rows / ((published_at or done) - started)
     # 2. lag at a steady write rate
     sink.lags_ms.clear()
     base = sink.applied
@@ -149,13 +183,13 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
     for t in threads:
         t.join(10)
     capture.close()
-    sink.close()
     conn.close()
     target.dispose()
     lags = sink.lags_ms
     return {
         "pipeline": name,
         "events_per_s": throughput,
+        "capture_per_s": capture_rate,
         "write_rate": achieved,
         "lag_p50_ms": _pct(lags, 0.50),
         "lag_p99_ms": _pct(lags, 0.99),
@@ -168,6 +202,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=20000, help="backlog rows for throughput")
     parser.add_argument("--rate", type=int, default=1000, help="steady writes/s for lag")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the lag run")
+    parser.add_argument(
+        "--kafka-batch-bytes", type=int, default=512 * 1024, help="kafka-python producer batch_size"
+    )
     args = parser.parse_args()
     pg = start_postgres()
     broker = start_kafka_broker()
@@ -180,7 +217,13 @@ def main() -> None:
             results.append(run_pipeline("embedded", url, log, work, args))
             url = pg.create_database(f"bench_{uuid.uuid4().hex[:8]}")
             kafka = KafkaTransport(
-                KafkaConfig(bootstrap_servers=broker.bootstrap, partitions=3, linger_ms=1, **FAST_GROUP_SETTINGS)
+                KafkaConfig(
+                    bootstrap_servers=broker.bootstrap,
+                    partitions=3,
+                    linger_ms=5,
+                    batch_size=args.kafka_batch_bytes,
+                    **FAST_GROUP_SETTINGS,
+                )
             )
             try:
                 results.append(run_pipeline("kafka", url, kafka, work, args))
@@ -189,12 +232,18 @@ def main() -> None:
     finally:
         broker.stop()
         pg.stop()
-    print(f"PostgreSQL (pgoutput) → transport → SQLite service DB; backlog {args.rows} rows, "
-          f"steady {args.rate} writes/s for {args.seconds:.0f} s")
-    print(f"{'pipeline':<10} {'events/s':>10} {'writes/s':>9} {'lag p50':>9} {'lag p99':>9}")
+    print(
+        f"PostgreSQL (pgoutput) → transport → SQLite service DB; backlog {args.rows} rows, "
+        f"steady {args.rate} writes/s for {args.seconds:.0f} s"
+    )
+    print(
+        f"{'pipeline':<10} {'events/s':>10} {'captured/s':>11} {'writes/s':>9} "
+        f"{'lag p50':>9} {'lag p99':>9}"
+    )
     for r in results:
         print(
-            f"{r['pipeline']:<10} {r['events_per_s']:>10.0f} {r['write_rate']:>9.0f} "
+            f"{r['pipeline']:<10} {r['events_per_s']:>10.0f} {r['capture_per_s']:>11.0f} "
+            f"{r['write_rate']:>9.0f} "
             f"{r['lag_p50_ms']:>7.0f}ms {r['lag_p99_ms']:>7.0f}ms"
         )
     emb, kaf = results

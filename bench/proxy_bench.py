@@ -1,14 +1,21 @@
-"""Proxy overhead benchmark: direct vs through strangler_proxy vs through nginx, same run.
+"""Proxy overhead benchmark: direct vs strangler_proxy vs nginx, in the same run, as ratios.
 
-    .venv/bin/python bench/proxy_bench.py [--duration 10] [--connections 32]
-                                          [--upstream-url http://127.0.0.1:5000/healthz]
+    .venv/bin/python bench/proxy_bench.py [--duration 5] [--connections 32] [--workers 1,2]
+                                          [--variants fast] [--skip-monolith] [--skip-static]
 
-Without --upstream-url the upstream is nginx serving a trivial static answer (the cheapest
-possible upstream, so proxy cost dominates). With it (e.g. the gunicorn-served monolith's
-cheap endpoint) that URL is measured directly and through both proxies. Needs `wrk` and
-`nginx` (Debian packages); installs them with apt-get when missing and running as root.
-Prints requests/s, p50/p99 latency, ratios, and the proxy's peak RSS. Not a test: no
-assertions, figures only (copy them into docs/benchmarks.md).
+Two upstreams, each measured directly, through nginx configured as an equivalent reverse
+proxy, and through strangler_proxy (one run per `--workers` count and `--variants` entry:
+`fast` = lean hot path, `aiohttp` = fast_path off; add `asyncio` to force the stock loop):
+
+* a trivial static answer served by nginx (the cheapest upstream: proxy cost dominates);
+  target: proxy >= 0.5 x nginx's throughput;
+* the gunicorn-served monolith (`gunicorn -w 2 'monolith.app:create_app()'` on a seeded SQLite
+  database) on cheap endpoints (GET /healthz, GET /products/1); targets: proxy >= 0.9 x direct
+  throughput, added latency <= 0.5 ms p50 and <= 2 ms p99.
+
+Peak RSS of every proxy process (supervisor + workers) is reported (target <= 150 MB each).
+Needs `wrk` and `nginx` (Debian packages; installed with apt-get when missing and root).
+Not a test: no assertions, figures only (copy them into docs/proxy.md).
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,68 +133,58 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str
     }
 
 
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pids
+    for child in children:
+        pids += process_tree(int(child))
+    return pids
+
+
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--upstream-url",
-        default=None,
-        help="measure this upstream instead of nginx's static answer",
-    )
-    args = parser.parse_args()
-    ensure_tools()
-    work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
-    static_port, nginx_proxy_port = free_port(), free_port()
-    if args.upstream_url:
-        parts = urlsplit(args.upstream_url)
-        upstream_host, upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
-        path = parts.path or "/"
-        direct_url = args.upstream_url
-    else:
-        upstream_host, upstream_port, path = "127.0.0.1", static_port, "/static"
-        direct_url = f"http://127.0.0.1:{static_port}{path}"
-    (work / "nginx.conf").write_text(
-        NGINX_CONF.format(
-            work=work,
-            static_port=static_port,
-            proxy_port=nginx_proxy_port,
-            upstream_host=upstream_host,
-            upstream_port=upstream_port,
-        )
-    )
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        procs.append(
-            subprocess.Popen(
-                [nginx_binary(), "-c", str(work / "nginx.conf"), "-p", str(work)],
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-        )
-        wait_port(static_port)
-        wait_port(nginx_proxy_port)
-        config = work / "proxy.toml"
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Proxy:
+    """`kit proxy run` in front of one upstream, with a given worker count and variant."""
+
+    def __init__(self, work: Path, upstream: str, workers: int, variant: str) -> None:
+        name = f"proxy-{workers}-{variant}"
+        config = work / f"{name}.toml"
         config.write_text(f"""
 listen_port = 0
 admin_port = 0
+workers = {workers}
+fast_path = {"false" if variant == "aiohttp" else "true"}
+event_loop = "{"asyncio" if "asyncio" in variant else "auto"}"
 admin_token_file = "{work / "token"}"
-store_url = "sqlite:///{work / "routes.db"}"
+store_url = "sqlite:///{work / name}.db"
 [upstreams]
-monolith = "http://{upstream_host}:{upstream_port}"
+monolith = "{upstream}"
 [shadow]
 jsonl_path = "{work / "shadow.jsonl"}"
 """)
         env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
-        proxy = subprocess.Popen(
+        self.proc = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
@@ -202,50 +198,162 @@ jsonl_path = "{work / "shadow.jsonl"}"
             cwd=ROOT,
             env=env,
         )
-        procs.append(proxy)
-        assert proxy.stdout is not None
-        if not select.select([proxy.stdout], [], [], 30)[0]:
+        assert self.proc.stdout is not None
+        if not select.select([self.proc.stdout], [], [], 60)[0]:
+            stop(self.proc)
             raise RuntimeError("proxy did not start")
-        info = json.loads(proxy.stdout.readline())
-        targets = {
-            "direct": direct_url,
-            "strangler_proxy": info["proxy"] + path,
-            "nginx": f"http://127.0.0.1:{nginx_proxy_port}{path}",
-        }
-        results = {}
-        for name, url in targets.items():
-            run_wrk(url, 2, args.connections, args.threads)  # warm-up
-            results[name] = run_wrk(url, args.duration, args.connections, args.threads)
-        rss = peak_rss_mb(proxy.pid)
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
-    upstream_label = args.upstream_url or "nginx static answer"
-    print(
-        f"upstream: {upstream_label}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s; cores: {os.cpu_count()}"
-    )
-    print(f"{'target':<16}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-    for name, r in results.items():
-        print(
-            f"{name:<16}{r['rps']:>12.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}"
-            f"{r['non_2xx']:>10.0f}"
+        self.url = json.loads(self.proc.stdout.readline())["proxy"]
+
+    def rss(self) -> list[float]:
+        return [peak_rss_mb(pid) for pid in process_tree(self.proc.pid)]
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+def start_nginx(
+    work: Path, tag: str, upstream_host: str, upstream_port: int
+) -> tuple[subprocess.Popen[str], int, int]:
+    static_port, proxy_port = free_port(), free_port()
+    conf_dir = work / tag
+    conf_dir.mkdir()
+    (conf_dir / "nginx.conf").write_text(
+        NGINX_CONF.format(
+            work=conf_dir,
+            static_port=static_port,
+            proxy_port=proxy_port,
+            upstream_host=upstream_host,
+            upstream_port=upstream_port or static_port,
         )
-    direct, ours, nginx = results["direct"], results["strangler_proxy"], results["nginx"]
-    print(f"proxy/direct throughput ratio: {ours['rps'] / direct['rps']:.3f}")
-    print(f"proxy/nginx throughput ratio:  {ours['rps'] / nginx['rps']:.3f}")
-    print(
-        f"added latency vs direct: p50 {ours['p50_ms'] - direct['p50_ms']:+.3f} ms, "
-        f"p99 {ours['p99_ms'] - direct['p99_ms']:+.3f} ms"
     )
-    print(f"proxy peak RSS: {rss:.1f} MB")
+    proc = subprocess.Popen(
+        [nginx_binary(), "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir)],
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    wait_port(static_port)
+    wait_port(proxy_port)
+    return proc, static_port, proxy_port
+
+
+def start_monolith(work: Path) -> tuple[subprocess.Popen[str], int]:
+    db = work / "monolith.db"
+    url = f"sqlite:///{db}"
+    kit = [sys.executable, "-c", "from kit.cli import main; main()"]
+    quiet = {"cwd": ROOT, "check": True, "stdout": subprocess.DEVNULL}
+    subprocess.run([*kit, "db", "upgrade", "monolith", "--url", url], **quiet)
+    subprocess.run([*kit, "seed", "--url", url], **quiet)
+    port = free_port()
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    proc = subprocess.Popen(
+        [
+            gunicorn,
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "monolith.app:create_app()",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "MONOLITH_DATABASE_URL": url},
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    wait_port(port)
+    return proc, port
+
+
+def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
+    run_wrk(url, 1, args.connections, args.threads)  # warm-up
+    return run_wrk(url, args.duration, args.connections, args.threads)
+
+
+def scenario(
+    title: str,
+    work: Path,
+    upstream_host: str,
+    upstream_port: int,
+    paths: list[str],
+    args: argparse.Namespace,
+) -> list[str]:
+    """Measure direct / nginx / every proxy variant on each path; returns report lines."""
+    nginx, static_port, nginx_port = start_nginx(work, title, upstream_host, upstream_port)
+    upstream_port = upstream_port or static_port
+    lines = [f"== {title} (upstream 127.0.0.1:{upstream_port}) =="]
+    proxies: dict[str, Proxy] = {}
+    try:
+        for workers in args.workers:
+            for variant in args.variants:
+                proxies[f"proxy w={workers} {variant}"] = Proxy(
+                    work, f"http://{upstream_host}:{upstream_port}", workers, variant
+                )
+        for path in paths:
+            results = {"direct": measure(f"http://{upstream_host}:{upstream_port}{path}", args)}
+            results["nginx"] = measure(f"http://127.0.0.1:{nginx_port}{path}", args)
+            for label, proxy in proxies.items():
+                results[label] = measure(proxy.url + path, args)
+            direct, ngx = results["direct"], results["nginx"]
+            lines.append(f"GET {path}")
+            lines.append(
+                f"  {'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}"
+                f"{'/direct':>9}{'/nginx':>8}{'+p50 ms':>9}{'+p99 ms':>9}"
+            )
+            for label, r in results.items():
+                lines.append(
+                    f"  {label:<26}{r['rps']:>9.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                    f"{r['non_2xx']:>8.0f}{r['rps'] / direct['rps']:>9.3f}"
+                    f"{r['rps'] / ngx['rps']:>8.3f}{r['p50_ms'] - direct['p50_ms']:>+9.3f}"
+                    f"{r['p99_ms'] - direct['p99_ms']:>+9.3f}"
+                )
+        for label, proxy in proxies.items():
+            rss = proxy.rss()
+            lines.append(
+                f"  {label}: peak RSS per process {', '.join(f'{m:.0f}' for m in rss)} MB"
+                f" (max {max(rss):.0f} MB, total {sum(rss):.0f} MB)"
+            )
+    finally:
+        for proxy in proxies.values():
+            proxy.close()
+        stop(nginx)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument(
+        "--variants", default="fast", help="comma-separated: fast, aiohttp, fast-asyncio"
+    )
+    parser.add_argument("--skip-static", action="store_true")
+    parser.add_argument("--skip-monolith", action="store_true")
+    args = parser.parse_args()
+    args.workers = [int(w) for w in args.workers.split(",")]
+    args.variants = args.variants.split(",")
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    report = [
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; cores: {os.cpu_count()};"
+        " ratios are against direct and nginx measured in the same run"
+    ]
+    try:
+        if not args.skip_static:
+            report += scenario("static", work, "127.0.0.1", 0, ["/static"], args)
+        if not args.skip_monolith:
+            monolith, port = start_monolith(work)
+            try:
+                report += scenario(
+                    "monolith", work, "127.0.0.1", port, ["/healthz", "/products/1"], args
+                )
+            finally:
+                stop(monolith)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(report))
 
 
 if __name__ == "__main__":

@@ -112,14 +112,19 @@ def _binary(v: Any) -> bytes:
 def coercer(column_type: sqltypes.TypeEngine[Any]) -> Callable[[Any], Any]:
     """The conversion for one column type (None always stays None)."""
     t = column_type
+    exact: type | None = None  # a value of exactly this type is returned as it is
     if isinstance(t, sqltypes.Boolean):
         fn: Callable[[Any], Any] = to_bool
+        exact = bool
     elif isinstance(t, sqltypes.Float):
         fn = _float
+        exact = float
     elif isinstance(t, sqltypes.Numeric):
         fn = _decimal
+        exact = Decimal
     elif isinstance(t, sqltypes.Integer):
         fn = _int
+        exact = int
     elif isinstance(t, sqltypes.DateTime):
         tz = bool(getattr(t, "timezone", False))
 
@@ -135,12 +140,20 @@ def coercer(column_type: sqltypes.TypeEngine[Any]) -> Callable[[Any], Any]:
             return v
     elif isinstance(t, sqltypes.String | sqltypes.Enum):
         fn = _string
+        exact = str
     elif isinstance(t, sqltypes.LargeBinary):
         fn = _binary
     else:
 
         def fn(v: Any) -> Any:
             return v
+
+    if exact is not None:
+        # The common case (the value already has the column's type) costs one type check.
+        def convert_exact(v: Any) -> Any:
+            return v if v is None or type(v) is exact else fn(v)
+
+        return convert_exact
 
     def convert(v: Any) -> Any:
         return None if v is None else fn(v)

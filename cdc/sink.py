@@ -19,6 +19,8 @@ target tables (cdc/capture/sqlite.py) skip the sink's own writes and CDC running
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,13 +51,19 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from cdc.coerce import coercer
-from cdc.events import ChangeEvent, EventDecodeError, now_ms, parse_event
+from cdc.events import EventDecodeError, decode_envelope, now_ms
 from cdc.mapping import MappingError, MappingSpec, TableMapping
-from cdc.ports import Consumer, Message, TopicPartition, Transport
+from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
 
 SINK_OFFSETS = "_cdc_sink_offsets"
 DEAD_LETTERS = "_cdc_dead_letters"
 APPLY_MARKER = "_cdc_apply_marker"  # same name as cdc.capture.sqlite.APPLY_MARKER
+DLQ_SUFFIX = ".dlq"  # dead-letter topic = <topic>.dlq (same as cdc.transport.kafka.dlq_topic)
+DEAD_LETTER_STORES = ("table", "topic")
+# Debezium's stand-in for an unchanged TOASTed value it could not read (default replica
+# identity); bytes when a schema said the column is binary (base64-decoded by the parser).
+UNAVAILABLE_VALUE = "__debezium_unavailable_value"
+UNAVAILABLE_BYTES = UNAVAILABLE_VALUE.encode()
 
 _meta = MetaData()
 sink_offsets = Table(
@@ -89,6 +97,11 @@ class SinkError(RuntimeError):
     """The sink cannot start: the target schema does not fit the mapping."""
 
 
+class UnavailableRowError(SQLAlchemyError):
+    """An event left columns out (unchanged-TOAST placeholder) and the target has no row to
+    complete: the row cannot be rebuilt, so the event is dead-lettered (apply-time failure)."""
+
+
 def ensure_sink_tables(engine: Engine) -> None:
     """Create the sink's bookkeeping tables in the target database when absent."""
     _meta.create_all(engine, checkfirst=True)
@@ -102,10 +115,15 @@ class SinkConfig:
     poll_timeout_s: float = 0.2
     commit_to_transport: bool = True
     origin_tag: bool = True
+    # where dead letters go: "table" (_cdc_dead_letters in the target DB, in the batch's
+    # transaction) or "topic" (<topic>.dlq on the transport, acknowledged before the commit)
+    dead_letter_store: str = "table"
 
     def __post_init__(self) -> None:
         if not self.group:
             raise ValueError("group must be a non-empty name")
+        if self.dead_letter_store not in DEAD_LETTER_STORES:
+            raise ValueError(f"dead_letter_store must be one of {DEAD_LETTER_STORES}")
         if not self.topics:
             raise ValueError("topics must name at least one topic")
         if self.batch_size < 1:
@@ -121,15 +139,17 @@ class BatchResult:
     row_by_row: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Action:
-    kind: str  # "upsert" | "delete"
+    kind: str  # "upsert" | "delete" | "patch" | "truncate"
     mapping: TableMapping
     key: tuple[Any, ...]
-    row: dict[str, Any] | None = None
+    row: tuple[Any, ...] | None = None  # _TargetTable.prepare() parameters, column order
+    patch: dict[str, Any] | None = None  # "patch": coerced target values the event carries
+    after_delete: bool = False  # "patch" collapsed onto a delete: the row is gone
 
 
-@dataclass
+@dataclass(slots=True)
 class _Decoded:
     msg: Message
     actions: list[_Action] = field(default_factory=list)
@@ -138,7 +158,13 @@ class _Decoded:
 
 
 class _TargetTable:
-    """A reflected target table with per-column coercers and an upsert statement."""
+    """A reflected target table with per-column coercers and an upsert statement.
+
+    For throughput the mapping, the coercion and (on SQLite) the dialect's bind processing of
+    one row are compiled once into ``prepare``; on SQLite the upsert is a prepared
+    ``INSERT ... ON CONFLICT`` run with ``executemany`` on the driver, with no per-row
+    SQLAlchemy parameter processing.
+    """
 
     def __init__(self, engine: Engine, mapping: TableMapping) -> None:
         try:
@@ -174,6 +200,71 @@ class _TargetTable:
                 self.upsert = stmt.on_conflict_do_nothing(index_elements=list(mapping.key))
         else:
             self.upsert = None
+        self.names = tuple(c.target for c in mapping.columns)
+        self.matches = mapping.compile_matches()
+        self.target_key = mapping.compile_target_key()
+        self.driver_sql: str | None = None
+        self.param_names = self.names  # order of prepare()'s parameters
+        binds: list[Callable[[Any], Any] | None] = [None] * len(self.names)
+        if self.dialect == "sqlite" and self.upsert is not None:
+            compiled = self.upsert.compile(dialect=engine.dialect, column_keys=list(self.names))
+            order = tuple(compiled.positiontup or ())
+            if sorted(order) == sorted(self.names):
+                self.driver_sql = compiled.string
+                self.param_names = order
+                binds = [
+                    self.table.c[n].type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+                    for n in order
+                ]
+        self.binds = binds
+        self.prepare = self._compile_prepare(mapping.compile_forward())
+
+    def _compile_prepare(
+        self, forward: Callable[[dict[str, Any]], tuple[Any, ...]]
+    ) -> Callable[[dict[str, Any]], tuple[tuple[Any, ...], tuple[Any, ...]]]:
+        """Source row → (coerced target key, statement parameters), generated once.
+
+        Any failure re-runs the reference path (forward, coerce), whose MappingError names the
+        table, column and value.
+        """
+        ns: dict[str, Any] = {"_forward": forward, "_slow": self._prepare_slow}
+        coerce_lines, params = [], []
+        for i, name in enumerate(self.names):
+            ns[f"_c{i}"] = self.coercers[name]
+            coerce_lines.append(f"        c{i} = _c{i}(v[{i}])\n")
+        for j, name in enumerate(self.param_names):
+            i = self.names.index(name)
+            if self.binds[j] is not None:
+                ns[f"_b{j}"] = self.binds[j]
+                params.append(f"_b{j}(c{i}) if c{i} is not None else None, ")
+            else:
+                params.append(f"c{i}, ")
+        key = "".join(f"c{self.names.index(k)}, " for k in self.mapping.key)
+        src = (
+            "def prepare(row):\n"
+            "    try:\n"
+            "        v = _forward(row)\n"
+            f"{''.join(coerce_lines)}"
+            f"        return ({key}), ({''.join(params)})\n"
+            "    except Exception:\n"
+            "        return _slow(row)\n"
+        )
+        exec(compile(src, f"<sink {self.mapping.target}>", "exec"), ns)  # noqa: S102 - no outside text
+        return ns["prepare"]
+
+    def _prepare_slow(self, row: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        coerced = self.coerce(self.mapping.forward(row))  # raises the precise MappingError
+        values = []
+        for name, bind in zip(self.param_names, self.binds, strict=True):
+            value = coerced[name]
+            try:
+                values.append(bind(value) if bind is not None and value is not None else value)
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                raise MappingError(
+                    f"table {self.mapping.source!r}: value {value!r} for column "
+                    f"{self.mapping.target}.{name} cannot be bound: {exc}"
+                ) from None
+        return tuple(coerced[k] for k in self.mapping.key), tuple(values)
 
     def coerce(self, row: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -195,13 +286,19 @@ class _TargetTable:
             return self.key_cols[0].in_([k[0] for k in keys])
         return or_(*(and_(*(c == v for c, v in zip(self.key_cols, k, strict=True))) for k in keys))
 
-    def write_upserts(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if self.upsert is not None:
-            conn.execute(self.upsert, rows)
+    def write_upserts(
+        self, conn: Connection, rows: list[tuple[Any, ...]], keys: list[tuple[Any, ...]]
+    ) -> None:
+        """Upsert `rows` (prepare() parameters); `keys` are their coerced target keys."""
+        if self.driver_sql is not None:
+            conn.exec_driver_sql(self.driver_sql, rows)
             return
-        keys = [tuple(r[k] for k in self.mapping.key) for r in rows]
+        dicts = [dict(zip(self.param_names, r, strict=True)) for r in rows]
+        if self.upsert is not None:
+            conn.execute(self.upsert, dicts)
+            return
         conn.execute(delete(self.table).where(self.key_where(keys)))
-        conn.execute(insert(self.table), rows)
+        conn.execute(insert(self.table), dicts)
 
     def write_deletes(self, conn: Connection, keys: list[tuple[Any, ...]]) -> None:
         for i in range(0, len(keys), 500):
@@ -223,6 +320,7 @@ class Sink:
         self.transport = transport
         self.config = config
         self.consumer: Consumer | None = None
+        self._dlq_producer: Producer | None = None
         self._targets: dict[str, _TargetTable] = {}
         ensure_sink_tables(engine)
         for tm in mapping.tables:
@@ -261,49 +359,57 @@ class Sink:
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
+        if self._dlq_producer is not None:
+            self._dlq_producer.close()
+            self._dlq_producer = None
 
     # -- decoding
     def _decode(self, msg: Message) -> _Decoded:
         d = _Decoded(msg)
         try:
-            event = parse_event(msg.value, None, msg.topic)  # the key is in the row image
+            env = decode_envelope(msg.value, msg.topic)  # the key is in the row image
         except EventDecodeError as exc:
             d.reason = f"undecodable event: {exc}"
             return d
-        if event is None:
+        if env is None:
             return d  # tombstone: nothing to apply
-        d.ts_ms = (
-            event.source.get("ts_ms") if isinstance(event.source.get("ts_ms"), int) else event.ts_ms
-        )
+        op, table, before, after, source, ts_ms = env
+        source_ts = source.get("ts_ms")
+        d.ts_ms = source_ts if isinstance(source_ts, int) else ts_ms
         try:
-            d.actions = self._actions(event)
+            d.actions = self._actions(op, table, before, after)
         except MappingError as exc:
             d.reason = f"mapping failed: {exc}"
         return d
 
-    def _actions(self, event: ChangeEvent) -> list[_Action]:
-        try:
-            tm = self.mapping.for_source(event.table)
-        except MappingError:
+    def _actions(
+        self, op: str, table: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+    ) -> list[_Action]:
+        target = self._targets.get(table)
+        if target is None:
             raise MappingError(
-                f"unknown table {event.table!r}: no mapping in service {self.mapping.service!r}"
-            ) from None
-        target = self._targets[tm.source]
-        if event.op == "d":
-            assert event.before is not None
-            return [_Action("delete", tm, target.coerce_key(tm.target_key(event.before)))]
-        assert event.after is not None
+                f"unknown table {table!r}: no mapping in service {self.mapping.service!r}"
+            )
+        tm = target.mapping
+        if op == "d":
+            assert before is not None
+            return [_Action("delete", tm, target.coerce_key(target.target_key(before)))]
+        if op == "t":
+            return [_Action("truncate", tm, ())]
+        assert after is not None
+        vals = after.values()
+        if UNAVAILABLE_VALUE in vals or UNAVAILABLE_BYTES in vals:
+            return self._patch_actions(op, target, before, after)
         actions = []
-        if not tm.matches(event.after):
-            tm.check_drift(event.after)
-            key = target.coerce_key(tm.target_key(event.after))
-            row = None
+        row: tuple[Any, ...] | None = None
+        if target.matches is not None and not target.matches(after):
+            tm.check_drift(after)
+            key = target.coerce_key(target.target_key(after))
         else:
-            row = target.coerce(tm.forward(event.after))
-            key = tuple(row[k] for k in tm.key)
-        if event.op == "u" and event.before is not None:
+            key, row = target.prepare(after)
+        if op == "u" and before is not None:
             try:
-                old_key = target.coerce_key(tm.target_key(event.before))
+                old_key = target.coerce_key(target.target_key(before))
             except MappingError:
                 old_key = key
             if old_key != key:
@@ -313,6 +419,104 @@ class Sink:
             return actions
         actions.append(_Action("upsert", tm, key, row))
         return actions
+
+    def _patch_actions(
+        self,
+        op: str,
+        target: _TargetTable,
+        before: dict[str, Any] | None,
+        after: dict[str, Any],
+    ) -> list[_Action]:
+        """Row image with unchanged-TOAST placeholders: update only the columns it carries,
+        so the stored values of the others stay (applied as an UPDATE of an existing row)."""
+        tm = target.mapping
+        gone = {c for c, v in after.items() if v == UNAVAILABLE_VALUE or v == UNAVAILABLE_BYTES}
+        needs = {c.target: set(c.sources) for c in tm.columns}
+        for k in tm.key:
+            if needs.get(k, set()) & gone:
+                raise MappingError(
+                    f"table {tm.source!r}: key column {k!r} has the unavailable-value placeholder"
+                )
+        filtered = {f.column for f in tm.filters} & gone
+        if filtered:
+            raise MappingError(
+                f"table {tm.source!r}: filter column(s) {', '.join(sorted(filtered))} unavailable "
+                "(unchanged TOAST); set REPLICA IDENTITY FULL on the source table"
+            )
+        key = target.coerce_key(target.target_key(after))
+        actions = []
+        if op == "u" and before is not None:
+            try:
+                old_key = target.coerce_key(target.target_key(before))
+            except MappingError:
+                old_key = key
+            if old_key != key:
+                actions.append(_Action("delete", tm, old_key))
+        if target.matches is not None and not target.matches(after):
+            tm.check_drift(after)
+            actions.append(_Action("delete", tm, key))
+            return actions
+        values = target.coerce(
+            {
+                c.target: c.apply(after, tm.source)
+                for c in tm.columns
+                if c.target not in tm.key and not needs[c.target] & gone
+            }
+        )
+        actions.append(_Action("patch", tm, key, patch=values))
+        return actions
+
+    def _merge_patch(self, prev: _Action, patch: _Action) -> _Action:
+        """`patch` applied on top of the earlier action of the same key in one batch."""
+        assert patch.patch is not None
+        if prev.kind == "upsert" and prev.row is not None:
+            target = self._targets[prev.mapping.source]
+            row = list(prev.row)
+            for name, value in patch.patch.items():
+                j = target.param_names.index(name)
+                bind = target.binds[j]
+                row[j] = bind(value) if bind is not None and value is not None else value
+            return _Action("upsert", prev.mapping, prev.key, tuple(row))
+        if prev.kind == "patch" and prev.patch is not None:
+            merged = {**prev.patch, **patch.patch}
+            return _Action(
+                "patch", prev.mapping, prev.key, patch=merged, after_delete=prev.after_delete
+            )
+        return _Action("patch", patch.mapping, patch.key, patch=patch.patch, after_delete=True)
+
+    def _write_patch(self, conn: Connection, action: _Action) -> None:
+        target = self._targets[action.mapping.source]
+        where = target.key_where([action.key])
+        if action.after_delete:
+            found = 0
+        elif action.patch:
+            found = conn.execute(update(target.table).where(where).values(**action.patch)).rowcount
+        else:  # only unavailable columns changed: the row just has to exist
+            found = conn.execute(select(func.count()).select_from(target.table).where(where))
+            found = int(found.scalar() or 0)
+        if not found:
+            raise UnavailableRowError(
+                f"{action.mapping.target} key {action.key!r}: the event has unchanged-TOAST "
+                "placeholders (__debezium_unavailable_value) but the target has no row to keep "
+                "those values from; set REPLICA IDENTITY FULL on the source table and re-snapshot "
+                "or retry after the row exists"
+            )
+
+    def _store_dead(self, conn: Connection, dead: Sequence[tuple[Message, str]]) -> None:
+        """Dead letters into the target table (same transaction) or to <topic>.dlq."""
+        if self.config.dead_letter_store == "table":
+            conn.execute(insert(dead_letters), [self._dead_row(m, r) for m, r in dead])
+            return
+        if self._dlq_producer is None:
+            self._dlq_producer = self.transport.producer()
+        self._dlq_producer.send_batch(
+            [
+                OutgoingMessage(
+                    m.topic + DLQ_SUFFIX, m.key, encode_dead_letter(self._dead_row(m, r))
+                )
+                for m, r in dead
+            ]
+        )
 
     # -- applying
     def _write_actions(self, conn: Connection, actions: Iterable[_Action]) -> tuple[int, int]:
@@ -326,8 +530,16 @@ class Sink:
                 return
             target = self._targets[run[0].mapping.source]
             if run[0].kind == "upsert":
-                target.write_upserts(conn, [a.row for a in run if a.row is not None])
+                target.write_upserts(
+                    conn, [a.row for a in run if a.row is not None], [a.key for a in run]
+                )
                 upserts += len(run)
+            elif run[0].kind == "patch":
+                for a in run:
+                    self._write_patch(conn, a)
+                upserts += len(run)
+            elif run[0].kind == "truncate":
+                deletes += conn.execute(delete(target.table)).rowcount or 0
             else:
                 target.write_deletes(conn, [a.key for a in run])
                 deletes += len(run)
@@ -388,14 +600,21 @@ class Sink:
             return BatchResult(), {}
         decoded = [self._decode(m) for m in msgs]
         ts = max((d.ts_ms for d in decoded if d.ts_ms is not None), default=None)
-        # Collapse: the last action per (target table, key) decides the final state.
-        last: dict[tuple[str, tuple[Any, ...]], tuple[int, _Action]] = {}
-        order = 0
+        # Collapse: the last action per (target table, key) decides the final state; the dict
+        # keeps keys in the order of their last action (pop + re-insert moves a key to the end).
+        last: dict[tuple[str, tuple[Any, ...]], _Action] = {}
         for d in decoded:
             for a in d.actions:
-                last[(a.mapping.target, a.key)] = (order, a)
-                order += 1
-        actions = [a for _o, a in sorted(last.values(), key=lambda t: t[0])]
+                k = (a.mapping.target, a.key)
+                if k in last:
+                    if a.kind == "patch":
+                        a = self._merge_patch(last[k], a)
+                    del last[k]
+                elif a.kind == "truncate":  # earlier actions on the table are wiped anyway
+                    for gone in [g for g in last if g[0] == a.mapping.target]:
+                        del last[gone]
+                last[k] = a
+        actions = list(last.values())
         dead = [d for d in decoded if d.reason]
         result = BatchResult(
             dead=len(dead), skipped=sum(1 for d in decoded if not d.actions and not d.reason)
@@ -404,9 +623,7 @@ class Sink:
             with self.begin() as conn:
                 result.applied, result.deleted = self._write_actions(conn, actions)
                 if dead:
-                    conn.execute(
-                        insert(dead_letters), [self._dead_row(d.msg, d.reason or "") for d in dead]
-                    )
+                    self._store_dead(conn, [(d.msg, d.reason or "") for d in dead])
                 offsets = self._write_offsets(conn, msgs, ts)
             return result, offsets
         except (DBAPIError, SQLAlchemyError):
@@ -433,7 +650,7 @@ class Sink:
                     orig = getattr(exc, "orig", None) or exc
                     reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
             with self.begin() as conn:
-                conn.execute(insert(dead_letters), [self._dead_row(d.msg, reason)])
+                self._store_dead(conn, [(d.msg, reason)])
                 offsets.update(self._write_offsets(conn, [d.msg], d.ts_ms))
             result.dead += 1
         return result, offsets
@@ -490,6 +707,24 @@ class DeadLetter:
     reason: str
     created_ms: int
     attempts: int
+
+
+def encode_dead_letter(row: dict[str, Any]) -> bytes:
+    """Value of a <topic>.dlq message: the `_cdc_dead_letters` row as JSON (bytes in base64)."""
+    doc = dict(row)
+    for name in ("key", "value"):
+        raw = doc.get(name)
+        doc[name] = None if raw is None else base64.b64encode(bytes(raw)).decode()
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_dead_letter(value: bytes, dlq_offset: int) -> DeadLetter:
+    """A <topic>.dlq message back as a DeadLetter (id = its offset in the dead-letter topic)."""
+    doc = json.loads(value)
+    for name in ("key", "value"):
+        raw = doc.get(name)
+        doc[name] = None if raw is None else base64.b64decode(raw)
+    return DeadLetter(id=dlq_offset, **doc)
 
 
 def list_dead_letters(

@@ -21,6 +21,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "kit.commands.parity",
     "kit.commands.up",
     "kit.commands.down",
+    "kit.commands.manifest",
+    "kit.commands.plan",
+    "kit.commands.step",
+    "kit.commands.advance",
+    "kit.commands.rollback",
+    "kit.commands.status",
+    "kit.commands.worker",
 )
 
 

@@ -18,7 +18,7 @@ import importlib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -354,7 +354,9 @@ class _Reader:
     def import_path(self, key: str) -> str | None:
         value = self.str(key)
         if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+(\(\))?", value):
-            self.problem(key, f"must look like 'package.module:attribute' or ':factory()': {value!r}")
+            self.problem(
+                key, f"must look like 'package.module:attribute' or ':factory()': {value!r}"
+            )
             return None
         return value
 
@@ -571,7 +573,7 @@ def parse_manifest(
 def _check_rules(rules: Any, where: str, problems: list[Problem]) -> None:
     if not rules:
         return
-    from parity.rules import RuleSet, RulesError
+    from parity.rules import RulesError, RuleSet
 
     try:
         RuleSet.from_dict(rules)
@@ -960,6 +962,7 @@ def _mapping_problems(
 def describe(m: Manifest) -> list[tuple[str, str, str, str]]:
     """(service, endpoint, kind, tables) rows for `kit manifest show`."""
     return [
-        (s.name, e.label, e.kind, ",".join(s.tables)) for s in m.services.values() for e in s.endpoints
+        (s.name, e.label, e.kind, ",".join(s.tables))
+        for s in m.services.values()
+        for e in s.endpoints
     ]
-

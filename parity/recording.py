@@ -529,6 +529,9 @@ class SqlStatsStore(StatsStore):
             db_path = url.split("///", 1)[-1]
             if db_path and db_path != ":memory:":
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith(("postgresql://", "postgres://")):
+            # SQLAlchemy 2.1 picks psycopg (3) for a bare scheme; the kit ships psycopg2.
+            url = "postgresql+psycopg2://" + url.split("://", 1)[1]
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
 

@@ -24,12 +24,14 @@ from strangler_proxy.admin import create_admin_app
 from strangler_proxy.config import ProxyConfig
 from strangler_proxy.dashboard.ports import CdcProvider, ParityProvider, PlaybookProvider
 from strangler_proxy.dashboard.state import Dashboard
+from strangler_proxy.fastpath import ProxyListener
 from strangler_proxy.routes import RouteTable
 from strangler_proxy.server import ProxyCore
 from strangler_proxy.service import Guard, RouteService, readiness_guard
 from strangler_proxy.shadow import JsonLinesSink, MultiSink, RingBufferSink, ShadowSink
 from strangler_proxy.stats import Stats
 from strangler_proxy.store import RouteStore
+from strangler_proxy.workers import WorkerPool, worker_count
 
 log = logging.getLogger("strangler_proxy")
 
@@ -77,7 +79,8 @@ class ProxyRuntime:
         self.dashboard = dashboard
         self.proxy_port: int | None = None
         self.admin_port: int | None = None
-        self._proxy_runner: web.ServerRunner | None = None
+        self._listener: ProxyListener | None = None
+        self.workers: WorkerPool | None = None
         self._admin_runner: web.AppRunner | None = None
         self._poller: asyncio.Task[None] | None = None
         self._reload_lock: asyncio.Lock | None = None
@@ -97,28 +100,14 @@ class ProxyRuntime:
         await asyncio.to_thread(self._prepare_store)
         await self.reload()
         await self.core.start()
-        limits = config.limits
-        server = web.Server(
-            self.core.handle,
-            # aiohttp's own parser limits sit above ours so that our checks answer 414/431;
-            # anything beyond them is still rejected by aiohttp with a clean 400.
-            max_line_size=limits.max_line_bytes * 2 + 64,
-            max_field_size=limits.max_header_bytes * 2 + 64,
-            max_headers=256,
-        )
-        self._proxy_runner = web.ServerRunner(
-            server, shutdown_timeout=config.shutdown_timeout, access_log=None
-        )
-        await self._proxy_runner.setup()
-        site = web.TCPSite(
-            self._proxy_runner,
-            config.listen_host,
-            config.listen_port,
-            backlog=1024,
-            reuse_address=True,
-        )
-        await site.start()
-        self.proxy_port = _bound_port(self._proxy_runner)
+        # Client traffic: in this process (fast path + aiohttp fallback), or in worker
+        # processes sharing the port when `workers` != 1 (see strangler_proxy/workers.py).
+        if worker_count(config) > 1:
+            self.workers = WorkerPool(self)
+            self.proxy_port = await self.workers.start()
+        else:
+            self._listener = ProxyListener(self.core)
+            self.proxy_port = await self._listener.start()
         admin_app = create_admin_app(self, self.admin_token)
         self._admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=2.0)
         await self._admin_runner.setup()
@@ -143,6 +132,8 @@ class ProxyRuntime:
             version, routes = await asyncio.to_thread(self.store.load)
             self.core.swap_table(RouteTable(routes, version))
             self.reloads += 1
+            if self.workers is not None:
+                self.workers.nudge()
             return True
 
     async def _poll(self) -> None:
@@ -163,9 +154,11 @@ class ProxyRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        if self._proxy_runner is not None:
-            await self._proxy_runner.cleanup()
-            self._proxy_runner = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        if self.workers is not None:
+            await self.workers.stop()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None

@@ -10,6 +10,9 @@ larger manifest)::
     admin_token = "..."            # or admin_token_file; else one is generated
     store_url = "sqlite:///var/proxy-routes.db"
     served_by_header = true
+    workers = 2                    # proxy processes sharing the port (0 = one per CPU)
+    fast_path = true               # lean HTTP/1.1 hot path (see strangler_proxy/fastpath.py)
+    event_loop = "auto"            # auto (uvloop when installed), asyncio or uvloop
 
     [upstreams]
     monolith = "http://127.0.0.1:5000"
@@ -145,6 +148,9 @@ class ProxyConfig:
     served_by_header: bool = False
     preserve_host: bool = False
     shutdown_timeout: float = 10.0
+    workers: int = 1
+    fast_path: bool = True
+    event_loop: str = "auto"
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
@@ -166,6 +172,12 @@ class ProxyConfig:
         if not 0 < self.poll_interval <= 0.5:
             raise ValueError("poll_interval must be in (0, 0.5] seconds")
         _positive("shutdown_timeout", self.shutdown_timeout)
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not (
+            0 <= self.workers <= 64
+        ):
+            raise ValueError("workers must be an integer 0..64 (0 = one per CPU)")
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise ValueError("event_loop must be one of auto, asyncio, uvloop")
         seen: set[tuple[str, str]] = set()
         for route in self.routes:
             if route.service not in self.upstreams:

@@ -188,6 +188,7 @@ class ShadowDispatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        self.external_queued = 0  # reported by worker processes (supervisor side)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.settings.queue_size)
@@ -199,7 +200,8 @@ class ShadowDispatcher:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        own = self._queue.qsize() if self._queue is not None else 0
+        return own + self.external_queued
 
     def submit(self, job: ShadowJob) -> bool:
         """Never blocks the caller."""

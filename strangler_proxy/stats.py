@@ -73,6 +73,33 @@ class Stats:
     def incr(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
 
+    def export(self) -> dict[str, object]:
+        """Plain-data copy of everything recorded (a worker sends this to the supervisor)."""
+        return {
+            "series": {
+                key: (s.requests, s.errors, s.proxy_errors, list(s.buckets), s.sum_ms, list(s.samples))
+                for key, s in self.series.items()
+            },
+            "counters": dict(self.counters),
+        }
+
+    def merge(self, data: dict[str, object]) -> None:
+        """Add an `export()` from another Stats (e.g. a worker's since its last report)."""
+        series_data: dict[tuple[str, str], tuple] = data["series"]  # type: ignore[assignment]
+        for key, (requests, errors, proxy_errors, buckets, sum_ms, samples) in series_data.items():
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = Series()
+            series.requests += requests
+            series.errors += errors
+            series.proxy_errors += proxy_errors
+            series.buckets = [a + b for a, b in zip(series.buckets, buckets, strict=True)]
+            series.sum_ms += sum_ms
+            series.samples.extend(samples)
+        counters: dict[str, int] = data["counters"]  # type: ignore[assignment]
+        for name, value in counters.items():
+            self.incr(name, value)
+
     def snapshot(self) -> dict[str, object]:
         """JSON-friendly view for /admin/stats."""
         rows = []

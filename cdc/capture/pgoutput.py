@@ -569,7 +569,9 @@ def encode_message(msg: PgMessage) -> bytes:
         return b"O" + struct.pack(">Q", msg.commit_lsn) + _cstr(msg.name)
     if isinstance(msg, Relation):
         cols = b"".join(
-            struct.pack(">B", int(c.is_key)) + _cstr(c.name) + struct.pack(">Ii", c.type_oid, c.type_modifier)
+            struct.pack(">B", int(c.is_key))
+            + _cstr(c.name)
+            + struct.pack(">Ii", c.type_oid, c.type_modifier)
             for c in msg.columns
         )
         return (

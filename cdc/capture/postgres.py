@@ -291,9 +291,7 @@ def drop_slot(url: str, name: str, force: bool = False) -> None:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (name,)
-            )
+            cur.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (name,))
             row = cur.fetchone()
             if row is None:
                 raise CaptureError(f"replication slot {name!r} does not exist")
@@ -346,8 +344,14 @@ class PgCaptureConfig:
             raise ValueError("tables must name at least one table")
         for name in ("slot", "publication"):
             value = getattr(self, name)
-            if not value or not all(c.isalnum() or c == "_" for c in value) or value != value.lower():
-                raise ValueError(f"{name} must be lower-case letters, digits and '_'; got {value!r}")
+            if (
+                not value
+                or not all(c.isalnum() or c == "_" for c in value)
+                or value != value.lower()
+            ):
+                raise ValueError(
+                    f"{name} must be lower-case letters, digits and '_'; got {value!r}"
+                )
         if not self.topic_prefix or "/" in self.topic_prefix:
             raise ValueError("topic_prefix must be a non-empty name without '/'")
         if self.snapshot not in ("initial", "never"):
@@ -541,7 +545,9 @@ class PgCaptureWorker:
         lsn = format_lsn(self.consistent_lsn) if self.consistent_lsn else None
         with self.meta.cursor() as cur:
             if delete_all:
-                cur.execute(f"DELETE FROM public.{STATE_TABLE} WHERE slot = %s", (self.config.slot,))
+                cur.execute(
+                    f"DELETE FROM public.{STATE_TABLE} WHERE slot = %s", (self.config.slot,)
+                )
             for tbl, status in rows.items():
                 cur.execute(
                     f"INSERT INTO public.{STATE_TABLE} (slot, tbl, status, consistent_lsn, "
@@ -562,7 +568,13 @@ class PgCaptureWorker:
         return topic
 
     def _source_json(
-        self, schema: str, table: str, snapshot: str, tx_id: int | None, lsn: int | None, ts: int | None
+        self,
+        schema: str,
+        table: str,
+        snapshot: str,
+        tx_id: int | None,
+        lsn: int | None,
+        ts: int | None,
     ) -> str:
         head = self._src_heads.get((schema, table, snapshot))
         if head is None:
@@ -592,8 +604,7 @@ class PgCaptureWorker:
         key_bytes = None if key is None else _dumps(key).encode()
         value = (
             (
-                '{"before":null,"after":null,"source":'
-                f'{source_json},"op":"t","ts_ms":{now_ms()}}}'
+                f'{{"before":null,"after":null,"source":{source_json},"op":"t","ts_ms":{now_ms()}}}'
             ).encode()
             if op == "t"
             else encode_value_raw(
@@ -786,7 +797,9 @@ class PgCaptureWorker:
     def _relation(self, rel_id: int) -> Relation:
         rel = self._relations.get(rel_id)
         if rel is None:
-            raise CaptureError(f"change for relation id {rel_id} arrived before its Relation message")
+            raise CaptureError(
+                f"change for relation id {rel_id} arrived before its Relation message"
+            )
         return rel
 
     def _handle_row(self, msg: Insert | Update | Delete, lsn: int) -> None:
@@ -814,7 +827,9 @@ class PgCaptureWorker:
         if old is not None:
             _mark_unavailable(old)
         new_key = _key(after, key_cols)
-        old_key = _key(old, key_cols) if old is not None and all(k in old for k in key_cols) else None
+        old_key = (
+            _key(old, key_cols) if old is not None and all(k in old for k in key_cols) else None
+        )
         if old_key is not None and old_key != new_key:
             # Primary key changed: like Debezium, a delete of the old key and a create.
             self._emit(rel.schema, rel.name, "d", old_key, old, None, src)
@@ -836,7 +851,10 @@ class PgCaptureWorker:
             self.acked_lsn = self._complete_lsn
             if self.cursor is not None:
                 self.cursor.send_feedback(
-                    write_lsn=self.acked_lsn, flush_lsn=self.acked_lsn, apply_lsn=self.acked_lsn, force=True
+                    write_lsn=self.acked_lsn,
+                    flush_lsn=self.acked_lsn,
+                    apply_lsn=self.acked_lsn,
+                    force=True,
                 )
                 self._last_status = time.monotonic()
         return sent
@@ -862,14 +880,14 @@ class PgCaptureWorker:
             cur.send_feedback(force=True)
             self._last_status = now
         if read == 0 and timeout_s:
-            wait = min(timeout_s, max(0.0, self.config.status_interval_s - (now - self._last_status)))
+            wait = min(
+                timeout_s, max(0.0, self.config.status_interval_s - (now - self._last_status))
+            )
             with contextlib.suppress(InterruptedError):
                 select.select([cur], [], [], wait)
         return published
 
-    def run(
-        self, stop: threading.Event, on_progress: Callable[[int], None] | None = None
-    ) -> None:
+    def run(self, stop: threading.Event, on_progress: Callable[[int], None] | None = None) -> None:
         """Prepare, snapshot what is pending, then stream until `stop` is set."""
         if self.meta is None:
             self.prepare()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import replace
@@ -12,6 +11,7 @@ import click
 
 from strangler_proxy.bootstrap import ProxyRuntime, bootstrap, serve
 from strangler_proxy.config import ProxyConfig, load_config
+from strangler_proxy.workers import run as run_loop
 
 
 def _config(
@@ -48,6 +48,12 @@ _common = [
     click.option("--admin-port", type=int, default=None),
     click.option("--store", "store_url", default=None, help="Route store SQLAlchemy URL."),
     click.option("--upstream", "upstreams", multiple=True, help="NAME=URL (repeatable)."),
+    click.option(
+        "--workers",
+        type=int,
+        default=None,
+        help="Proxy processes sharing the port (0 = one per CPU; default from config: 1).",
+    ),
     click.option(
         "--served-by/--no-served-by",
         "served_by_header",
@@ -94,7 +100,7 @@ def run(
         if rt.token_path:
             click.echo(f"admin token stored in {rt.token_path}", err=True)
 
-    asyncio.run(serve(runtime, ready=ready))
+    run_loop(serve(runtime, ready=ready), config.event_loop)
 
 
 @cli.command("check")
@@ -105,6 +111,7 @@ def check(config_file: str | None, upstreams: tuple[str, ...], **overrides: Any)
     click.echo(f"listen   {config.listen_host}:{config.listen_port}")
     click.echo(f"admin    {config.admin_host}:{config.admin_port}")
     click.echo(f"store    {config.store_url}")
+    click.echo(f"workers  {config.workers or 'one per CPU'}")
     for name, url in sorted(config.upstreams.items()):
         click.echo(f"upstream {name} = {url}")
     for route in config.routes:

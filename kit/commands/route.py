@@ -102,7 +102,9 @@ class StoreBackend(Backend):
 
     def __init__(self, url: str) -> None:
         self.store = RouteStore.from_url(url)
-        self.service = RouteService(self.store, [readiness_guard(self.store.services)])
+        self.service = RouteService(
+            self.store, [readiness_guard(self.store.services), *_playbook_guards()]
+        )
 
     def list(self) -> dict[str, Any]:
         version, routes = self.store.load()
@@ -130,6 +132,23 @@ class StoreBackend(Backend):
 
     def close(self) -> None:
         self.store.close()
+
+
+def _playbook_guards() -> list[Any]:
+    """The playbook's guard rails (order, ownership, parity, CDC lag) when a manifest exists,
+    so `--store` refuses exactly like the admin API of a proxy started by `kit up`."""
+    from kit.manifest import ManifestError, load_manifest, manifest_path
+
+    if not manifest_path(None).exists():
+        return []
+    try:
+        m = load_manifest(None)
+    except ManifestError:
+        return []
+    from kit.playbook.engine import Playbook
+    from kit.playbook.guards import route_guard
+
+    return [route_guard(Playbook(m, actor="kit route").guard_context())]
 
 
 def _token(explicit: str | None, token_file: str) -> str:

@@ -113,7 +113,9 @@ class Ctx:
         if self.progress:
             self.progress(line)
         if self.run_id:
-            self.pb.state.save_evidence(self.run_id, {**self.evidence, "_narration": self.narration})
+            self.pb.state.save_evidence(
+                self.run_id, {**self.evidence, "_narration": self.narration}
+            )
 
     def fault_point(self, step: str) -> None:
         spec = os.environ.get(FAULT_ENV, "")
@@ -160,16 +162,20 @@ def _ready(ctx: Ctx) -> list[str]:
     return []
 
 
-def _route_refusals(ctx: Ctx, endpoints: tuple[Endpoint, ...], mode: str) -> list[str]:
+def _route_refusals(ctx: Ctx, endpoints: tuple[Endpoint, ...], mode: str, step: str) -> list[str]:
+    """The route guards' verdict on this step's own route changes, as if it were running."""
+    from dataclasses import replace
+
     gctx = ctx.pb.guard_context()
+    as_running = replace(ctx.state, step=step, status=RUNNING)
     out: list[str] = []
     modes = ctx.pb.route_modes()
     for e in endpoints:
         old = modes.get((e.method, e.path), "monolith")
         if old == mode:
             continue
-        kind = mode.split(":", 1)[0]
-        out += gctx.refusals(RouteIntent(e, kind, old.split(":", 1)[0], ctx.s.name))
+        intent = RouteIntent(e, mode.split(":", 1)[0], old.split(":", 1)[0], ctx.s.name, mode, old)
+        out += gctx.refusals(intent, as_running)
     return list(dict.fromkeys(out))
 
 
@@ -370,7 +376,11 @@ class CaptureStep(Step):
             states = {s.table: s.status for s in snapshot_states(source)}
         finally:
             source.dispose()
-        bad = [f"{t}: {states.get(t, 'never requested')}" for t in ctx.s.tables if states.get(t) != "done"]
+        bad = [
+            f"{t}: {states.get(t, 'never requested')}"
+            for t in ctx.s.tables
+            if states.get(t) != "done"
+        ]
         if bad:
             raise StepFailed(f"snapshot not finished ({', '.join(bad)})")
         enabled = pl.capture_enabled(ctx.m.monolith.database_url, list(ctx.s.tables))
@@ -401,7 +411,10 @@ def _count_rows(url: str, tables: list[str]) -> dict[str, int]:
     engine = pl.make_engine(url)
     try:
         with engine.connect() as conn:
-            return {t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar() or 0) for t in tables}
+            return {
+                t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar() or 0)
+                for t in tables
+            }
     finally:
         engine.dispose()
 
@@ -473,7 +486,11 @@ class VerifyStep(Step):
                 f"{ctx.evidence['tables']}; way forward: `kit cdc dlq list`, fix, then re-run "
                 f"`kit step {ctx.s.name} verify`"
             )
-        lag = [x for x in ctx.evidence.get("lag", []) if (x.get("seconds") or 0) > ctx.m.guards.cdc_max_lag_seconds]
+        lag = [
+            x
+            for x in ctx.evidence.get("lag", [])
+            if (x.get("seconds") or 0) > ctx.m.guards.cdc_max_lag_seconds
+        ]
         if lag:
             raise StepFailed(f"cdc lag over threshold: {lag}")
 
@@ -485,7 +502,7 @@ class ShadowStep(Step):
     name = "shadow"
 
     def preconditions(self, ctx: Ctx) -> list[str]:
-        return _ready(ctx) + _route_refusals(ctx, ctx.s.read_endpoints, "shadow")
+        return _ready(ctx) + _route_refusals(ctx, ctx.s.read_endpoints, "shadow", "shadow")
 
     def action(self, ctx: Ctx) -> None:
         if not ctx.continuing:
@@ -523,8 +540,10 @@ class CanaryStep(Step):
                 f"`kit advance {ctx.s.name}` moves on to reads"
             ]
         pct = stages[stage]
-        return _ready(ctx) + _parity_gate(ctx) + _route_refusals(
-            ctx, ctx.s.read_endpoints, f"canary:{pct}"
+        return (
+            _ready(ctx)
+            + _parity_gate(ctx)
+            + _route_refusals(ctx, ctx.s.read_endpoints, f"canary:{pct}", "canary")
         )
 
     def action(self, ctx: Ctx) -> None:
@@ -559,8 +578,11 @@ class ReadsStep(Step):
                 f"canary is at {pct}%, not yet at its last stage "
                 f"({ctx.m.guards.canary_stages[-1]}%); way forward: `kit advance {ctx.s.name}`"
             )
-        return out + _ready(ctx) + _parity_gate(ctx) + _route_refusals(
-            ctx, ctx.s.read_endpoints, "extracted"
+        return (
+            out
+            + _ready(ctx)
+            + _parity_gate(ctx)
+            + _route_refusals(ctx, ctx.s.read_endpoints, "extracted", "reads")
         )
 
     def action(self, ctx: Ctx) -> None:
@@ -637,7 +659,9 @@ class WritesStep(Step):
         if ctx.pb.state.get(ctx.s.name).write_owner != "service":
             raise StepFailed("write ownership did not move to the service")
         rev = ctx.pb.reverse(ctx.s.name)
-        off = [t for t, on in pl.capture_enabled(rev.source_url, rev.source_tables).items() if not on]
+        off = [
+            t for t, on in pl.capture_enabled(rev.source_url, rev.source_tables).items() if not on
+        ]
         if off:
             raise StepFailed(f"reverse capture is not enabled on {', '.join(off)}")
 
@@ -699,7 +723,6 @@ class RetireStep(Step):
 
     def rollback(self, ctx: Ctx) -> None:
         from cdc.capture.sqlite import request_snapshot
-
         from kit.playbook.contract import contract_path
 
         rev = ctx.pb.reverse(ctx.s.name)
@@ -811,6 +834,12 @@ class Playbook:
         self.state.close()
 
     # -- reading
+    def status(self) -> Any:
+        """Every service's step, every endpoint's mode, CDC lag, parity (kit.playbook.status)."""
+        from kit.playbook.status import collect_status
+
+        return collect_status(self)
+
     def plan(self, service: str) -> list[PlanRow]:
         s = self.m.service(service)
         st = self.state.get(s.name)
@@ -924,12 +953,13 @@ class Playbook:
         refusals: list[str] = []
         if not in_order:
             at = f"at {st.step!r} ({st.status})" if st.step else "not started"
-            expected = st.step if st.status in (RUNNING, FAILED) else (
-                STEPS[st.done_index + 1] if st.done_index + 1 < len(STEPS) else None
+            expected = (
+                st.step
+                if st.status in (RUNNING, FAILED)
+                else (STEPS[st.done_index + 1] if st.done_index + 1 < len(STEPS) else None)
             )
             refusals.append(
-                f"step out of order: {service} is {at}; the next step is {expected!r}, not "
-                f"{step!r}"
+                f"step out of order: {service} is {at}; the next step is {expected!r}, not {step!r}"
             )
         ctx = Ctx(self, s, st, force=force, continuing=continuing, progress=progress)
         refusals += impl.preconditions(ctx)
@@ -962,7 +992,9 @@ class Playbook:
             impl.action(ctx)
             impl.check(ctx)
         except BaseException as exc:
-            error = f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
+            error = (
+                f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
+            )
             self.state.finish(
                 run_id,
                 service,
@@ -1022,7 +1054,9 @@ class Playbook:
         try:
             impl.rollback(ctx)
         except BaseException as exc:
-            error = f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
+            error = (
+                f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
+            )
             # a failed (not crashed) rollback leaves the step "failed": re-run it forward with
             # `kit step`, or retry `kit rollback`; both are idempotent
             self.state.finish(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit.manifest import Endpoint, Manifest
-from kit.playbook.state import StateStore
+from kit.playbook.state import ServiceState, StateStore
 
 LagFn = Callable[[str, str], "list[Any] | None"]  # (service, direction) -> [Lag] | None
 
@@ -37,6 +37,8 @@ class RouteIntent:
     mode: str  # monolith | shadow | canary | extracted
     old_mode: str
     service: str
+    mode_text: str = ""  # full modes ("canary:50"): raising a canary share is a flip too
+    old_text: str = ""
 
 
 MODE_STEP = {"shadow": "shadow", "canary": "canary"}
@@ -72,11 +74,12 @@ class GuardContext:
         self.stats = stats
         self.lag = lag
 
-    def refusals(self, intent: RouteIntent) -> list[str]:
-        """Every reason to refuse this change (empty: allowed)."""
+    def refusals(self, intent: RouteIntent, state: ServiceState | None = None) -> list[str]:
+        """Every reason to refuse this change (empty: allowed). `state` overrides the stored
+        service state (a step checks its own route changes as if it were already running)."""
         e = intent.endpoint
         svc = e.service
-        st = self.state.get(svc)
+        st = state or self.state.get(svc)
         g = self.m.guards
         out: list[str] = []
         to_service = intent.mode != "monolith"
@@ -108,7 +111,7 @@ class GuardContext:
                         "service (see `kit parity report`), reset the statistics by re-running "
                         f"`kit step {svc} shadow`, or force"
                     )
-        if intent.mode != intent.old_mode and self.lag is not None:
+        if intent.mode_text != intent.old_text and self.lag is not None:
             direction = None
             if to_service and st.write_owner == "monolith":
                 direction = "forward"
@@ -183,7 +186,14 @@ def route_guard(ctx: GuardContext) -> Callable[[Any], str | None]:
             return None
         if change.old.mode == change.new.mode and change.old.service == change.new.service:
             return None
-        intent = RouteIntent(e, change.new.mode.kind, change.old.mode.kind, change.new.service)
+        intent = RouteIntent(
+            e,
+            change.new.mode.kind,
+            change.old.mode.kind,
+            change.new.service,
+            str(change.new.mode),
+            str(change.old.mode),
+        )
         return ctx.decide(intent, force=change.force, actor=change.actor, reason=change.reason)
 
     return guard

@@ -11,6 +11,7 @@ requests, every step done, and a clean verifier for every migrated service.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from kit.runtime.demo_manifest import write_demo_manifest
 from kit.runtime.plan import admin_url, build_specs, proxy_url, run_dir
 from kit.runtime.procs import RunDir
 from kit.runtime.supervisor import Supervisor, stop_all
-from kit.runtime.traffic import RESOURCES, Traffic, TrafficConfig, TrafficReport
+from kit.runtime.traffic import RESOURCES, WRITE_OPS, Traffic, TrafficConfig, TrafficReport
 from kit.runtime.watchdog import read_state
 from monolith.seed import SeedPlan, seed_database
 from shoplib.db import make_engine
@@ -51,6 +52,7 @@ class DemoConfig:
     parity_min_samples: int = 8
     canary_stages: tuple[int, ...] = (10, 50)
     canary_dwell_s: float = 3.0
+    writes_dwell_s: float = 5.0
     step_patience_s: float = 90.0
     echo: Echo = print
 
@@ -59,8 +61,8 @@ class DemoConfig:
             raise ValueError("services must name at least one service to migrate")
         if self.clients < 1:
             raise ValueError("clients must be at least 1")
-        if self.step_patience_s <= 0 or self.canary_dwell_s < 0:
-            raise ValueError("step_patience_s must be positive and canary_dwell_s >= 0")
+        if self.step_patience_s <= 0 or self.canary_dwell_s < 0 or self.writes_dwell_s < 0:
+            raise ValueError("step_patience_s must be positive, the dwell times >= 0")
 
 
 @dataclass
@@ -138,18 +140,47 @@ def describe_evidence(evidence: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _compact(key: str, value: Any) -> str | None:
+    """One short `key=value` fact, or None when the value says nothing in a table cell."""
+    if isinstance(value, bool | int | float):
+        return f"{key}={value}"
+    if isinstance(value, str):
+        text = value.rsplit("/", 1)[-1] if "/" in value else value
+        return f"{key}={text}" if len(text) <= 40 else None
+    if isinstance(value, list):
+        return f"{key}: {len(value)}"
+    if isinstance(value, Mapping) and value:
+        inner = list(value.values())
+        if all(isinstance(v, Mapping) for v in inner) and all("samples" in v for v in inner):
+            samples = sum(int(v.get("samples", 0)) for v in inner)
+            bad = sum(int(v.get("mismatches", 0)) for v in inner)
+            return f"{key}: {samples} samples, {bad} mismatches"
+        if all(isinstance(v, int | float | str) for v in inner):
+            return f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items())
+    return None
+
+
 def evidence_summary(step: str, evidence: Mapping[str, Any], extra: str = "") -> str:
     """The few facts of a step worth a summary-table cell."""
-    picks: list[str] = []
-    for key, value in evidence.items():
-        if isinstance(value, bool | int | float | str) and len(str(value)) <= 40:
-            picks.append(f"{key}={value}")
+    preferred = ("snapshot", "differences", "parity", "percent", "reverse_topics", "revision")
+    keys = [k for k in preferred if k in evidence] + [k for k in evidence if k not in preferred]
+    picks = [extra] if extra else []
+    for key in keys:
+        fact = _compact(key, evidence[key])
+        if fact:
+            picks.append(fact)
         if len(picks) == 3:
             break
-    text = ", ".join(picks)
-    if extra:
-        text = f"{extra}; {text}" if text else extra
-    return _short(text or "-", 70)
+    return _short("; ".join(picks) or "-", 90)
+
+
+_WAY_FORWARD = re.compile(r";? ?way forward: [^;\n]*")
+
+
+def short_reason(reason: str) -> str:
+    """A guard refusal without the repeated `way forward` advice, on one line."""
+    first = reason.split("\n", 1)[0]
+    return _short(_WAY_FORWARD.sub("", first), 200)
 
 
 # --- proxy evidence -------------------------------------------------------------------------
@@ -246,20 +277,18 @@ class _Migration:
     def close(self) -> None:
         self.playbook.close()
 
-    def pending(self, service: str) -> str | None:
-        for row in self.playbook.plan(service):
-            if row.status != "done":
-                return row.step
-        return None
+    def finished(self, service: str) -> bool:
+        return all(row.status == "done" for row in self.playbook.plan(service))
 
     def migrate(self, service: str, rows: list[StepRow]) -> bool:
         echo = self.echo
         echo(f"\n━━ migrating {service} ━━")
         patterns = {e.path for e in self.m.service(service).endpoints if e.kind == "read"}
-        guard = 0
-        while (step := self.pending(service)) is not None:
-            guard += 1
-            if guard > 4 * len(self.steps_order) + 10:
+        rounds = 0
+        while not self.finished(service):
+            rounds += 1
+            step = self.playbook.next_step(service)
+            if rounds > 4 * len(self.steps_order) + 10:
                 rows.append(StepRow(service, step, "failed", 0.0, "no progress"))
                 return False
             before = served_counts(self.admin.series(), patterns)
@@ -277,6 +306,13 @@ class _Migration:
                     )
                 )
                 return False
+            if result.status != "done":
+                rows.append(
+                    StepRow(
+                        service, result.step, "failed", result.duration_s, _short(str(result), 70)
+                    )
+                )
+                return False
             extra = ""
             if result.step == "canary" and self.config.canary_dwell_s > 0:
                 time.sleep(self.config.canary_dwell_s)  # let traffic show the share
@@ -284,15 +320,14 @@ class _Migration:
                     before, served_counts(self.admin.series(), patterns), service
                 )
                 if total:
-                    extra = f"observed share {to_service}/{total} = {to_service / total:.0%}"
-                    echo(f"    observed: {extra} of {service} read requests served by {service}")
-            if result.status != "done" and result.status != "running":
-                rows.append(StepRow(service, result.step, "failed", result.duration_s, str(result)))
-                return False
+                    extra = f"observed {to_service}/{total} = {to_service / total:.0%}"
+                    echo(
+                        f"    · observed share: {to_service} of {total} {service} read requests "
+                        f"({to_service / total:.0%}) answered by {service}; sticky per user, "
+                        f"{self.config.clients * self.traffic.config.users_per_client} users"
+                    )
             if result.step == "writes":
-                for resource in _resource_of(self.m, service):
-                    self.traffic.enable_writes(resource)
-                    echo(f"    traffic: clients now also create and change {resource}")
+                extra = self._writes_evidence(service)
             rows.append(
                 StepRow(
                     service,
@@ -304,6 +339,28 @@ class _Migration:
                 )
             )
         return True
+
+    def _writes_evidence(self, service: str) -> str:
+        """Turn on client writes of the service's resources, let them flow, and show that
+        reverse CDC carries them into the monolith's tables (the verifier agrees)."""
+        echo = self.echo
+        resources = _resource_of(self.m, service)
+        for resource in resources:
+            self.traffic.enable_writes(resource)
+        if not resources or self.config.writes_dwell_s <= 0:
+            return ""
+        echo(f"    · traffic: clients now also create, read and change {', '.join(resources)}")
+        before = self.traffic.report().by_op
+        time.sleep(self.config.writes_dwell_s)
+        after = self.traffic.report().by_op
+        writes = sum(after.get(op, 0) - before.get(op, 0) for op in WRITE_OPS)
+        row = verify_service(self.m, service)
+        state = "in sync" if row.ok else "DIFFERS"
+        echo(
+            f"    · reverse CDC: {writes} client writes served by {service} in "
+            f"{self.config.writes_dwell_s:.0f}s; monolith tables {state}: {row.detail}"
+        )
+        return f"{writes} writes via {service}, monolith {state}"
 
     def _advance_patiently(self, service: str, step: str, started: float) -> Any:
         """advance(); on a guard refusal keep traffic flowing and retry until patience runs out."""
@@ -317,22 +374,22 @@ class _Migration:
             except self.refused_type as refusal:
                 reason = str(refusal)
                 if time.monotonic() >= deadline:
-                    echo(f"    ✗ refused: {reason}")
+                    echo(f"    ✗ refused after {self.config.step_patience_s:.0f}s: {reason}")
                     return None
-                if reason != last_reason:
-                    echo(f"    … waiting: {reason}")
-                    last_reason = reason
+                short = short_reason(reason)
+                if short != last_reason:
+                    echo(f"    … waiting: {short}")
+                    last_reason = short
                 time.sleep(1.0)
                 continue
             except Exception as error:  # noqa: BLE001 - reported as a failed step
                 echo(f"    ✗ {type(error).__name__}: {error}")
                 return error
-            for line in result.narration:
-                echo(f"    {line}")
             for line in describe_evidence(result.evidence):
                 echo(f"    · {line}")
+            mark = "✓" if result.status == "done" else "✗"
             echo(
-                f"    ✓ {result.step} {result.status} in {result.duration_s:.1f}s"
+                f"    {mark} {result.step} {result.status} in {result.duration_s:.1f}s"
                 f"   [traffic: {self.traffic.report().line()}]"
             )
             return result

@@ -56,10 +56,14 @@ def database_env(name: str, url: str) -> dict[str, str]:
     return {f"{name.upper()}_DATABASE_URL": url}
 
 
-def kit_command(m: Manifest, *args: str, python: str = sys.executable) -> tuple[str, ...]:
-    """`python -m kit.cli --manifest PATH args...` (the `kit` script may not be on PATH)."""
-    manifest = str((m.path or m.root / "kit.toml").resolve())
-    return (python, "-m", "kit.cli", "--manifest", manifest, *args)
+def manifest_file(m: Manifest) -> str:
+    return str((m.path or m.root / "kit.toml").resolve())
+
+
+def kit_command(*args: str, python: str = sys.executable) -> tuple[str, ...]:
+    """`python -m kit.cli args...` (the `kit` script may not be on PATH); the manifest is
+    passed as $KIT_MANIFEST, which every kit command reads."""
+    return (python, "-m", "kit.cli", *args)
 
 
 def build_specs(m: Manifest, python: str = sys.executable) -> list[ProcessSpec]:
@@ -88,7 +92,8 @@ def build_specs(m: Manifest, python: str = sys.executable) -> list[ProcessSpec]:
     specs.append(
         ProcessSpec(
             name="proxy",
-            argv=kit_command(m, "worker", "proxy", python=python),
+            argv=kit_command("worker", "proxy", python=python),
+            env={"KIT_MANIFEST": manifest_file(m)},
             cwd=str(cwd),
             ready_url=f"http://{admin.host}:{admin.port}/healthz",
             ready_timeout_s=30.0,
@@ -110,6 +115,7 @@ def build_specs(m: Manifest, python: str = sys.executable) -> list[ProcessSpec]:
                 "--log-dir",
                 str(rundir.log_dir),
             ),  # fmt: skip
+            env={"KIT_MANIFEST": manifest_file(m)},
             cwd=str(cwd),
             kind="watchdog",
         )

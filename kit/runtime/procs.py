@@ -223,20 +223,34 @@ def stop_record(record: ProcessRecord, timeout_s: float = 10.0) -> StopResult:
     group is signalled only when it is the group that process leads (we started it with
     its own session, so pgid == pid).
     """
-    if not is_running(record):
-        # The leader may be gone while its group lingers (e.g. orphaned gunicorn workers).
-        if record.start_ticks and _group_alive(record.pid) and _group_is_ours(record):
+    return stop_records([record], timeout_s)[0]
+
+
+def stop_records(records: list[ProcessRecord], timeout_s: float = 10.0) -> list[StopResult]:
+    """`stop_record` for several processes at once: SIGTERM them all, then wait for them all."""
+    outcomes: dict[int, str] = {}
+    termed: list[ProcessRecord] = []
+    for i, record in enumerate(records):
+        if is_running(record):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGTERM)
+            termed.append(record)
+        elif record.start_ticks and _group_alive(record.pid) and _group_is_ours(record):
+            # The leader is gone but its group lingers (e.g. orphaned gunicorn workers).
             _kill_group(record.pid, timeout_s)
-            return StopResult(record.name, record.pid, "killed")
-        return StopResult(record.name, record.pid, "not running")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGTERM)
-    if _wait_gone(record, timeout_s):
-        if _group_alive(record.pid):
+            outcomes[i] = "killed"
+        else:
+            outcomes[i] = "not running"
+    deadline = time.monotonic() + timeout_s
+    for record in termed:
+        gone = _wait_gone(record, max(0.0, deadline - time.monotonic()))
+        if gone and not _group_alive(record.pid):
+            outcome = "stopped"
+        else:
             _kill_group(record.pid, timeout_s)
-        return StopResult(record.name, record.pid, "stopped")
-    _kill_group(record.pid, timeout_s)
-    return StopResult(record.name, record.pid, "killed")
+            outcome = "stopped" if gone else "killed"
+        outcomes[records.index(record)] = outcome
+    return [StopResult(r.name, r.pid, outcomes[i]) for i, r in enumerate(records)]
 
 
 def _group_is_ours(record: ProcessRecord) -> bool:

@@ -21,7 +21,7 @@ from kit.runtime.procs import (
     StopResult,
     is_running,
     start_detached,
-    stop_record,
+    stop_records,
     tail,
 )
 
@@ -152,8 +152,8 @@ def stop_all(
         if not records:
             return results
         last = max(_stage(r.kind) for r in records)
-        for record in [r for r in records if _stage(r.kind) == last]:
-            result = stop_record(record, timeout_s)
+        batch = [r for r in records if _stage(r.kind) == last]
+        for record, result in zip(batch, stop_records(batch, timeout_s), strict=True):
             rundir.forget(record.name)
             echo(f"  {record.name:<22} pid {record.pid:<7} {result.outcome}")
             results.append(result)

@@ -35,6 +35,7 @@ import httpx
 
 STICKY_HEADER = "X-Client-Id"
 RESOURCES = ("products", "customers")
+WRITE_OPS = frozenset({"create_product", "patch_product", "create_customer", "patch_customer"})
 _LATENCY_CAP = 200_000
 
 
@@ -51,7 +52,7 @@ class TrafficConfig:
     settle_s: float = 3.0
     seed: int = 7
     writes: tuple[str, ...] = ()
-    users_per_client: int = 8
+    users_per_client: int = 16
     spread_addresses: bool = True
 
     def __post_init__(self) -> None:

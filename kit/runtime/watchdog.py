@@ -57,12 +57,14 @@ class Watchdog:
     rundir: RunDir
     wanted: Callable[[], Sequence[WantedWorker]]
     cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = print
     backoff_s: float = 1.0
     max_backoff_s: float = 10.0
     tracks: dict[str, _Track] = field(default_factory=dict)
     errors: int = 0
     last_error: str | None = None
+    restarts: int = 0
 
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -82,10 +84,11 @@ class Watchdog:
                 if now - track.last_start < wait:
                     continue
                 track.crashes += 1
+                self.restarts += 1
                 self.echo(f"watchdog: {worker.name} is not running; restart #{track.crashes}")
             else:
                 self.echo(f"watchdog: starting {worker.name}")
-            spec = ProcessSpec(name=name, argv=worker.argv, cwd=self.cwd, kind="cdc")
+            spec = ProcessSpec(name=name, argv=worker.argv, env=self.env, cwd=self.cwd, kind="cdc")
             record = start_detached(spec, self.rundir)
             track.starts += 1
             track.last_start = now
@@ -95,6 +98,7 @@ class Watchdog:
                 self.echo(f"watchdog: {record.name} no longer wanted; stopping pid {record.pid}")
                 stop_record(record)
                 self.rundir.forget(record.name)
+                self.tracks.pop(record.name, None)  # wanted again later: a fresh start
         self.write_state()
 
     def stop_all(self) -> None:
@@ -111,7 +115,7 @@ class Watchdog:
                 name: {"starts": t.starts, "restarts": t.crashes}
                 for name, t in sorted(self.tracks.items())
             },
-            "restarts": sum(t.crashes for t in self.tracks.values()),
+            "restarts": self.restarts,
             "errors": self.errors,
             "last_error": self.last_error,
             "updated_at": time.time(),
@@ -128,7 +132,9 @@ class Watchdog:
         try:
             while not stop.is_set():
                 self.tick()
-                stop.wait(interval_s)
+                until = time.monotonic() + interval_s
+                while not stop.is_set() and time.monotonic() < until:
+                    time.sleep(0.05)  # short sleeps: a signal handler runs between them
         finally:
             self.stop_all()
 
@@ -187,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RunDir(Path(args.run_dir), Path(args.log_dir)),
         playbook_wanted(manifest),
         cwd=os.getcwd(),
+        env={"KIT_MANIFEST": manifest},
         echo=lambda line: print(time.strftime("%H:%M:%S ") + line, flush=True),
     )
     watchdog.echo(f"watchdog: watching {manifest}")

@@ -67,9 +67,7 @@ def test_kit_up_starts_everything_once_and_kit_down_leaves_nothing(
     again = kit("up", "--manifest", str(demo_manifest), cwd=cwd)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 started" in again.stdout
-    assert {r.name: r.pid for r in demo_rundir.records()} == {
-        n: r.pid for n, r in records.items()
-    }
+    assert {r.name: r.pid for r in demo_rundir.records()} == {n: r.pid for n, r in records.items()}
 
     status = kit("up", "--manifest", str(demo_manifest), "--status", cwd=cwd)
     assert status.returncode == 0, status.stdout + status.stderr

@@ -41,14 +41,18 @@ def scalar(url: str, sql: str, params: tuple | None = None) -> Any:
 
 def confirmed_flush(url: str, slot: str) -> int:
     text = scalar(
-        url, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        url,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
     )
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
 def embedded(tmp_path: Path, partitions: int = 1) -> EmbeddedLog:
-    return EmbeddedLog(EmbeddedLogConfig(log_dir=tmp_path / f"log-{uuid.uuid4().hex[:6]}", partitions=partitions))
+    return EmbeddedLog(
+        EmbeddedLogConfig(log_dir=tmp_path / f"log-{uuid.uuid4().hex[:6]}", partitions=partitions)
+    )
 
 
 def make_worker(

@@ -120,7 +120,9 @@ def test_flushed_lsn_advances_only_after_the_transport_acknowledged(items, tmp_p
     broken = PgCaptureWorker(
         items,
         log,
-        PgCaptureConfig(tables=("items",), snapshot="never", status_interval_s=0.2, idle_wait_s=0.05),
+        PgCaptureConfig(
+            tables=("items",), snapshot="never", status_interval_s=0.2, idle_wait_s=0.05
+        ),
         producer=FailingProducer(log),
     )
     from cdc.capture.postgres import enable_capture
@@ -157,7 +159,9 @@ def test_idle_capture_confirms_wal_written_by_other_tables(items, tmp_path):
     worker = _streaming(items, log)
     try:
         pump_until(worker, lambda: True)
-        execute(items, *["INSERT INTO noise (v) SELECT md5(g::text) FROM generate_series(1, 200) g"] * 5)
+        execute(
+            items, *["INSERT INTO noise (v) SELECT md5(g::text) FROM generate_series(1, 200) g"] * 5
+        )
         wal_now = scalar(items, "SELECT pg_current_wal_lsn()::text")
         hi, lo = wal_now.split("/")
         target = (int(hi, 16) << 32) | int(lo, 16)
@@ -226,13 +230,10 @@ CAPTURE_PROC = textwrap.dedent("""
 
 def test_sigterm_stops_the_worker_cleanly_and_a_restart_resumes_from_the_slot(items, tmp_path):
     from cdc.capture.postgres import enable_capture
+    from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 
     enable_capture(items, ["items"])
     log_dir = tmp_path / "log"
-    log = embedded(tmp_path)
-    log.config.__class__  # noqa: B018 - (embedded() only used for reading below)
-    from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
-
     log = EmbeddedLog(EmbeddedLogConfig(log_dir=log_dir, partitions=1))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -243,6 +244,11 @@ def test_sigterm_stops_the_worker_cleanly_and_a_restart_resumes_from_the_slot(it
 
     def count():
         return sum(log.end_offsets([TOPIC]).values()) if log.partitions_of(TOPIC) else 0
+
+    def active():
+        return scalar(
+            items, "SELECT active FROM pg_replication_slots WHERE slot_name = 'strangler_cdc'"
+        )
 
     def wait(cond, timeout=20):
         deadline = time.monotonic() + timeout
@@ -258,9 +264,10 @@ def test_sigterm_stops_the_worker_cleanly_and_a_restart_resumes_from_the_slot(it
         wait(lambda: count() >= 1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+        wait(lambda: not active())  # the replication connection closed, the slot kept
         execute(items, "INSERT INTO items VALUES (2, 'b', 2)")  # while no worker runs
         proc = start()
-        wait(lambda: count() >= 2)
+        wait(lambda: count() >= 2 and active())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:

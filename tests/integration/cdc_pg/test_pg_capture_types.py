@@ -10,7 +10,13 @@ import pytest
 
 from cdc.capture.postgres import UNAVAILABLE_VALUE
 from cdc.events import parse_event
-from tests.integration.cdc_pg.helpers import embedded, execute, make_worker, read_events, stream_events
+from tests.integration.cdc_pg.helpers import (
+    embedded,
+    execute,
+    make_worker,
+    read_events,
+    stream_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +98,12 @@ def test_unchanged_toast_is_a_placeholder_with_default_identity_and_real_with_fu
         "CREATE TABLE notes (id int PRIMARY KEY, n int, body text)",
         "CREATE TABLE memos (id int PRIMARY KEY, n int, body text)",
     )
-    execute(pg_url, "INSERT INTO notes VALUES (1, 0, %s)", "INSERT INTO memos VALUES (1, 0, %s)", params=(big,))
+    execute(
+        pg_url,
+        "INSERT INTO notes VALUES (1, 0, %s)",
+        "INSERT INTO memos VALUES (1, 0, %s)",
+        params=(big,),
+    )
     log = embedded(tmp_path)
     # notes keeps the default identity; memos gets FULL
     from cdc.capture.postgres import enable_capture

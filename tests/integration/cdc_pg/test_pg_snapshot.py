@@ -105,7 +105,9 @@ def _apply_and_verify(log, source_url, tmp_path, wait_for_join=False):
     target = make_engine(f"sqlite:///{tmp_path / 'target.db'}")
     with target.begin() as conn:
         conn.execute(
-            text("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price NUMERIC(12, 2))")
+            text(
+                "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price NUMERIC(12, 2))"
+            )
         )
     sink = Sink(target, MAPPING, log, SinkConfig(group="svc", topics=(TOPIC,)))
     try:

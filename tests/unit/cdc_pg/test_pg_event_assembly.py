@@ -9,15 +9,36 @@ import json
 import jsonschema
 import pytest
 
-from cdc.capture.pgoutput import UNCHANGED_TOAST, Begin, Column, Commit, Delete, Insert, Relation, Truncate, Update
-from cdc.capture.postgres import UNAVAILABLE_VALUE, CaptureError, PgCaptureConfig, PgCaptureWorker, TableRef, libpq_dsn
+from cdc.capture.pgoutput import (
+    UNCHANGED_TOAST,
+    Begin,
+    Column,
+    Commit,
+    Delete,
+    Insert,
+    Relation,
+    Truncate,
+    Update,
+)
+from cdc.capture.postgres import (
+    UNAVAILABLE_VALUE,
+    CaptureError,
+    PgCaptureConfig,
+    PgCaptureWorker,
+    TableRef,
+    libpq_dsn,
+)
 from cdc.ports import Producer
 from cdc.schema import load_schema
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 
 WHEN = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 REL = Relation(
-    7, "shop", "items", "f", (Column("id", 23, -1, True), Column("name", 25, -1, True), Column("qty", 23, -1, True))
+    7,
+    "shop",
+    "items",
+    "f",
+    (Column("id", 23, -1, True), Column("name", 25, -1, True), Column("qty", 23, -1, True)),
 )
 
 
@@ -42,7 +63,12 @@ class RecordingProducer(Producer):
 def make(tmp_path, fail=False, **config):
     producer = RecordingProducer(fail)
     log = EmbeddedLog(EmbeddedLogConfig(log_dir=tmp_path / "log"))
-    worker = PgCaptureWorker("postgresql://unused/db", log, PgCaptureConfig(tables=("shop.items",), **config), producer=producer)
+    worker = PgCaptureWorker(
+        "postgresql://unused/db",
+        log,
+        PgCaptureConfig(tables=("shop.items",), **config),
+        producer=producer,
+    )
     worker.db_name = "shopdb"
     worker._keys[("shop", "items")] = ("id",)  # what prepare() reads from the catalog
     return worker, producer
@@ -54,7 +80,11 @@ def feed(worker, *msgs, lsn=100):
 
 
 def events(producer):
-    return [(json.loads(m.key) if m.key else None, json.loads(m.value)) for b in producer.batches for m in b]
+    return [
+        (json.loads(m.key) if m.key else None, json.loads(m.value))
+        for b in producer.batches
+        for m in b
+    ]
 
 
 def test_a_transaction_becomes_events_with_postgres_source_and_a_confirmed_lsn(tmp_path):
@@ -76,7 +106,12 @@ def test_a_transaction_becomes_events_with_postgres_source_and_a_confirmed_lsn(t
     for _k, v in got:
         jsonschema.validate(v, schema)
         src = v["source"]
-        assert (src["connector"], src["db"], src["schema"], src["table"]) == ("postgresql", "shopdb", "shop", "items")
+        assert (src["connector"], src["db"], src["schema"], src["table"]) == (
+            "postgresql",
+            "shopdb",
+            "shop",
+            "items",
+        )
         assert src["txId"] == 901 and src["ts_ms"] == int(WHEN.timestamp() * 1000)
     assert [v["source"]["lsn"] for _k, v in got] == [102, 103, 104]
     assert got[1][1]["before"] == {"id": 1, "name": "a", "qty": 2}
@@ -104,10 +139,19 @@ def test_a_batch_cut_inside_a_transaction_confirms_only_the_previous_commit(tmp_
 
 def test_key_change_becomes_delete_and_create_like_debezium(tmp_path):
     worker, producer = make(tmp_path)
-    feed(worker, REL, Begin(1, WHEN, 1), Update(7, "K", ("1", None, None), ("2", "a", "1")), Commit(0, 1, 2, WHEN))
+    feed(
+        worker,
+        REL,
+        Begin(1, WHEN, 1),
+        Update(7, "K", ("1", None, None), ("2", "a", "1")),
+        Commit(0, 1, 2, WHEN),
+    )
     worker.flush()
     got = events(producer)
-    assert [(k, v["op"], v["before"]) for k, v in got] == [({"id": 1}, "d", {"id": 1, "name": None, "qty": None}), ({"id": 2}, "c", None)]
+    assert [(k, v["op"], v["before"]) for k, v in got] == [
+        ({"id": 1}, "d", {"id": 1, "name": None, "qty": None}),
+        ({"id": 2}, "c", None),
+    ]
 
 
 def test_unchanged_toast_uses_the_old_row_or_the_debezium_placeholder(tmp_path):
@@ -146,7 +190,15 @@ def test_a_change_before_its_relation_message_is_an_error(tmp_path):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("tables", ()), ("slot", "Bad-Name"), ("publication", ""), ("snapshot", "always"), ("snapshot_chunk", 0), ("batch_size", 0), ("status_interval_s", 0)],
+    [
+        ("tables", ()),
+        ("slot", "Bad-Name"),
+        ("publication", ""),
+        ("snapshot", "always"),
+        ("snapshot_chunk", 0),
+        ("batch_size", 0),
+        ("status_interval_s", 0),
+    ],
 )
 def test_config_names_the_bad_field(field, value):
     kwargs = {"tables": ("t",), field: value}

@@ -95,7 +95,9 @@ def test_update_with_key_tuple_old_tuple_or_none():
     assert plain == Update(1, None, None, ("2", "b", UNCHANGED_TOAST))
     keyed = decode_message(b"U" + i32(1) + b"K" + i16(3) + text_col("1") + b"n" + b"n" + new)
     assert keyed.old_kind == "K" and keyed.old == ("1", None, None)
-    full = decode_message(b"U" + i32(1) + b"O" + i16(3) + text_col("1") + text_col("a") + text_col("x") + new)
+    full = decode_message(
+        b"U" + i32(1) + b"O" + i16(3) + text_col("1") + text_col("a") + text_col("x") + new
+    )
     assert full.old_kind == "O" and full.old == ("1", "a", "x")
     rel = decode_message(RELATION)
     assert tuple_to_row(rel, keyed.old, only_keys=True) == {"id": 1}
@@ -106,7 +108,9 @@ def test_delete_truncate_origin_type_and_message():
     trunc = decode_message(b"T" + i32(2) + b"\x03" + i32(9) + i32(10))
     assert trunc == Truncate((9, 10), cascade=True, restart_identity=True)
     assert decode_message(b"O" + i64(42) + b"upstream\x00") == Origin(42, "upstream")
-    assert decode_message(b"Y" + i32(90001) + b"shop\x00" + b"mood\x00") == TypeInfo(90001, "shop", "mood")
+    assert decode_message(b"Y" + i32(90001) + b"shop\x00" + b"mood\x00") == TypeInfo(
+        90001, "shop", "mood"
+    )
     msg = decode_message(b"M" + b"\x01" + i64(77) + b"kit\x00" + i32(2) + b"hi")
     assert msg == LogicalMessage(True, 77, "kit", b"hi")
 
@@ -168,13 +172,25 @@ def test_lsn_text_form_round_trips():
         (Oid.BOOL, "t", True),
         (Oid.BOOL, "false", False),
         (Oid.TIMESTAMP, "2024-02-29 13:14:15.123456", dt.datetime(2024, 2, 29, 13, 14, 15, 123456)),
-        (Oid.TIMESTAMPTZ, "2024-02-29 13:14:15+02", dt.datetime(2024, 2, 29, 11, 14, 15, tzinfo=dt.UTC)),
-        (Oid.TIMESTAMPTZ, "2024-02-29 13:14:15.5+00", dt.datetime(2024, 2, 29, 13, 14, 15, 500000, tzinfo=dt.UTC)),
+        (
+            Oid.TIMESTAMPTZ,
+            "2024-02-29 13:14:15+02",
+            dt.datetime(2024, 2, 29, 11, 14, 15, tzinfo=dt.UTC),
+        ),
+        (
+            Oid.TIMESTAMPTZ,
+            "2024-02-29 13:14:15.5+00",
+            dt.datetime(2024, 2, 29, 13, 14, 15, 500000, tzinfo=dt.UTC),
+        ),
         (Oid.TIMESTAMP, "infinity", dt.datetime.max),
         (Oid.DATE, "2024-02-29", dt.date(2024, 2, 29)),
         (Oid.DATE, "0044-03-15 BC", "0044-03-15 BC"),  # no Python date: stays text
         (Oid.TIME, "13:14:15.5", dt.time(13, 14, 15, 500000)),
-        (Oid.UUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
+        (
+            Oid.UUID,
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        ),
         (Oid.JSON, '{"a": [1, null]}', {"a": [1, None]}),
         (Oid.JSONB, '"s"', "s"),
         (Oid.BYTEA, "\\x00ff10", b"\x00\xff\x10"),

@@ -152,11 +152,19 @@ def test_watchdog_starts_restarts_and_retires_workers(tmp_path: Path, rundir: Ru
     assert restarted is not None and restarted.pid != first.pid
     assert read_state(rundir)["restarts"] == 1  # type: ignore[index]
 
-    wanted.clear()  # the playbook no longer wants it
+    worker = wanted.pop()  # the playbook no longer wants it
     dog.tick()
     assert rundir.running(name) is None
     assert not alive(restarted.pid)
     assert any("no longer wanted" in line for line in lines)
+
+    wanted.append(worker)  # wanted again: started at once, and that is no crash restart
+    dog.tick()
+    again = rundir.running(name)
+    assert again is not None and again.pid != restarted.pid
+    assert read_state(rundir)["restarts"] == 1  # type: ignore[index]  # still the one crash
+    dog.stop_all()
+    assert not alive(again.pid)
 
 
 def test_watchdog_keeps_workers_when_the_playbook_cannot_be_read(rundir: RunDir) -> None:

@@ -1,0 +1,5 @@
+"""`kit plan`: mounted from kit/commands/playbook.py (one `cli` per module, see kit/cli.py)."""
+
+from kit.commands.playbook import plan as cli
+
+__all__ = ["cli"]

@@ -1,0 +1,5 @@
+"""`kit status`: mounted from kit/commands/playbook.py (one `cli` per module, see kit/cli.py)."""
+
+from kit.commands.playbook import status as cli
+
+__all__ = ["cli"]
