@@ -270,6 +270,11 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
     return run_wrk(url, args.duration, args.connections, args.threads)
 
 
+def latency(url: str, args: argparse.Namespace) -> dict[str, float]:
+    run_wrk(url, 1, 1, 1)  # warm-up
+    return run_wrk(url, args.latency_duration, 1, 1)
+
+
 def scenario(
     title: str,
     work: Path,
@@ -307,6 +312,19 @@ def scenario(
                     f"{r['rps'] / ngx['rps']:>8.3f}{r['p50_ms'] - direct['p50_ms']:>+9.3f}"
                     f"{r['p99_ms'] - direct['p99_ms']:>+9.3f}"
                 )
+            # Added latency is a property of one request, not of a saturated upstream (where
+            # queueing dominates p50): measured again with a single connection.
+            lat = {"direct": latency(f"http://{upstream_host}:{upstream_port}{path}", args)}
+            lat["nginx"] = latency(f"http://127.0.0.1:{nginx_port}{path}", args)
+            for label, proxy in proxies.items():
+                lat[label] = latency(proxy.url + path, args)
+            lines.append(f"  latency, 1 connection (wrk -t1 -c1 -d{args.latency_duration}s):")
+            for label, r in lat.items():
+                lines.append(
+                    f"  {label:<26}{r['rps']:>9.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                    f"{'':>8}{'':>9}{'':>8}{r['p50_ms'] - lat['direct']['p50_ms']:>+9.3f}"
+                    f"{r['p99_ms'] - lat['direct']['p99_ms']:>+9.3f}"
+                )
         for label, proxy in proxies.items():
             rss = proxy.rss()
             lines.append(
@@ -329,6 +347,7 @@ def main() -> None:
     parser.add_argument(
         "--variants", default="fast", help="comma-separated: fast, aiohttp, fast-asyncio"
     )
+    parser.add_argument("--latency-duration", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--skip-monolith", action="store_true")
     args = parser.parse_args()

@@ -58,7 +58,12 @@ def _float(v: Any) -> float:
 
 
 def _datetime(v: Any, tz: bool) -> dt.datetime:
-    if isinstance(v, dt.datetime):
+    if type(v) is str:  # the usual wire form: try it as it is before normalising it
+        try:
+            out = dt.datetime.fromisoformat(v)
+        except ValueError:
+            out = dt.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
+    elif isinstance(v, dt.datetime):
         out = v
     elif isinstance(v, dt.date):
         out = dt.datetime(v.year, v.month, v.day)

@@ -234,6 +234,53 @@ def _unwrap(doc: Any) -> tuple[Any, Mapping[str, Any] | None]:
 
 _scan_json = json.JSONDecoder().scan_once
 
+try:  # the sink decodes every event: orjson is several times faster than json
+    from orjson import JSONDecodeError as _OrjsonError
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - optional speed-up
+    _orjson_loads = None
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain(obj: Any) -> bool:
+    """None, or an object whose values are all strings, integers, booleans or null."""
+    if obj is None:
+        return True
+    if type(obj) is not dict:
+        return False
+    for v in obj.values():
+        if type(v) not in _PLAIN:
+            return False
+    return True
+
+
+def _loads_event(value: bytes | str) -> Any:
+    """An event document, decoded exactly as json.loads would, as fast as possible.
+
+    orjson is several times faster, but reads integers beyond 64 bits as floats: its result is
+    used only for an unwrapped envelope whose row images and source hold no floats or nested
+    values (the common case); anything else, and whatever orjson refuses (NaN, invalid text),
+    is decoded again by the standard library, whose error messages the dead letters keep.
+    """
+    if _orjson_loads is not None:
+        try:
+            doc = _orjson_loads(value)
+        except _OrjsonError:
+            pass
+        else:
+            if (
+                type(doc) is dict
+                and "payload" not in doc  # Debezium's {schema, payload}: the slow, exact way
+                and type(doc.get("ts_ms")) is not float
+                and _plain(doc.get("after"))
+                and _plain(doc.get("before"))
+                and _plain(doc.get("source"))
+            ):
+                return doc
+    return _loads(value)
+
 
 def _loads(value: bytes | str) -> Any:
     """json.loads without its per-call overhead on the common case (one compact document)."""
@@ -309,7 +356,7 @@ def decode_envelope(value: bytes | str | None, topic: str = "") -> Envelope | No
     if value is None:
         return None
     try:
-        doc = _loads(value)
+        doc = _loads_event(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"value is not JSON: {exc}") from None
     if doc is None:

@@ -6,7 +6,11 @@
 - applied: the sink group's offsets stored in the target database; lag in events is
   published − applied, lag in seconds is now − source time of the last applied event while
   events are pending (0 when caught up);
-- dead letters of the group for the topic.
+- dead letters of the group for the topic;
+- PostgreSQL source (logical decoding): the slot's confirmed LSN, the WAL it holds back
+  (bytes) and the table's snapshot progress instead of the change-table position;
+- the consumer group's offsets committed to the transport (Kafka) and the lag they imply —
+  what Kafka tooling sees, next to the offsets the sink stores in the target database.
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ class TableStatus:
     lag_events: int | None
     lag_s: float | None
     dead_letters: int | None
+    slot_confirmed_lsn: str | None = None
+    slot_lag_bytes: int | None = None
+    snapshot: str | None = None  # PostgreSQL: "<status> <rows done>/<rows total>"
+    group_committed: int | None = None  # offsets committed to the transport (sum)
+    group_lag: int | None = None  # published − group_committed
 
 
 def _capture_info(
@@ -57,6 +66,26 @@ def _capture_info(
     return out
 
 
+def _pg_capture_info(
+    source: Engine, tables: list[str], slot: str
+) -> tuple[str | None, int | None, dict[str, str]]:
+    """(confirmed LSN, lag bytes, {table: snapshot summary}) of a PostgreSQL source's slot."""
+    from cdc.capture.postgres import list_slots, snapshot_progress
+
+    url = source.url.render_as_string(hide_password=False)
+    info = next((s for s in list_slots(url) if s.name == slot), None)
+    snaps: dict[str, str] = {}
+    progress = {p.table: p for p in snapshot_progress(url, slot)}
+    for t in tables:
+        p = progress.get(t if "." in t else f"public.{t}")
+        if p is not None:
+            total = p.rows_total if p.rows_total is not None else "?"
+            snaps[t] = f"{p.status} {p.rows_done}/{total}"
+    if info is None:
+        return None, None, snaps
+    return info.confirmed_flush_lsn, info.lag_bytes, snaps
+
+
 def pipeline_status(
     *,
     tables: Iterable[str],
@@ -66,11 +95,17 @@ def pipeline_status(
     target: Engine | None = None,
     group: str | None = None,
     capture_name: str = "capture",
+    slot: str = "strangler_cdc",
 ) -> list[TableStatus]:
     """One row per table; parts whose database is not given are None."""
     tables = list(tables)
     ends = transport.end_offsets([topics[t] for t in tables])
     capture = _capture_info(source, tables, capture_name) if source is not None else {}
+    pg_lsn = pg_bytes = None
+    pg_snaps: dict[str, str] = {}
+    if source is not None and source.dialect.name == "postgresql":
+        pg_lsn, pg_bytes, pg_snaps = _pg_capture_info(source, tables, slot)
+    committed = transport.committed(group, [topics[t] for t in tables]) if group else {}
     applied_by_topic: dict[str, tuple[int, int | None]] = {}
     dead_by_topic: dict[str, int] = {}
     if target is not None and group:
@@ -108,6 +143,10 @@ def pipeline_status(
             lag = max(0, published - applied)
             lag_s = 0.0 if lag == 0 else (max(0.0, (now - ts) / 1000) if ts else None)
             dead = dead_by_topic.get(topic, 0)
+        group_committed = group_lag = None
+        if group:
+            group_committed = sum(o for tp, o in committed.items() if tp.topic == topic)
+            group_lag = max(0, published - group_committed)
         out.append(
             TableStatus(
                 table=t,
@@ -121,6 +160,11 @@ def pipeline_status(
                 lag_events=lag,
                 lag_s=lag_s,
                 dead_letters=dead,
+                slot_confirmed_lsn=pg_lsn,
+                slot_lag_bytes=pg_bytes,
+                snapshot=pg_snaps.get(t),
+                group_committed=group_committed,
+                group_lag=group_lag,
             )
         )
     return out

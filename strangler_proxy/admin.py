@@ -194,6 +194,9 @@ async def get_stats(request: web.Request) -> web.Response:
     snapshot["shadow_queue"] = core.shadow.queued
     snapshot["in_flight"] = core.in_flight
     snapshot["route_version"] = core.table.version
+    workers = getattr(runtime, "workers", None)
+    if workers is not None:  # multi-process proxy: per-worker view (pid, route version...)
+        snapshot["workers"] = workers.describe()
     return web.json_response(snapshot)
 
 

@@ -172,8 +172,10 @@ class ProxyConfig:
         if not 0 < self.poll_interval <= 0.5:
             raise ValueError("poll_interval must be in (0, 0.5] seconds")
         _positive("shutdown_timeout", self.shutdown_timeout)
-        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or not (
-            0 <= self.workers <= 64
+        if (
+            not isinstance(self.workers, int)
+            or isinstance(self.workers, bool)
+            or not (0 <= self.workers <= 64)
         ):
             raise ValueError("workers must be an integer 0..64 (0 = one per CPU)")
         if self.event_loop not in ("auto", "asyncio", "uvloop"):

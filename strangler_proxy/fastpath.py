@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import socket
@@ -48,6 +49,8 @@ from strangler_proxy.server import (
     UpstreamFailure,
     canary_bucket,
 )
+
+log = logging.getLogger("strangler_proxy")
 
 _REQUEST_LINE = re.compile(rb"(GET|POST|PUT|PATCH|DELETE|OPTIONS) (/[!-\"$-~]*) HTTP/1\.1")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -573,6 +576,11 @@ class FastProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
+        except Exception:  # a bug here must cost one connection, never the worker
+            log.exception("fast path failed; closing the client connection")
+            if self.transport is not None:
+                self.transport.abort()
+            return
         self.busy = False
         self.task = None
         transport = self.transport
@@ -603,6 +611,7 @@ class FastProtocol(asyncio.Protocol):
         if data:
             handler.data_received(data)
         self.server.handoffs += 1
+        self.server.core.stats.incr("slow_path_handoffs")
 
 
 class FastServer:
@@ -930,7 +939,9 @@ class FastServer:
         match: Match,
         target: str,
     ) -> int:
-        status, code = (504, "upstream_timeout") if failure.timeout else (502, "upstream_unavailable")
+        status, code = (
+            (504, "upstream_timeout") if failure.timeout else (502, "upstream_unavailable")
+        )
         assert proto.transport is not None
         proto.transport.write(
             error_bytes(
@@ -970,7 +981,11 @@ class FastServer:
             except UpstreamFailure as failure:
                 breaker.record_failure()
                 if not can_fallback:
-                    return service, self._write_failure(proto, request, failure, match, service), True
+                    return (
+                        service,
+                        self._write_failure(proto, request, failure, match, service),
+                        True,
+                    )
                 core.stats.incr("fallbacks")
                 timer.cancel()
                 status, err = await self._forward(proto, request, head, MONOLITH, match)

@@ -59,6 +59,7 @@ class Stats:
             "fallbacks": 0,
             "breaker_short_circuits": 0,
             "rejected_requests": 0,
+            "slow_path_handoffs": 0,  # connections the fast path gave to the aiohttp path
         }
 
     def observe(
@@ -77,7 +78,14 @@ class Stats:
         """Plain-data copy of everything recorded (a worker sends this to the supervisor)."""
         return {
             "series": {
-                key: (s.requests, s.errors, s.proxy_errors, list(s.buckets), s.sum_ms, list(s.samples))
+                key: (
+                    s.requests,
+                    s.errors,
+                    s.proxy_errors,
+                    list(s.buckets),
+                    s.sum_ms,
+                    list(s.samples),
+                )
                 for key, s in self.series.items()
             },
             "counters": dict(self.counters),

@@ -181,7 +181,9 @@ class WorkerPool:
         proc = worker.proc
         if proc is not None:
             code = await asyncio.to_thread(proc.wait)
-            log.warning("proxy worker %s (pid %s) exited with %s; replacing it", worker.slot, proc.pid, code)
+            log.warning(
+                "proxy worker %s (pid %s) exited with %s; replacing it", worker.slot, proc.pid, code
+            )
         await asyncio.sleep(0.1)
         if self.stopping:
             return
@@ -309,9 +311,7 @@ async def worker_main(sock: socket.socket, setup: dict[str, Any]) -> None:
     await reload(force=True)
     await core.start()
     listener = ProxyListener(core)
-    await listener.start(
-        make_listening_socket(config.listen_host, setup["port"], reuse_port=True)
-    )
+    await listener.start(make_listening_socket(config.listen_host, setup["port"], reuse_port=True))
 
     def report(**extra: Any) -> None:
         delta = core.stats
@@ -319,7 +319,9 @@ async def worker_main(sock: socket.socket, setup: dict[str, Any]) -> None:
         writer.write(
             _frame(
                 {
-                    "stats": delta.export() if delta.series or any(delta.counters.values()) else None,
+                    "stats": delta.export()
+                    if delta.series or any(delta.counters.values())
+                    else None,
                     "pairs": sink.take(),
                     "gauges": {
                         "pid": os.getpid(),
@@ -386,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     size = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))[0]
     setup = pickle.loads(_recv_exactly(sock, size))
     config: ProxyConfig = setup["config"]
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     run(worker_main(sock, setup), config.event_loop)
 
 

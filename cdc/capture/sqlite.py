@@ -278,7 +278,7 @@ class CaptureConfig:
     schema: str = "main"
     db_name: str | None = None
     batch_size: int = 1000
-    snapshot_chunk: int = 5000
+    snapshot_chunk: int = 20000
     poll_interval_s: float = 0.01
     prune_interval_s: float = 1.0
     emit_tombstones: bool = False
@@ -398,6 +398,11 @@ class CaptureWorker:
         ts_s = "null" if ts_ms is None else str(int(ts_ms))
         return f'{head}{seq_s},"ts_ms":{ts_s}}}'
 
+    def _snapshot_tail(self, table: str, flag: str, seq: int, ts_ms: int) -> str:
+        """What follows the row image in a snapshot event (see encode_value_raw)."""
+        src = self._source_json(table, flag, seq, ts_ms)
+        return f',"source":{src},"op":"r","ts_ms":{int(ts_ms)}}}'
+
     # -- stream
     def stream_batch(self, upto: int | None = None) -> int:
         """Publish the next batch of changes (seq ≤ upto when given); returns how many."""
@@ -485,9 +490,12 @@ class CaptureWorker:
         limit = self.config.snapshot_chunk
         decl = dict(cols)
         pk_image = _image("t", [(c, decl[c]) for c in info.pk])
+        # SQLite builds each event value (envelope around the row image) and returns key and
+        # value as bytes: no per-row JSON work in Python. The bytes are exactly
+        # encode_value_raw("r", None, image, source, now).
         sql = (
-            f"SELECT {pk_image}, {_image('t', cols)}, {pk_cols} FROM {_q(table)} AS t {where} "
-            f"ORDER BY {pk_cols} LIMIT ?"
+            f"SELECT CAST({pk_image} AS BLOB), CAST(? || {_image('t', cols)} || ? AS BLOB), "
+            f"{pk_cols} FROM {_q(table)} AS t {where} ORDER BY {pk_cols} LIMIT ?"
         )
         # One read transaction: the chunk and the high-water mark H are the same instant.
         self.conn.execute("BEGIN")
@@ -495,24 +503,27 @@ class CaptureWorker:
             high = self.conn.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = ?", (CHANGES,)
             ).fetchone()
-            rows = self.conn.execute(sql, [*params, limit]).fetchall()
+            high_seq = high[0] if high else 0
+            now = now_ms()
+            head = '{"before":null,"after":'
+            tail = self._snapshot_tail(table, "true", high_seq, now)
+            rows = self.conn.execute(sql, [head, tail, *params, limit]).fetchall()
         finally:
             self.conn.execute("COMMIT")
-        high_seq = high[0] if high else 0
         while self.stream_batch(upto=high_seq):
             pass
         last = len(rows) < limit
         if rows:
             topic = self._topic(table)
-            now = now_ms()
-            out = []
-            for i, r in enumerate(rows):
-                flag = "last" if last and i == len(rows) - 1 else "true"
-                src = self._source_json(table, flag, high_seq, now)
-                out.append(
-                    OutgoingMessage(
-                        topic, r[0].encode(), encode_value_raw("r", None, r[1], src, now)
-                    )
+            out = [OutgoingMessage(topic, r[0], r[1]) for r in rows]
+            if last:  # the snapshot's last row says so in source.snapshot
+                image = rows[-1][1][len(head.encode()) : -len(tail.encode())]
+                out[-1] = OutgoingMessage(
+                    topic,
+                    rows[-1][0],
+                    head.encode()
+                    + image
+                    + self._snapshot_tail(table, "last", high_seq, now).encode(),
                 )
             self.producer.send_batch(out)
         new_last_pk = (

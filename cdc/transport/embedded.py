@@ -54,13 +54,18 @@ SEGMENT_SUFFIX = ".log"
 READ_CHUNK = 1 << 20
 
 
+_WORDS: dict[int, struct.Struct] = {}
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 hash (unsigned 32-bit), as its default partitioner computes it."""
     length = len(data)
     m = 0x5BD1E995
     h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+    words = _WORDS.get(length >> 2)
+    if words is None:
+        words = _WORDS[length >> 2] = struct.Struct(f"<{length >> 2}I")
+    for k in words.unpack_from(data):  # little-endian 32-bit words, as Kafka reads them
         k = (k * m) & 0xFFFFFFFF
         k ^= k >> 24
         k = (k * m) & 0xFFFFFFFF
@@ -125,6 +130,32 @@ def encode_record(offset: int, ts_ms: int, key: bytes | None, value: bytes | Non
         )
     )
     return HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def _encode_records(
+    first: int, ts_ms: int, records: Sequence[tuple[bytes | None, bytes | None]]
+) -> bytes:
+    """encode_record for a run of records with consecutive offsets, as one blob."""
+    pack_body, pack_header, crc32 = BODY.pack, HEADER.pack, zlib.crc32
+    parts = []
+    offset = first
+    for key, value in records:
+        body = b"".join(
+            (
+                pack_body(
+                    offset,
+                    ts_ms,
+                    -1 if key is None else len(key),
+                    -1 if value is None else len(value),
+                ),
+                key or b"",
+                value or b"",
+            )
+        )
+        parts.append(pack_header(len(body), crc32(body)))
+        parts.append(body)
+        offset += 1
+    return b"".join(parts)
 
 
 def _scan(buf: bytes | memoryview, start: int = 0):
@@ -235,9 +266,7 @@ class _PartitionWriter:
                 self._recover()
             assert self.fd is not None
             first = self.next_offset
-            blob = b"".join(
-                encode_record(first + i, ts_ms, k, v) for i, (k, v) in enumerate(records)
-            )
+            blob = _encode_records(first, ts_ms, records)
             written = 0
             while written < len(blob):
                 written += os.pwrite(self.fd, blob[written:], self.pos + written)
@@ -358,16 +387,32 @@ class _PartitionReader:
             if self.fd is None:
                 return []
         out: list[Message] = []
+        unpack_header, unpack_body, crc32 = HEADER.unpack_from, BODY.unpack_from, zlib.crc32
+        hsize, bsize = HEADER.size, BODY.size
         while len(out) < limit:
             buf = os.pread(self.fd, READ_CHUNK, self.pos)
+            view = memoryview(buf)
             consumed = 0
-            for _s, end, offset, ts, key, value in _scan(buf):
+            n = len(buf)
+            # The same frame checks as _scan, inlined: this loop reads every event the sink sees.
+            while consumed + hsize <= n:
+                length, crc = unpack_header(buf, consumed)
+                start = consumed + hsize
+                end = start + length
+                if length < bsize or end > n or crc32(view[start:end]) != crc:
+                    break
+                offset, ts, klen, vlen = unpack_body(buf, start)
+                p = start + bsize
+                key = None if klen < 0 else buf[p : p + klen]
+                p += max(klen, 0)
+                value = None if vlen < 0 else buf[p : p + vlen]
                 consumed = end
                 if offset >= self.next_offset:
                     out.append(Message(topic, partition, offset, key, value, ts))
                     self.next_offset = offset + 1
-                if len(out) >= limit:
-                    break
+                    if len(out) >= limit:
+                        break
+            view.release()
             self.pos += consumed
             if consumed:
                 continue
@@ -510,19 +555,25 @@ class EmbeddedProducer(Producer):
         self.partitions[topic] = self.log.create_topic(topic, partitions)
 
     def send_batch(self, messages: Sequence[OutgoingMessage]) -> None:
-        grouped: dict[TopicPartition, list[tuple[bytes | None, bytes | None]]] = {}
+        grouped: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = {}
         for m in messages:
-            if m.topic not in self.partitions:
-                self.ensure_topic(m.topic)
-            n = self.partitions[m.topic]
-            if m.key is None:
+            topic, key = m.topic, m.key
+            n = self.partitions.get(topic)
+            if n is None:
+                self.ensure_topic(topic)
+                n = self.partitions[topic]
+            if key is None:
                 self._rr += 1
                 p = self._rr % n
             else:
-                p = partition_for(m.key, n)
-            grouped.setdefault(TopicPartition(m.topic, p), []).append((m.key, m.value))
+                p = (murmur2(key) & 0x7FFFFFFF) % n  # partition_for, inlined
+            records = grouped.get((topic, p))
+            if records is None:
+                records = grouped[(topic, p)] = []
+            records.append((key, m.value))
         ts = int(time.time() * 1000)
-        for tp, records in grouped.items():
+        for (topic, partition), records in grouped.items():
+            tp = TopicPartition(topic, partition)
             writer = self.writers.get(tp)
             if writer is None:
                 writer = _PartitionWriter(

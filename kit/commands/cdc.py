@@ -8,6 +8,7 @@ Until the migration manifest exists, the databases, mapping and log are given as
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 
 import click
 
+from cdc.capture import postgres as pgcap
 from cdc.capture.sqlite import (
     CaptureBusy,
     CaptureConfig,
@@ -29,22 +31,29 @@ from cdc.capture.sqlite import (
     snapshot_states,
 )
 from cdc.db import make_engine
+from cdc.dlq import list_any_dead_letters
 from cdc.events import topic_name
 from cdc.mapping import MappingError, MappingSpec, load_mapping
 from cdc.ports import Transport
 from cdc.sink import (
+    DLQ_SUFFIX,
     Sink,
     SinkConfig,
     SinkError,
     drop_dead_letters,
-    list_dead_letters,
     retry_dead_letters,
 )
 from cdc.status import pipeline_status
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 from cdc.verify import VerifyError, format_key, verify
 
-SOURCE_SCHEMA = "main"
+SOURCE_SCHEMA = "main"  # SQLite source; a PostgreSQL source uses the table's schema
+PG_SCHEMA = "public"
+
+
+def is_postgres_url(url: str | None) -> bool:
+    """PostgreSQL sources are captured by logical decoding, everything else by triggers."""
+    return bool(url) and url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -67,6 +76,19 @@ class Ctx:
     group: str | None
     partitions: int
     kafka: str | None = None
+    slot: str = "strangler_cdc"
+    publication: str = "strangler_cdc"
+    dlq_store: str | None = None
+    _transport: Transport | None = None
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres_url(self.source_url)
+
+    @property
+    def dead_letter_store(self) -> str:
+        """Dead letters: on `<topic>.dlq` with Kafka, in the target database otherwise."""
+        return self.dlq_store or ("topic" if self.kafka else "table")
 
     def mapping(self) -> MappingSpec:
         if not self.mapping_path:
@@ -87,19 +109,51 @@ class Ctx:
         return make_engine(self.target_url)
 
     def transport(self) -> Transport:
+        """Kafka when --kafka / $KAFKA_BOOTSTRAP_SERVERS is given (other KAFKA_* settings:
+        security, SASL, TLS, batching, are read by KafkaConfig.from_env), else the embedded log."""
         if self.kafka:
             from cdc.transport.kafka import KafkaConfig, KafkaTransport
 
+            overrides: dict[str, Any] = {"bootstrap_servers": self.kafka}
+            if "KAFKA_PARTITIONS" not in os.environ:
+                overrides["partitions"] = self.partitions
             try:
-                return KafkaTransport(
-                    KafkaConfig(bootstrap_servers=self.kafka, partitions=self.partitions)
-                )
+                return KafkaTransport(KafkaConfig.from_env(**overrides))
             except ValueError as exc:
-                raise click.BadParameter(str(exc), param_hint="--kafka") from None
+                raise click.BadParameter(str(exc), param_hint="--kafka / KAFKA_*") from None
         return EmbeddedLog(EmbeddedLogConfig(self.log_dir, partitions=self.partitions))
 
+    def shared_transport(self) -> Transport:
+        """One transport per command (read-only uses: status, dlq list)."""
+        if self._transport is None:
+            self._transport = self.transport()
+        return self._transport
+
     def topics(self, tables: Sequence[str]) -> dict[str, str]:
-        return {t: topic_name(self.topic_prefix, SOURCE_SCHEMA, t) for t in tables}
+        out = {}
+        for t in tables:
+            schema, _, name = t.rpartition(".")
+            default = PG_SCHEMA if self.postgres else SOURCE_SCHEMA
+            out[t] = topic_name(self.topic_prefix, schema or default, name)
+        return out
+
+    def sink_config(self, mapping: MappingSpec, **kwargs: Any) -> SinkConfig:
+        topics = tuple(self.topics(mapping.source_tables).values())
+        return SinkConfig(
+            self.group_for(mapping), topics, dead_letter_store=self.dead_letter_store, **kwargs
+        )
+
+    def pg_config(self, tables: Sequence[str], **kwargs: Any) -> pgcap.PgCaptureConfig:
+        try:
+            return pgcap.PgCaptureConfig(
+                tables=tuple(tables),
+                slot=self.slot,
+                publication=self.publication,
+                topic_prefix=self.topic_prefix,
+                **kwargs,
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
 
     def group_for(self, mapping: MappingSpec) -> str:
         return self.group or f"sink-{mapping.service}"
@@ -137,8 +191,31 @@ pass_ctx = click.make_pass_decorator(Ctx)
 )
 @click.option(
     "--kafka",
-    envvar="CDC_KAFKA_BOOTSTRAP",
-    help="Use Kafka (host:port,...) instead of the embedded log.",
+    envvar=["CDC_KAFKA_BOOTSTRAP", "KAFKA_BOOTSTRAP_SERVERS"],
+    metavar="BOOTSTRAP",
+    help="Use Kafka (host:port,...) instead of the embedded log; other KAFKA_* variables "
+    "(security, SASL, TLS, batching) are passed through.",
+)
+@click.option(
+    "--slot",
+    envvar="CDC_PG_SLOT",
+    default="strangler_cdc",
+    show_default=True,
+    help="PostgreSQL source: replication slot name.",
+)
+@click.option(
+    "--publication",
+    envvar="CDC_PG_PUBLICATION",
+    default="strangler_cdc",
+    show_default=True,
+    help="PostgreSQL source: publication of the captured tables.",
+)
+@click.option(
+    "--dlq-store",
+    envvar="CDC_DLQ_STORE",
+    type=click.Choice(["table", "topic"]),
+    help="Dead letters in the target database (table) or on <topic>.dlq (topic); "
+    "default: topic with Kafka, table otherwise.",
 )
 @click.pass_context
 def cli(
@@ -151,10 +228,27 @@ def cli(
     group: str | None,
     partitions: int,
     kafka: str | None,
+    slot: str,
+    publication: str,
+    dlq_store: str | None,
 ) -> None:
-    """Change data capture: monolith tables → event log → service databases."""
+    """Change data capture: monolith tables → event log → service databases.
+
+    A postgresql:// source is captured by logical decoding (pgoutput, replication slot);
+    any other source by triggers into a change table.
+    """
     ctx.obj = Ctx(
-        source_url, target_url, mapping_path, log_dir, topic_prefix, group, partitions, kafka
+        source_url,
+        target_url,
+        mapping_path,
+        log_dir,
+        topic_prefix,
+        group,
+        partitions,
+        kafka,
+        slot,
+        publication,
+        dlq_store,
     )
 
 
@@ -163,9 +257,42 @@ def cli(
 @click.option(
     "--db", "db_url", envvar="CDC_SOURCE_URL", help="Database URL (default --source-url)."
 )
+@click.option(
+    "--default-identity",
+    is_flag=True,
+    help="PostgreSQL: keep the tables' replica identity (no before-images; unchanged TOAST "
+    "values arrive as placeholders) instead of setting REPLICA IDENTITY FULL.",
+)
 @pass_ctx
-def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None) -> None:
-    """Install capture triggers on TABLES (idempotent; refreshes after ALTER TABLE)."""
+def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identity: bool) -> None:
+    """Install capture on TABLES (idempotent): triggers on SQLite, publication + replica
+    identity on PostgreSQL."""
+    url = db_url or obj.source_url
+    if is_postgres_url(url):
+        try:
+            infos = pgcap.enable_capture(
+                url or "",
+                tables,
+                publication=obj.publication,
+                replica_identity_full=not default_identity,
+            )
+        except pgcap.CaptureError as exc:
+            raise click.ClickException(str(exc)) from None
+        identity = {"f": "full", "d": "default", "n": "nothing", "i": "index"}
+        print_table(
+            ["table", "primary key", "columns", "replica identity", "publication"],
+            [
+                (
+                    str(i.ref),
+                    ",".join(i.pk),
+                    len(i.columns),
+                    identity.get(i.replica_identity, i.replica_identity),
+                    obj.publication,
+                )
+                for i in infos
+            ],
+        )
+        return
     engine = make_engine(db_url) if db_url else obj.source()
     try:
         done = enable_capture(engine, tables)
@@ -184,7 +311,15 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None) -> None:
 )
 @pass_ctx
 def disable(obj: Ctx, tables: tuple[str, ...], db_url: str | None) -> None:
-    """Remove capture triggers from TABLES (idempotent)."""
+    """Remove capture from TABLES (idempotent): triggers, or publication membership."""
+    url = db_url or obj.source_url
+    if is_postgres_url(url):
+        try:
+            pgcap.disable_capture(url or "", tables, publication=obj.publication)
+        except pgcap.CaptureError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"capture disabled on {', '.join(tables)} (the slot stays: kit cdc slot drop)")
+        return
     engine = make_engine(db_url) if db_url else obj.source()
     try:
         disable_capture(engine, tables)
@@ -217,6 +352,9 @@ def snapshot(obj: Ctx, tables: tuple[str, ...], restart: bool, chunk: int) -> No
     worker already holds the source, watches it do the work. Resumes an interrupted snapshot.
     """
     names = list(tables) or obj.mapping().source_tables
+    if obj.postgres:
+        _pg_snapshot(obj, names, restart, chunk)
+        return
     source = obj.source()
     try:
         request_snapshot(source, names, restart=restart)
@@ -268,13 +406,106 @@ def snapshot(obj: Ctx, tables: tuple[str, ...], restart: bool, chunk: int) -> No
     )
 
 
+def _pg_progress(obj: Ctx, names: Sequence[str]) -> list[pgcap.SnapshotProgress]:
+    wanted = {str(pgcap.TableRef.parse(n)) for n in names}
+    return [p for p in pgcap.snapshot_progress(obj.source_url or "", obj.slot) if p.table in wanted]
+
+
+def _pg_snapshot(obj: Ctx, names: list[str], restart: bool, chunk: int) -> None:
+    """PostgreSQL: the snapshot belongs to the slot (taken from the snapshot it exports when
+    created), so this creates the slot if needed and publishes what is pending, or follows
+    the `kit cdc run` worker that holds the slot."""
+    url = obj.source_url or ""
+    if restart:
+        raise click.UsageError(
+            "a PostgreSQL snapshot is tied to its slot: drop it (kit cdc slot drop "
+            f"{obj.slot}) and snapshot again to start over"
+        )
+    busy = any(s.name == obj.slot and s.active for s in pgcap.list_slots(url))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    worker = (
+        None
+        if busy
+        else pgcap.PgCaptureWorker(url, obj.transport(), obj.pg_config(names, snapshot_chunk=chunk))
+    )
+    if worker is None:
+        click.echo("a capture worker holds the slot; following its progress")
+    else:
+        try:
+            worker.prepare()
+        except pgcap.CaptureError as exc:
+            worker.close()
+            raise click.ClickException(str(exc)) from None
+
+    def work() -> None:
+        try:
+            assert worker is not None
+            worker.run_snapshot(stop)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True) if worker else None
+    if thread:
+        thread.start()
+
+    def totals() -> tuple[int, int, bool]:
+        states = _pg_progress(obj, names)
+        done = sum(s.rows_done for s in states)
+        total = sum(max(s.rows_total or 0, s.rows_done) for s in states)
+        return done, total, bool(states) and all(s.status in ("done", "skipped") for s in states)
+
+    try:
+        with click.progressbar(length=1, label="snapshot", show_pos=True) as bar:
+            shown = 0
+            while True:
+                done, total, finished = totals()
+                bar.length = max(total, 1)
+                bar.update(done - shown)
+                shown = done
+                if finished or errors or (thread is not None and not thread.is_alive()):
+                    break
+                time.sleep(0.3)
+    finally:
+        stop.set()
+        if thread:
+            thread.join(30)
+        if worker:
+            worker.close()
+    if errors:
+        raise click.ClickException(f"snapshot failed: {errors[0]}")
+    print_table(
+        ["table", "status", "mode", "rows", "chunks"],
+        [(s.table, s.status, s.mode, s.rows_done, s.chunks_done) for s in _pg_progress(obj, names)],
+    )
+
+
 @cli.command()
 @click.option("--capture/--no-capture", default=True, help="Run the capture worker.")
 @click.option("--sink/--no-sink", default=True, help="Run the sink worker.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop once nothing is left to do.")
 @click.option("--batch", type=int, default=2000, show_default=True, help="Events per batch.")
+@click.option(
+    "--table",
+    "capture_tables",
+    multiple=True,
+    help="PostgreSQL capture: tables to capture (default: the mapping's source tables).",
+)
+@click.option(
+    "--resnapshot",
+    is_flag=True,
+    help="PostgreSQL capture: when the slot was lost, create a new one and snapshot again.",
+)
 @pass_ctx
-def run(obj: Ctx, capture: bool, sink: bool, exit_when_idle: bool, batch: int) -> None:
+def run(
+    obj: Ctx,
+    capture: bool,
+    sink: bool,
+    exit_when_idle: bool,
+    batch: int,
+    capture_tables: tuple[str, ...],
+    resnapshot: bool,
+) -> None:
     """Run the capture and/or sink worker loops until SIGTERM/SIGINT (clean stop)."""
     if not capture and not sink:
         raise click.UsageError("nothing to run: both --no-capture and --no-sink given")
@@ -283,7 +514,33 @@ def run(obj: Ctx, capture: bool, sink: bool, exit_when_idle: bool, batch: int) -
     errors: list[BaseException] = []
     loops: list[Callable[[], None]] = []
 
-    if capture:
+    if capture and obj.postgres:
+        tables = list(capture_tables) or obj.mapping().source_tables
+        pworker = pgcap.PgCaptureWorker(
+            obj.source_url or "",
+            obj.transport(),
+            obj.pg_config(tables, batch_size=batch, resnapshot_if_slot_lost=resnapshot),
+        )
+
+        def pg_capture_loop() -> None:
+            try:
+                pworker.prepare()
+                if not pworker.run_snapshot(stop):
+                    return
+                pworker.start_stream()
+                empty = 0
+                while not stop.is_set():
+                    n = pworker.poll(pworker.config.idle_wait_s)
+                    empty = 0 if n else empty + 1
+                    idle["capture"] = empty >= 3  # a few quiet waits: the server sent all
+                    if n == 0 and exit_when_idle and all(idle.values()):
+                        stop.set()
+                pworker.flush()
+            finally:
+                pworker.close()
+
+        loops.append(pg_capture_loop)
+    elif capture:
         cworker = (
             CaptureWorker(
                 obj.source_url or "",
@@ -317,20 +574,22 @@ def run(obj: Ctx, capture: bool, sink: bool, exit_when_idle: bool, batch: int) -
 
     if sink:
         mapping = obj.mapping()
-        topics = tuple(obj.topics(mapping.source_tables).values())
         try:
             sworker = Sink(
                 obj.target(),
                 mapping,
                 obj.transport(),
-                SinkConfig(obj.group_for(mapping), topics, batch_size=batch),
+                obj.sink_config(mapping, batch_size=batch),
             )
-        except SinkError as exc:
+        except (SinkError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
 
         def sink_loop() -> None:
             try:
                 sworker.start()
+                wait = getattr(sworker.consumer, "wait_for_assignment", None)
+                if exit_when_idle and wait is not None:
+                    wait(60.0)  # Kafka: empty polls before the group join are not "idle"
                 while not stop.is_set():
                     result = sworker.run_once()
                     idle["sink"] = sworker.last_batch_size == 0
@@ -376,48 +635,60 @@ def status(obj: Ctx) -> None:
     """Per table: captured position, published and applied events, lag, dead letters."""
     mapping = obj.mapping()
     tables = mapping.source_tables
+    topics = obj.topics(tables)
+    transport = obj.shared_transport()
     rows = pipeline_status(
         tables=tables,
-        topics=obj.topics(tables),
-        transport=obj.transport(),
+        topics=topics,
+        transport=transport,
         source=obj.source() if obj.source_url else None,
         target=obj.target() if obj.target_url else None,
         group=obj.group_for(mapping),
+        slot=obj.slot,
     )
+    dead: dict[str, int | None] = {r.table: r.dead_letters for r in rows}
+    if obj.dead_letter_store == "topic":  # every group's dead letters on <topic>.dlq
+        ends = transport.end_offsets([topics[t] + DLQ_SUFFIX for t in tables])
+        for t in tables:
+            dead[t] = sum(o for tp, o in ends.items() if tp.topic == topics[t] + DLQ_SUFFIX)
 
     def secs(v: float | None) -> str | None:
         return None if v is None else f"{v:.1f}s"
 
+    if obj.postgres:
+        capture_headers = ["slot lsn", "slot lag B", "snapshot"]
+        capture_cells = [(r.slot_confirmed_lsn, r.slot_lag_bytes, r.snapshot) for r in rows]
+    else:
+        capture_headers = ["captured seq", "to capture", "capture lag"]
+        capture_cells = [(r.captured_seq, r.pending_capture, secs(r.capture_lag_s)) for r in rows]
     print_table(
         [
             "table",
             "group",
-            "captured seq",
-            "to capture",
-            "capture lag",
+            *capture_headers,
             "published",
             "applied",
             "lag",
             "lag s",
+            "group lag",
             "dead",
         ],
         [
             (
                 r.table,
                 r.group,
-                r.captured_seq,
-                r.pending_capture,
-                secs(r.capture_lag_s),
+                *cap,
                 r.published,
                 r.applied,
                 r.lag_events,
                 secs(r.lag_s),
-                r.dead_letters,
+                r.group_lag,
+                dead[r.table],
             )
-            for r in rows
+            for r, cap in zip(rows, capture_cells, strict=True)
         ],
     )
-    if any(r.dead_letters for r in rows):
+    if any(dead.values()):
         sys.exit(2)
 
 
@@ -471,16 +742,24 @@ def verify_cmd(obj: Ctx, service: str | None, tables: tuple[str, ...], chunk: in
 
 @cli.group()
 def dlq() -> None:
-    """Inspect, retry or drop dead-lettered events (stored in the target database)."""
+    """Inspect, retry or drop dead-lettered events (target database or <topic>.dlq)."""
 
 
 @dlq.command(name="list")
 @click.option("--limit", type=int, default=50, show_default=True)
 @pass_ctx
 def dlq_list(obj: Ctx, limit: int) -> None:
-    """List dead letters of the group, oldest first."""
+    """List dead letters of the group, oldest first (id = row id, or offset on <topic>.dlq)."""
     mapping = obj.mapping()
-    letters = list_dead_letters(obj.target(), obj.group_for(mapping), limit)
+    store = obj.dead_letter_store
+    letters = list_any_dead_letters(
+        store,
+        target=obj.target() if store == "table" else None,
+        transport=obj.shared_transport() if store == "topic" else None,
+        topics=obj.topics(mapping.source_tables).values(),
+        group=obj.group_for(mapping),
+        limit=limit,
+    )
     print_table(
         ["id", "topic", "partition", "offset", "attempts", "reason"],
         [(d.id, d.topic, d.partition, d.offset, d.attempts, d.reason[:120]) for d in letters],
@@ -492,6 +771,7 @@ def dlq_list(obj: Ctx, limit: int) -> None:
 @pass_ctx
 def dlq_retry(obj: Ctx, ids: tuple[int, ...]) -> None:
     """Re-apply dead letters IDS (default: all) after fixing the mapping or target."""
+    _table_store_only(obj, "retried")
     mapping = obj.mapping()
     topics = tuple(obj.topics(mapping.source_tables).values())
     try:
@@ -514,9 +794,80 @@ def dlq_drop(obj: Ctx, ids: tuple[int, ...], drop_all: bool) -> None:
     """Delete dead letters IDS (or --all)."""
     if not ids and not drop_all:
         raise click.UsageError("name dead-letter ids to drop, or pass --all")
+    _table_store_only(obj, "dropped")
     mapping = obj.mapping()
     n = drop_dead_letters(obj.target(), None if drop_all else ids, obj.group_for(mapping))
     click.echo(f"dropped {n} dead letter(s)")
+
+
+def _table_store_only(obj: Ctx, verb: str) -> None:
+    if obj.dead_letter_store == "topic":
+        raise click.ClickException(
+            f"dead letters on <topic>.dlq topics cannot be {verb} here (a topic is an "
+            "append-only log): read them with `kit cdc dlq list`, re-publish fixed events to the "
+            "source topic, and let the topic's retention remove them"
+        )
+
+
+@cli.group()
+def slot() -> None:
+    """PostgreSQL replication slots: list them, drop forgotten ones (they hold WAL back)."""
+
+
+@slot.command(name="list")
+@click.option("--url", envvar="CDC_SOURCE_URL", help="PostgreSQL URL (default --source-url).")
+@pass_ctx
+def slot_list(obj: Ctx, url: str | None) -> None:
+    """Every replication slot of the server, with the WAL it keeps (lag_bytes)."""
+    url = url or obj.source_url
+    if not is_postgres_url(url):
+        raise click.UsageError("slots need a postgresql:// URL: pass --url or --source-url")
+    try:
+        slots = pgcap.list_slots(url or "")
+    except Exception as exc:  # noqa: BLE001 - connection errors, shown plainly
+        raise click.ClickException(f"cannot list slots: {exc}") from None
+    print_table(
+        [
+            "name",
+            "plugin",
+            "database",
+            "active",
+            "active_pid",
+            "confirmed_flush_lsn",
+            "lag_bytes",
+            "wal_status",
+        ],
+        [
+            (
+                s.name,
+                s.plugin,
+                s.database,
+                "yes" if s.active else "no",
+                s.active_pid,
+                s.confirmed_flush_lsn,
+                s.lag_bytes,
+                s.wal_status,
+            )
+            for s in slots
+        ],
+    )
+
+
+@slot.command(name="drop")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Terminate the backend holding an active slot.")
+@click.option("--url", envvar="CDC_SOURCE_URL", help="PostgreSQL URL (default --source-url).")
+@pass_ctx
+def slot_drop(obj: Ctx, name: str, force: bool, url: str | None) -> None:
+    """Drop replication slot NAME and its snapshot state (changes not delivered are lost)."""
+    url = url or obj.source_url
+    if not is_postgres_url(url):
+        raise click.UsageError("slots need a postgresql:// URL: pass --url or --source-url")
+    try:
+        pgcap.drop_slot(url or "", name, force=force)
+    except pgcap.CaptureError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"dropped replication slot {name}")
 
 
 if __name__ == "__main__":

@@ -89,9 +89,28 @@ def test_catalog_migrates_on_postgresql_and_kafka(
             postgres_server.drop_database(url.rsplit("/", 1)[1])
 
 
-def test_no_demo_process_outlives_the_demo(tmp_path: Path, demo_rundir: RunDir) -> None:
-    """Even when a step fails (an unknown service is refused up front), nothing is left."""
-    with pytest.raises(Exception, match="unknown service"):
-        run_demo(DemoConfig(folder=tmp_path / "demo", services=("billing",), echo=lambda _l: None))
+def test_a_refused_step_fails_the_demo_and_still_stops_every_process(
+    tmp_path: Path, demo_rundir: RunDir
+) -> None:
+    """The parity gate can never be met here: the demo reports the refusal, fails, cleans up."""
+    lines: list[str] = []
+    result = run_demo(
+        DemoConfig(
+            folder=tmp_path / "demo",
+            services=("customers",),
+            seed_plan=SMALL,
+            clients=2,
+            parity_min_samples=1_000_000,
+            step_patience_s=2.0,
+            echo=lines.append,
+        )
+    )
+    summary = format_summary(result)
+    assert not result.ok
+    assert [(r.step, r.status) for r in result.steps][-1] == ("canary", "refused")
+    assert result.traffic is not None and result.traffic.failed == 0
+    assert summary[-1].startswith("FAIL:") and "not done" in summary[-1]
+    assert any("waiting: customers: step 'canary' refused: parity" in line for line in lines)
     assert demo_rundir.records() == []
-    assert all(proc_start_ticks(r.pid) is None for r in demo_rundir.records())
+    pids = [int(line.split("pid")[1].split()[0]) for line in lines if " ready in " in line]
+    assert pids and all(proc_start_ticks(pid) is None for pid in pids)

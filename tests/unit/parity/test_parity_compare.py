@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from parity.compare import Comparator, diff_json, diff_text
 from parity.model import ABSENT, DiffKind, Outcome, Request, Response
@@ -116,7 +115,8 @@ def test_secondary_control_answer_turns_its_own_differences_into_noise():
     assert [d.path for d in r.regressions] == ["$.v"]
 
 
-def test_comparator_diffs_thousands_of_10kb_bodies_per_second():
+def test_comparator_finds_the_one_difference_in_a_10kb_body():
+    """Speed is measured in bench/parity_bench.py; here only the finding on a 10 KB body."""
     items = [
         {
             "id": i,
@@ -132,14 +132,5 @@ def test_comparator_diffs_thousands_of_10kb_bodies_per_second():
     items[40]["price"]["cents"] = 1
     b = json.dumps({"items": items, "page": 1, "total": 80}).encode()
     assert 8_000 < len(a) < 14_000
-    cmp = Comparator()
-    req = Request("GET", "/products")
-    best = 0.0
-    for _ in range(3):  # best of three: the machine is shared, the bench has real figures
-        n, t0 = 150, time.perf_counter()
-        for _ in range(n):
-            r = cmp.compare(req, _resp(body=a), _resp(body=b))
-        best = max(best, n / (time.perf_counter() - t0))
-    rate = best
+    r = Comparator().compare(Request("GET", "/products"), _resp(body=a), _resp(body=b))
     assert [d.path for d in r.differences] == ["$.items[40].price.cents"]
-    assert rate > 500, f"{rate:.0f} diffs/s"

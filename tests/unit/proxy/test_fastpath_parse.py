@@ -1,0 +1,85 @@
+"""The fast path's strict request-head check: anything unusual is handed to the full parser."""
+
+from __future__ import annotations
+
+import pytest
+
+from strangler_proxy.fastpath import parse_head
+from strangler_proxy.stats import Stats
+
+
+def _parse(head: bytes) -> tuple | None:
+    return parse_head(head, 8192, 16384)
+
+
+def test_a_plain_get_is_accepted_with_its_parts() -> None:
+    parsed = _parse(
+        b"GET /products/1?x=%20y HTTP/1.1\r\nHost: shop\r\nX-Request-ID: r1\r\n"
+        b"X-Forwarded-For: 10.0.0.1\r\nAccept: */*"
+    )
+    assert parsed is not None
+    method, target, path, headers, length, keep_alive, host, request_id, xff, tokens = parsed
+    assert (method, target, path) == ("GET", b"/products/1?x=%20y", "/products/1")
+    assert (length, keep_alive, host, request_id, xff) == (0, True, b"shop", b"r1", b"10.0.0.1")
+    assert [h[0] for h in headers] == [b"host", b"x-request-id", b"x-forwarded-for", b"accept"]
+    assert tokens == frozenset()
+
+
+def test_connection_tokens_and_close_are_understood() -> None:
+    parsed = _parse(b"POST /a HTTP/1.1\r\nConnection: close, X-Secret\r\nContent-Length: 3")
+    assert parsed is not None
+    assert parsed[4] == 3 and parsed[5] is False
+    assert parsed[9] == frozenset({b"close", b"x-secret"})
+
+
+def test_a_request_id_named_in_connection_is_not_kept() -> None:
+    parsed = _parse(b"GET / HTTP/1.1\r\nConnection: X-Request-ID\r\nX-Request-ID: r1")
+    assert parsed is not None and parsed[7] is None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.0\r\nHost: x",  # HTTP/1.0: keep-alive rules differ
+        b"HEAD / HTTP/1.1\r\nHost: x",  # HEAD: bodiless response framing
+        b"CONNECT x:443 HTTP/1.1\r\nHost: x",
+        b"GET http://evil/ HTTP/1.1\r\nHost: x",  # absolute-form
+        b"OPTIONS * HTTP/1.1\r\nHost: x",
+        b"GET /a#frag HTTP/1.1\r\nHost: x",
+        b"GET /a%2Fb HTTP/1.1\r\nHost: x",  # percent-encoded path: routing must decode
+        b"GET /a/../b HTTP/1.1\r\nHost: x",  # dot segments
+        b"GET / HTTP/1.1\r\nHost : x",  # space before the colon
+        b"GET / HTTP/1.1\r\nHost: x\r\n folded",  # obs-fold
+        b"GET / HTTP/1.1\nHost: x",  # bare LF
+        b"GET / HTTP/1.1\r\nHost: x\rY",  # bare CR
+        b"GET / HTTP/1.1\r\nX-A: a\x00b",  # NUL
+        b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4",  # duplicate CL
+        b"POST / HTTP/1.1\r\nContent-Length: +4",
+        b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked",
+        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade",
+        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b",  # two Hosts
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x",  # over max_line_bytes
+        b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 17000,  # over max_header_bytes
+        b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"X: v",
+        b"\x16\x03\x01\x02\x00 hello",
+    ],
+)
+def test_unusual_heads_are_handed_to_the_full_parser(head: bytes) -> None:
+    assert _parse(head) is None
+
+
+def test_stats_exports_merge_exactly() -> None:
+    a, b, total = Stats(), Stats(), Stats()
+    for stats, n in ((a, 3), (b, 5)):
+        for i in range(n):
+            stats.observe("/x", "monolith", 200 if i else 502, 1.5 * i, proxy_error=not i)
+        stats.incr("fallbacks", n)
+    total.merge(a.export())
+    total.merge(b.export())
+    row = total.snapshot()["series"][0]  # type: ignore[index]
+    assert (row["requests"], row["errors"], row["proxy_errors"]) == (8, 2, 2)
+    assert total.counters["fallbacks"] == 8
+    assert sum(total.series[("/x", "monolith")].buckets) == 8
+    assert len(total.series[("/x", "monolith")].samples) == 8
