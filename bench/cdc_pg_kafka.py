@@ -1,7 +1,9 @@
 """Benchmark: PostgreSQL → Kafka → service database, side by side with PostgreSQL → embedded log.
 
-Both pipelines run in this process on the same PostgreSQL server (each on its own database and
-slot) with the same SQLite service database shape, so the ratio is measured in one run:
+Both pipelines run on the same PostgreSQL server (each on its own database and slot) with the
+same SQLite service database shape, so the ratio is measured in one run. By default capture and
+sink are separate OS processes, as in a deployment (`kit cdc run --no-sink` / `--no-capture`);
+`--mode threads` runs them as two threads of this process (GIL-bound, for comparison):
 
 1. throughput: a backlog of N rows is committed in one go; events/s = N / time until the
    sink has applied the last of them (capture, transport and sink all included);
@@ -10,6 +12,7 @@ slot) with the same SQLite service database shape, so the ratio is measured in o
    reported as p50 / p99.
 
     .venv/bin/python bench/cdc_pg_kafka.py [--rows 20000] [--rate 1000] [--seconds 10]
+        [--mode processes|threads] [--pipelines embedded,kafka]
 
 Starts its own PostgreSQL and Tansu broker (or uses $PG_URL / $KAFKA_BOOTSTRAP_SERVERS).
 """
@@ -18,7 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +40,12 @@ if str(ROOT) not in sys.path:
 import psycopg2  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from cdc.capture.postgres import PgCaptureConfig, PgCaptureWorker, enable_capture  # noqa: E402
+from cdc.capture.postgres import (  # noqa: E402
+    PgCaptureConfig,
+    PgCaptureWorker,
+    enable_capture,
+    install_stop_signals,
+)
 from cdc.db import make_engine  # noqa: E402
 from cdc.mapping import parse_mapping  # noqa: E402
 from cdc.ports import Transport  # noqa: E402
@@ -43,7 +55,6 @@ from cdc.transport.kafka import KafkaConfig, KafkaTransport  # noqa: E402
 from tests.fixtures.kafka import FAST_GROUP_SETTINGS, start_kafka_broker  # noqa: E402
 from tests.fixtures.postgres import start_postgres  # noqa: E402
 
-TOPIC = "bench.public.events"
 MAPPING = parse_mapping(
     {
         "service": "bench",
@@ -107,7 +118,7 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
         PgCaptureConfig(
             tables=("events",),
             slot=f"bench_{name}",
-            topic_prefix="bench",
+            topic_prefix=f"bench_{name}",
             batch_size=2000,
             idle_wait_s=0.01,
         ),
@@ -119,7 +130,12 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
         target,
         MAPPING,
         transport,
-        SinkConfig(group=f"bench-{name}", topics=(TOPIC,), batch_size=2000, poll_timeout_s=0.01),
+        SinkConfig(
+            group=f"bench-{name}",
+            topics=(f"bench_{name}.public.events",),
+            batch_size=2000,
+            poll_timeout_s=0.01,
+        ),
     )
     if isinstance(transport, KafkaTransport):
         sink.start()  # join the group before the clock starts (the embedded log has no join)
@@ -197,57 +213,299 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# process mode: capture and sink as separate OS processes (what `kit cdc run` deploys)
+
+
+def _transport(spec: dict) -> Transport:
+    if spec["kind"] == "kafka":
+        return KafkaTransport(
+            KafkaConfig(
+                bootstrap_servers=spec["bootstrap"],
+                partitions=3,
+                linger_ms=spec["linger_ms"],
+                batch_size=spec["batch_bytes"],
+                max_in_flight_requests=spec["max_in_flight"],
+                **FAST_GROUP_SETTINGS,
+            )
+        )
+    return EmbeddedLog(EmbeddedLogConfig(log_dir=Path(spec["log_dir"]), partitions=3))
+
+
+def role_capture(cfg: dict) -> None:
+    """Capture process: snapshot (empty table), stream, note when the backlog was published."""
+    stop = threading.Event()
+    install_stop_signals(stop)
+    worker = PgCaptureWorker(
+        cfg["url"],
+        _transport(cfg["transport"]),
+        PgCaptureConfig(
+            tables=("events",),
+            slot=cfg["slot"],
+            topic_prefix=cfg["slot"],
+            batch_size=2000,
+            idle_wait_s=0.01,
+        ),
+    )
+    worker.prepare()
+    worker.run_snapshot()
+    worker.start_stream()
+    Path(cfg["capture_ready"]).write_text("ready")
+    captured_at = None
+    try:
+        while not stop.is_set():
+            worker.poll(0.01)
+            if captured_at is None and worker.stats.events >= cfg["rows"]:
+                captured_at = time.time()
+        worker.flush()
+    finally:
+        worker.close()
+    Path(cfg["capture_result"]).write_text(json.dumps({"captured_at": captured_at}))
+
+
+class LagSink(Sink):
+    """Records (row id, visible-in-target time − commit time) per streamed event."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lags: list[tuple[int, int]] = []
+
+    def apply(self, msgs):
+        result = super().apply(msgs)
+        now = time.time() * 1000
+        for m in msgs:
+            if m.value:
+                doc = json.loads(m.value)
+                src = doc["source"]
+                if src.get("snapshot") == "false" and src.get("ts_ms") and doc["after"]:
+                    self.lags.append((doc["after"]["id"], int(now - src["ts_ms"])))
+        return result
+
+
+def role_sink(cfg: dict) -> None:
+    """Sink process: join, then apply until SIGTERM; lags are written at exit."""
+    stop = threading.Event()
+    install_stop_signals(stop)
+    transport = _transport(cfg["transport"])
+    sink = LagSink(
+        make_engine(cfg["target_url"]),
+        MAPPING,
+        transport,
+        SinkConfig(
+            group=cfg["group"],
+            topics=(f"{cfg['slot']}.public.events",),
+            batch_size=2000,
+            poll_timeout_s=0.01,
+        ),
+    )
+    sink.start()
+    if isinstance(transport, KafkaTransport):
+        sink.consumer.wait_for_assignment(60)
+    Path(cfg["sink_ready"]).write_text("ready")
+    try:
+        while not stop.is_set():
+            sink.run_once()
+    finally:
+        sink.close()
+    Path(cfg["sink_result"]).write_text(json.dumps({"lags": sink.lags}))
+
+
+def run_processes(name: str, url: str, spec: dict, work: Path, args) -> dict:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute(
+        "CREATE TABLE events (id bigserial PRIMARY KEY, payload text, amount numeric(12, 2))"
+    )
+    enable_capture(url, ["events"])
+    target_path = work / f"{name}.db"
+    target = make_engine(f"sqlite:///{target_path}")
+    with target.begin() as t:
+        t.execute(
+            text(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT, amount NUMERIC(12, 2))"
+            )
+        )
+    target.dispose()
+    cfg = {
+        "url": url,
+        "transport": spec,
+        "slot": f"bench_{name}",
+        "group": f"bench-{name}",
+        "rows": args.rows,
+        "target_url": f"sqlite:///{target_path}",
+        **{
+            f"{role}_{what}": str(work / f"{name}-{role}.{what}")
+            for role in ("capture", "sink")
+            for what in ("ready", "result")
+        },
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--role", role, json.dumps(cfg)], env=env, cwd=ROOT
+        )
+        for role in ("capture", "sink")
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(Path(cfg[f"{r}_ready"]).exists() for r in ("capture", "sink")):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: a worker process did not start")
+            time.sleep(0.05)
+        reader = sqlite3.connect(target_path, timeout=60)
+
+        def applied() -> int:
+            row = reader.execute(
+                "SELECT coalesce(sum(next_offset), 0) FROM _cdc_sink_offsets"
+            ).fetchone()
+            return int(row[0])
+
+        def wait_applied(n: int, timeout: float = 300) -> float:
+            deadline = time.monotonic() + timeout
+            while (got := applied()) < n:
+                if any(p.poll() is not None for p in procs):
+                    raise RuntimeError(f"{name}: a worker process died")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: applied {got} of {n}")
+                time.sleep(0.01)
+            return time.time()
+
+        # 1. throughput on a backlog
+        started = time.time()
+        cur.execute(
+            "INSERT INTO events (payload, amount) SELECT md5(g::text), g * 0.01 "
+            "FROM generate_series(1, %s) g",
+            (args.rows,),
+        )
+        done = wait_applied(args.rows)
+        throughput = args.rows / (done - started)
+        # 2. lag at a steady write rate
+        interval = 1.0 / args.rate
+        writes = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < args.seconds:
+            cur.execute("INSERT INTO events (payload, amount) VALUES ('x', 1.00)")
+            writes += 1
+            delay = t0 + writes * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        achieved = writes / (time.monotonic() - t0)
+        wait_applied(args.rows + writes)
+        reader.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        conn.close()
+    captured_at = json.loads(Path(cfg["capture_result"]).read_text())["captured_at"]
+    lags = [
+        lag
+        for row_id, lag in json.loads(Path(cfg["sink_result"]).read_text())["lags"]
+        if row_id > args.rows
+    ]
+    return {
+        "pipeline": name,
+        "mode": "processes",
+        "events_per_s": throughput,
+        "capture_per_s": args.rows / ((captured_at or done) - started),
+        "write_rate": achieved,
+        "lag_p50_ms": _pct(lags, 0.50),
+        "lag_p99_ms": _pct(lags, 0.99),
+        "lag_mean_ms": statistics.fmean(lags) if lags else float("nan"),
+    }
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--role":
+        {"capture": role_capture, "sink": role_sink}[sys.argv[2]](json.loads(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=20000, help="backlog rows for throughput")
     parser.add_argument("--rate", type=int, default=1000, help="steady writes/s for lag")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the lag run")
     parser.add_argument(
-        "--kafka-batch-bytes", type=int, default=512 * 1024, help="kafka-python producer batch_size"
+        "--mode",
+        choices=("processes", "threads", "both"),
+        default="processes",
+        help="capture and sink as separate processes (default) or threads of this one",
+    )
+    parser.add_argument("--pipelines", default="embedded,kafka", help="comma-separated")
+    parser.add_argument(
+        "--kafka-batch-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="kafka-python producer batch_size",
+    )
+    parser.add_argument("--linger-ms", type=int, default=100, help="kafka-python linger_ms")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=1, help="producer requests in flight (>1: idempotent)"
     )
     args = parser.parse_args()
+    pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    modes = ("processes", "threads") if args.mode == "both" else (args.mode,)
     pg = start_postgres()
-    broker = start_kafka_broker()
+    broker = start_kafka_broker() if "kafka" in pipelines else None
     results = []
     try:
         with tempfile.TemporaryDirectory(prefix="cdcbench-") as tmp:
             work = Path(tmp)
-            url = pg.create_database(f"bench_{uuid.uuid4().hex[:8]}")
-            log = EmbeddedLog(EmbeddedLogConfig(log_dir=work / "log", partitions=3))
-            results.append(run_pipeline("embedded", url, log, work, args))
-            url = pg.create_database(f"bench_{uuid.uuid4().hex[:8]}")
-            kafka = KafkaTransport(
-                KafkaConfig(
-                    bootstrap_servers=broker.bootstrap,
-                    partitions=3,
-                    linger_ms=5,
-                    batch_size=args.kafka_batch_bytes,
-                    **FAST_GROUP_SETTINGS,
-                )
-            )
-            try:
-                results.append(run_pipeline("kafka", url, kafka, work, args))
-            finally:
-                kafka.close()
+            for mode in modes:
+                for name in pipelines:
+                    url = pg.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+                    run_dir = work / f"{mode}-{name}"
+                    run_dir.mkdir()
+                    spec: dict = {"kind": name, "log_dir": str(run_dir / "log")}
+                    if name == "kafka":
+                        assert broker is not None
+                        spec.update(
+                            bootstrap=broker.bootstrap,
+                            linger_ms=args.linger_ms,
+                            batch_bytes=args.kafka_batch_bytes,
+                            max_in_flight=args.max_in_flight,
+                        )
+                    if mode == "processes":
+                        results.append(run_processes(name, url, spec, run_dir, args))
+                        print(json.dumps(results[-1]), flush=True)
+                        continue
+                    transport = _transport(spec)
+                    try:
+                        r = run_pipeline(f"{name}_thr", url, transport, run_dir, args)
+                    finally:
+                        close = getattr(transport, "close", None)
+                        if close:
+                            close()
+                    results.append({**r, "pipeline": name, "mode": "threads"})
+                    print(json.dumps(results[-1]), flush=True)
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
         pg.stop()
     print(
         f"PostgreSQL (pgoutput) → transport → SQLite service DB; backlog {args.rows} rows, "
         f"steady {args.rate} writes/s for {args.seconds:.0f} s"
     )
     print(
-        f"{'pipeline':<10} {'events/s':>10} {'captured/s':>11} {'writes/s':>9} "
+        f"{'pipeline':<10} {'mode':<10} {'events/s':>10} {'captured/s':>11} {'writes/s':>9} "
         f"{'lag p50':>9} {'lag p99':>9}"
     )
     for r in results:
         print(
-            f"{r['pipeline']:<10} {r['events_per_s']:>10.0f} {r['capture_per_s']:>11.0f} "
-            f"{r['write_rate']:>9.0f} "
+            f"{r['pipeline']:<10} {r['mode']:<10} {r['events_per_s']:>10.0f} "
+            f"{r['capture_per_s']:>11.0f} {r['write_rate']:>9.0f} "
             f"{r['lag_p50_ms']:>7.0f}ms {r['lag_p99_ms']:>7.0f}ms"
         )
-    emb, kaf = results
-    print(f"kafka/embedded throughput ratio: {kaf['events_per_s'] / emb['events_per_s']:.2f}")
+    for mode in modes:
+        by = {r["pipeline"]: r for r in results if r["mode"] == mode}
+        if "embedded" in by and "kafka" in by:
+            ratio = by["kafka"]["events_per_s"] / by["embedded"]["events_per_s"]
+            print(f"{mode}: kafka/embedded throughput ratio {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -248,12 +248,7 @@ def _plain(obj: Any) -> bool:
     """None, or an object whose values are all strings, integers, booleans or null."""
     if obj is None:
         return True
-    if type(obj) is not dict:
-        return False
-    for v in obj.values():
-        if type(v) not in _PLAIN:
-            return False
-    return True
+    return type(obj) is dict and _PLAIN.issuperset(map(type, obj.values()))
 
 
 def _loads_event(value: bytes | str) -> Any:

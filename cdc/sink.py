@@ -14,7 +14,9 @@ isolated into ``_cdc_dead_letters`` and the rest applies.
 Origin tagging: with ``SinkConfig.origin_tag`` (the default) every sink transaction inserts a
 row into ``_cdc_apply_marker`` first and deletes it before commit, so capture triggers on the
 target tables (cdc/capture/sqlite.py) skip the sink's own writes and CDC running both ways
-(forward and reverse after write cut-over) never loops an event back.
+(forward and reverse after write cut-over) never loops an event back. On PostgreSQL the
+sink's commits carry a replication origin instead (``pg_origin_name``), which the pgoutput
+capture skips with ``PgCaptureConfig(origin="none")``.
 """
 
 from __future__ import annotations
@@ -107,6 +109,49 @@ class UnavailableRowError(SQLAlchemyError):
 def ensure_sink_tables(engine: Engine) -> None:
     """Create the sink's bookkeeping tables in the target database when absent."""
     _meta.create_all(engine, checkfirst=True)
+
+
+def pg_origin_name(engine: Engine, group: str) -> str:
+    """The replication origin a PostgreSQL sink tags its commits with: one per target
+    database and group (origins are server-wide, like slots)."""
+    raw = f"cdc_{engine.url.database or ''}_{group}".lower()
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in raw)[:120]
+
+
+def ensure_pg_origin(engine: Engine, name: str) -> str:
+    """Create the replication origin `name` once (needs superuser or the origin functions
+    granted); commits made after `pg_replication_origin_session_setup(name)` carry it, pgoutput
+    announces it, and a capture with ``origin = "none"`` skips them."""
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT pg_replication_origin_oid(%(n)s)", {"n": name}
+        ).scalar()
+        if found is None:
+            try:
+                conn.exec_driver_sql("SELECT pg_replication_origin_create(%(n)s)", {"n": name})
+                conn.commit()
+            except DBAPIError:  # created by another process meanwhile
+                conn.rollback()
+    return name
+
+
+@contextmanager
+def _pg_origin_transaction(engine: Engine, origin: str) -> Iterator[Connection]:
+    """A transaction whose commit record carries `origin` (set up for the session, reset
+    right after the commit so a pooled connection never leaks it)."""
+    with engine.connect() as conn:
+        try:
+            with conn.begin():
+                conn.exec_driver_sql(
+                    "SELECT pg_replication_origin_session_setup(%(n)s)", {"n": origin}
+                )
+                yield conn
+        finally:
+            try:
+                conn.exec_driver_sql("SELECT pg_replication_origin_session_reset()")
+                conn.commit()
+            except DBAPIError:
+                conn.invalidate()  # setup never happened or the session is broken
 
 
 @dataclass(frozen=True)
@@ -409,10 +454,17 @@ class Sink:
         ensure_sink_tables(engine)
         for tm in mapping.tables:
             self._targets[tm.source] = _TargetTable(engine, tm)
+        self.pg_origin: str | None = None
+        if config.origin_tag and engine.dialect.name == "postgresql":
+            self.pg_origin = ensure_pg_origin(engine, pg_origin_name(engine, config.group))
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A target transaction marked as the sink's own (see origin tagging above)."""
+        if self.pg_origin is not None:
+            with _pg_origin_transaction(self.engine, self.pg_origin) as conn:
+                yield conn
+            return
         with self.engine.begin() as conn:
             if self.config.origin_tag:
                 conn.execute(insert(apply_marker).values(origin=self.config.group))

@@ -104,6 +104,10 @@ class TransportSpec:
     log_dir: Path
     partitions: int = 4
     bootstrap_servers: str | None = None
+    # Kafka consumer groups: a group join takes about session_timeout_ms / 2 on Tansu (and a
+    # rebalance up to session_timeout_ms on Kafka), so short values make cut-overs quick.
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -485,7 +489,11 @@ def parse_manifest(
         log_dir=r.path("log_dir", str(var_dir / "cdc-log")) or var_dir / "cdc-log",
         partitions=r.int("partitions", 4, 1, 1024),
         bootstrap_servers=servers,
+        session_timeout_ms=r.int("session_timeout_ms", 6000, 1000, 3_600_000),
+        heartbeat_interval_ms=r.int("heartbeat_interval_ms", 1000, 100, 3_600_000),
     )
+    if transport.heartbeat_interval_ms >= transport.session_timeout_ms:
+        r.problem("heartbeat_interval_ms", "must be lower than session_timeout_ms")
     r.unknown()
 
     r = _Reader(data.get("parity", {}), "parity", problems, root)

@@ -49,6 +49,7 @@ from cdc.capture.pgoutput import (
     Commit,
     Delete,
     Insert,
+    Origin,
     PgMessage,
     Relation,
     Truncate,
@@ -338,6 +339,11 @@ class PgCaptureConfig:
     emit_truncate: bool = True
     emit_tombstones: bool = False
     resnapshot_if_slot_lost: bool = False
+    # "any": every committed change; "none": skip transactions carrying a replication origin
+    # (what a sink tags its writes with, so CDC running both ways never loops). PostgreSQL 16+
+    # filters on the server (pgoutput option `origin`); older servers send an Origin message
+    # after Begin and the worker drops that transaction's changes itself.
+    origin: str = "any"
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -356,6 +362,8 @@ class PgCaptureConfig:
             raise ValueError("topic_prefix must be a non-empty name without '/'")
         if self.snapshot not in ("initial", "never"):
             raise ValueError("snapshot must be 'initial' or 'never'")
+        if self.origin not in ("any", "none"):
+            raise ValueError("origin must be 'any' or 'none'")
         if self.snapshot_chunk < 1:
             raise ValueError("snapshot_chunk must be at least 1")
         if self.batch_size < 1:
@@ -427,6 +435,7 @@ class _Tx:
     xid: int
     ts_ms: int
     final_lsn: int
+    skip: bool = False  # carries a replication origin and config.origin == "none"
 
 
 @dataclass
@@ -472,6 +481,7 @@ class PgCaptureWorker:
         self._out_events = 0
         self._complete_lsn = 0  # end LSN of the last transaction whose events are in _out
         self._last_status = 0.0
+        self.server_version = 0
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -479,8 +489,11 @@ class PgCaptureWorker:
         self.meta = _connect(self.url)
         self.meta.autocommit = True
         with self.meta.cursor() as cur:
-            cur.execute("SELECT current_database(), current_setting('wal_level')")
-            self.db_name, wal_level = cur.fetchone()
+            cur.execute(
+                "SELECT current_database(), current_setting('wal_level'), "
+                "current_setting('server_version_num')::int"
+            )
+            self.db_name, wal_level, self.server_version = cur.fetchone()
             if wal_level != "logical":
                 raise CaptureError(
                     f"wal_level is {wal_level!r}: set wal_level = logical and restart PostgreSQL"
@@ -749,11 +762,14 @@ class PgCaptureWorker:
     def start_stream(self) -> None:
         """START_REPLICATION from the slot's confirmed position."""
         self.cursor = self.repl.cursor()
+        options = {"proto_version": "1", "publication_names": self.config.publication}
+        if self.config.origin == "none" and self.server_version >= 160000:
+            options["origin"] = "none"  # server-side filter; older servers: see handle()
         self.cursor.start_replication(
             slot_name=self.config.slot,
             decode=False,
             start_lsn=0,
-            options={"proto_version": "1", "publication_names": self.config.publication},
+            options=options,
             status_interval=max(1.0, self.config.status_interval_s),  # psycopg2's minimum
         )
         self._last_status = time.monotonic()
@@ -777,9 +793,16 @@ class PgCaptureWorker:
             self._tx = None
             self._complete_lsn = msg.end_lsn
             self.stats.transactions += 1
+        elif isinstance(msg, Origin):
+            if self.config.origin == "none" and self._tx is not None:
+                self._tx.skip = True  # a sink's own write: never loop it back
         elif isinstance(msg, Relation):
             self._relations[msg.rel_id] = msg
             self._key_columns(msg)
+        elif self._tx is not None and self._tx.skip and isinstance(msg, _ROW_MESSAGES):
+            self.stats.extra["skipped_origin_changes"] = (
+                self.stats.extra.get("skipped_origin_changes", 0) + 1
+            )
         elif isinstance(msg, Insert | Update | Delete):
             self._handle_row(msg, lsn)
         elif isinstance(msg, Truncate):
@@ -788,7 +811,7 @@ class PgCaptureWorker:
                     rel = self._relation(rel_id)
                     src = self._source_json(rel.schema, rel.name, "false", *self._tx_src(lsn))
                     self._emit(rel.schema, rel.name, "t", None, None, None, src)
-        # Origin, Type and logical messages carry nothing to publish.
+        # Type and logical messages carry nothing to publish.
 
     def _tx_src(self, lsn: int) -> tuple[int | None, int, int | None]:
         tx = self._tx
@@ -914,6 +937,8 @@ class PgCaptureWorker:
         with contextlib.suppress(Exception):
             self.producer.close()
 
+
+_ROW_MESSAGES = (Insert, Update, Delete, Truncate)
 
 # Types whose cast to text differs from their output function (what pgoutput sends):
 # bpchar::text trims the padding, inet::text always shows the mask. psycopg2 returns these

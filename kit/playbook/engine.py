@@ -283,7 +283,13 @@ def _lag_refusals(ctx: Ctx, pipe: pl.Pipeline) -> list[str]:
 
 
 def _update_monolith_capture_wish(ctx: Ctx) -> None:
-    """capture:monolith runs while any service's tables are captured on the monolith."""
+    """capture:monolith runs while any service's tables are captured on the monolith
+    (PostgreSQL: each service's forward capture runs while its tables are published)."""
+    fwd = ctx.pb.forward(ctx.s.name)
+    if fwd.pg_source:
+        wanted = any(pl.pipe_capture_enabled(fwd).values())
+        ctx.pb.state.want_worker(fwd.capture_worker, wanted, f"forward capture of {ctx.s.name}")
+        return
     tables = [t for s in ctx.m.services.values() for t in s.tables]
     enabled = pl.capture_enabled(ctx.m.monolith.database_url, tables)
     wanted = any(enabled.values())
@@ -332,23 +338,42 @@ class CaptureStep(Step):
 
         pipe = ctx.pb.forward(ctx.s.name)
         tables = list(ctx.s.tables)
+        if pipe.pg_source and not ctx.continuing and pl.pg_slot_state(pipe, peek=False).exists:
+            # a slot left by an earlier, rolled back or abandoned attempt: start afresh
+            ctx.pb.state.want_worker(pipe.capture_worker, False, "capture restarted")
+            pl.wait_worker_stopped(ctx.m, pipe.capture_worker, 15.0)
+            pl.drop_pipe_slot(ctx.m, pipe)
         try:
-            pl.enable_capture(ctx.m.monolith.database_url, tables)
+            pl.enable_pipe_capture(ctx.m, pipe)
         except Exception as exc:  # noqa: BLE001 - CaptureError or DB errors, reported as such
             raise StepFailed(f"cannot enable capture on {', '.join(tables)}: {exc}") from None
-        ctx.say(f"capture: triggers installed on monolith tables {', '.join(tables)}")
-        source = pl.make_engine(ctx.m.monolith.database_url)
-        try:
-            request_snapshot(source, tables, restart=not ctx.continuing)
-        except CaptureError as exc:
-            raise StepFailed(str(exc)) from None
-        finally:
-            source.dispose()
-        ctx.say(
-            "capture: snapshot "
-            + ("resumed from its last finished chunk" if ctx.continuing else "requested")
-        )
-        ctx.pb.state.want_worker(pl.MONOLITH_CAPTURE, True, "forward capture of the monolith")
+        if pipe.pg_source:
+            ctx.say(
+                f"capture: monolith tables {', '.join(tables)} published in {pipe.publication}; "
+                f"logical decoding through slot {pipe.slot}"
+            )
+            ctx.say(
+                "capture: snapshot "
+                + (
+                    "resumed from its last finished chunk"
+                    if ctx.continuing
+                    else "taken when the slot is created"
+                )
+            )
+        else:
+            ctx.say(f"capture: triggers installed on monolith tables {', '.join(tables)}")
+            source = pl.make_engine(ctx.m.monolith.database_url)
+            try:
+                request_snapshot(source, tables, restart=not ctx.continuing)
+            except CaptureError as exc:
+                raise StepFailed(str(exc)) from None
+            finally:
+                source.dispose()
+            ctx.say(
+                "capture: snapshot "
+                + ("resumed from its last finished chunk" if ctx.continuing else "requested")
+            )
+        ctx.pb.state.want_worker(pipe.capture_worker, True, f"forward capture of {ctx.s.name}")
         ctx.pb.state.want_worker(pipe.sink_worker, True, f"forward sink of {ctx.s.name}")
         ctx.fault_point(self.name)
         ctx.evidence["drain"] = _drain(ctx, pipe)
@@ -358,24 +383,12 @@ class CaptureStep(Step):
         ctx.say(f"capture: snapshot done ({rows}); streaming into {ctx.s.name}")
 
     def _snapshot(self, ctx: Ctx) -> dict[str, int]:
-        from cdc.capture.sqlite import snapshot_states
-
-        source = pl.make_engine(ctx.m.monolith.database_url)
-        try:
-            return {
-                s.table: s.rows_done for s in snapshot_states(source) if s.table in ctx.s.tables
-            }
-        finally:
-            source.dispose()
+        summary = pl.snapshot_summary(ctx.pb.forward(ctx.s.name))
+        return {t: n for t, (_st, n) in summary.items() if t in ctx.s.tables}
 
     def check(self, ctx: Ctx) -> None:
-        from cdc.capture.sqlite import snapshot_states
-
-        source = pl.make_engine(ctx.m.monolith.database_url)
-        try:
-            states = {s.table: s.status for s in snapshot_states(source)}
-        finally:
-            source.dispose()
+        pipe = ctx.pb.forward(ctx.s.name)
+        states = {t: st for t, (st, _n) in pl.snapshot_summary(pipe).items()}
         bad = [
             f"{t}: {states.get(t, 'never requested')}"
             for t in ctx.s.tables
@@ -383,7 +396,7 @@ class CaptureStep(Step):
         ]
         if bad:
             raise StepFailed(f"snapshot not finished ({', '.join(bad)})")
-        enabled = pl.capture_enabled(ctx.m.monolith.database_url, list(ctx.s.tables))
+        enabled = pl.pipe_capture_enabled(pipe)
         off = [t for t, on in enabled.items() if not on]
         if off:
             raise StepFailed(f"capture is not enabled on {', '.join(off)}")
@@ -396,13 +409,26 @@ class CaptureStep(Step):
                 f"worker {pipe.sink_worker} is still running; stop it (kit up stops unwanted "
                 "workers within a second) and retry `kit rollback`"
             )
-        pl.disable_capture(ctx.m.monolith.database_url, list(ctx.s.tables))
+        pl.disable_pipe_capture(ctx.m, pipe, drop=False)
         _update_monolith_capture_wish(ctx)
+        _stop_pg_capture(ctx, pipe)
         _clear_target(pipe)
         ctx.say(
             f"capture: triggers removed from {', '.join(ctx.s.tables)}; {ctx.s.name} tables "
             "emptied for a fresh snapshot"
         )
+
+
+def _stop_pg_capture(ctx: Ctx, pipe: pl.Pipeline) -> None:
+    """PostgreSQL: once the pipeline's capture worker is unwanted, wait for it and drop the
+    slot (a slot nobody reads keeps WAL forever)."""
+    if not pipe.pg_source:
+        return
+    ctx.pb.state.want_worker(pipe.capture_worker, False, f"{pipe.direction} CDC stopped")
+    if not pl.wait_worker_stopped(ctx.m, pipe.capture_worker, 15.0):
+        ctx.say(f"warning: {pipe.capture_worker} still running; dropping its slot anyway")
+    if pl.drop_pipe_slot(ctx.m, pipe):
+        ctx.say(f"replication slot {pipe.slot} dropped")
 
 
 def _count_rows(url: str, tables: list[str]) -> dict[str, int]:
@@ -617,7 +643,7 @@ class WritesStep(Step):
         fwd, rev = ctx.pb.forward(ctx.s.name), ctx.pb.reverse(ctx.s.name)
         # 1. reverse capture first (origin-tagged: the forward sink's writes are not captured)
         try:
-            pl.enable_capture(rev.source_url, rev.source_tables)
+            pl.enable_pipe_capture(ctx.m, rev)
             probe = Sink(
                 pl.make_engine(rev.target_url),
                 rev.mapping,
@@ -647,8 +673,9 @@ class WritesStep(Step):
         ctx.pb.state.want_worker(fwd.sink_worker, False, "write ownership moved to the service")
         if not pl.wait_worker_stopped(ctx.m, fwd.sink_worker, 15.0):
             ctx.say(f"writes: warning: {fwd.sink_worker} still running")
-        pl.disable_capture(ctx.m.monolith.database_url, list(ctx.s.tables))
+        pl.disable_pipe_capture(ctx.m, fwd, drop=False)
         _update_monolith_capture_wish(ctx)
+        _stop_pg_capture(ctx, fwd)
         ctx.say("writes: forward CDC stopped for these tables")
         ctx.evidence["reverse_drain"] = _drain(ctx, rev)
         ctx.evidence["reverse_topics"] = list(rev.topics.values())
@@ -659,30 +686,29 @@ class WritesStep(Step):
         if ctx.pb.state.get(ctx.s.name).write_owner != "service":
             raise StepFailed("write ownership did not move to the service")
         rev = ctx.pb.reverse(ctx.s.name)
-        off = [
-            t for t, on in pl.capture_enabled(rev.source_url, rev.source_tables).items() if not on
-        ]
+        off = [t for t, on in pl.pipe_capture_enabled(rev).items() if not on]
         if off:
             raise StepFailed(f"reverse capture is not enabled on {', '.join(off)}")
 
     def rollback(self, ctx: Ctx) -> None:
         fwd, rev = ctx.pb.forward(ctx.s.name), ctx.pb.reverse(ctx.s.name)
-        # forward capture back first, so no monolith write after the flip is missed
-        pl.enable_capture(ctx.m.monolith.database_url, list(ctx.s.tables))
-        ctx.pb.state.want_worker(pl.MONOLITH_CAPTURE, True, "forward capture of the monolith")
+        # forward capture back first, so no monolith write after the flip is missed (on
+        # PostgreSQL a new slot without snapshot: the monolith got every change by reverse CDC)
+        pl.enable_pipe_capture(ctx.m, fwd, snapshot="never" if fwd.pg_source else None)
+        ctx.pb.state.want_worker(fwd.capture_worker, True, f"forward capture of {ctx.s.name}")
         ctx.pb.state.want_worker(fwd.sink_worker, True, f"forward sink of {ctx.s.name}")
-        if pl.capture_enabled(rev.source_url, rev.source_tables) and any(
-            pl.capture_enabled(rev.source_url, rev.source_tables).values()
-        ):
+        reverse_on = any(pl.pipe_capture_enabled(rev).values())
+        if reverse_on:
             _drain(ctx, rev)
         _set_mode(ctx, ctx.s.write_endpoints, "monolith", "rollback writes")
         time.sleep(PROXY_RELOAD_S)
-        if any(pl.capture_enabled(rev.source_url, rev.source_tables).values()):
+        if reverse_on:
             _drain(ctx, rev)
         ctx.pb.state.set(ctx.s.name, write_owner="monolith")
         ctx.pb.state.want_worker(rev.capture_worker, False, "writes rolled back")
         ctx.pb.state.want_worker(rev.sink_worker, False, "writes rolled back")
-        pl.disable_capture(rev.source_url, rev.source_tables)
+        pl.disable_pipe_capture(ctx.m, rev, drop=False)
+        _stop_pg_capture(ctx, rev)
         _drain(ctx, fwd)
         ctx.say(f"writes: monolith owns {', '.join(ctx.s.tables)} again; reverse CDC stopped")
 
@@ -704,7 +730,8 @@ class RetireStep(Step):
             _drain(ctx, rev)
             ctx.pb.state.want_worker(rev.capture_worker, False, "retired")
             ctx.pb.state.want_worker(rev.sink_worker, False, "retired")
-            pl.disable_capture(rev.source_url, rev.source_tables)
+            pl.disable_pipe_capture(ctx.m, rev, drop=False)
+            _stop_pg_capture(ctx, rev)
             ctx.evidence["reverse_cdc"] = "stopped"
             ctx.say("retire: reverse CDC stopped")
         else:
@@ -727,8 +754,9 @@ class RetireStep(Step):
 
         rev = ctx.pb.reverse(ctx.s.name)
         _set_mode(ctx, ctx.s.read_endpoints, "extracted", "rollback retire", fallback=True)
-        if not all(pl.capture_enabled(rev.source_url, rev.source_tables).values()):
-            pl.enable_capture(rev.source_url, rev.source_tables)
+        if not all(pl.pipe_capture_enabled(rev).values()):
+            # PostgreSQL: a new slot whose worker snapshots the service tables first
+            pl.enable_pipe_capture(ctx.m, rev, snapshot="initial" if rev.pg_source else None)
             engine = pl.make_engine(rev.source_url)
             try:
                 if engine.dialect.name == "sqlite":

@@ -13,6 +13,14 @@ Per service two pipelines exist:
 Both sinks tag their transactions (cdc.sink origin tagging), so with capture on both sides no
 change ever loops back.
 
+On PostgreSQL the capture is logical decoding (cdc.capture.postgres): every pipeline has its
+own publication and replication slot (`kit_<prefix>_<service>_fwd|rev`; slots are
+server-wide), so the forward capture worker is per service (`capture:monolith:<service>`).
+Sinks on PostgreSQL tag their commits with a replication origin and the captures run with
+`origin = "none"`, so neither direction picks up the other's writes. Slots are dropped when a
+pipeline stops for good (capture rollback, forward CDC after `writes`, reverse CDC on
+rollback/retire): a forgotten slot holds WAL forever.
+
 Long-lived workers belong to `kit up`: the playbook records which workers it wants in the
 state database (`desired_workers`), the supervisor runs `kit worker run NAME`. A worker holds
 a lock while it runs; when nobody holds it (no `kit up`), `drain()` runs the worker in-process
@@ -22,7 +30,9 @@ until the pipeline is caught up, so steps work with or without `kit up`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,8 +80,21 @@ def invert_mapping(spec: MappingSpec) -> MappingSpec:
     return MappingSpec(spec.service, tuple(tables))
 
 
+def is_postgres(url: str) -> bool:
+    return make_url(url).get_backend_name().startswith("postgres")
+
+
 def _schema_of(url: str) -> str:
-    return "public" if make_url(url).get_backend_name().startswith("postgres") else "main"
+    return "public" if is_postgres(url) else "main"
+
+
+def pg_object_name(prefix: str, service: str, direction: str) -> str:
+    """Slot/publication name of one pipeline: lower-case, `_`, at most 63 characters."""
+    raw = f"kit_{prefix}_{service}_{'fwd' if direction == 'forward' else 'rev'}".lower()
+    name = re.sub(r"[^a-z0-9_]", "_", raw)
+    if len(name) > 63:
+        name = name[:54] + "_" + hashlib.sha1(raw.encode()).hexdigest()[:8]
+    return name
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,13 @@ class Pipeline:
     group: str
     capture_worker: str
     sink_worker: str
+    slot: str = ""  # PostgreSQL source: replication slot (server-wide, unique per pipeline)
+    publication: str = ""  # PostgreSQL source: publication of this pipeline's tables
+    snapshot: str = "initial"  # PostgreSQL source: what a newly created slot starts with
+
+    @property
+    def pg_source(self) -> bool:
+        return is_postgres(self.source_url)
 
     @property
     def source_tables(self) -> list[str]:
@@ -104,6 +134,8 @@ class Pipeline:
 
 def forward_pipeline(m: Manifest, service: str) -> Pipeline:
     s = m.service(service)
+    pg = is_postgres(m.monolith.database_url)
+    name = pg_object_name(m.transport.topic_prefix, service, "forward")
     return Pipeline(
         service=service,
         direction="forward",
@@ -112,8 +144,10 @@ def forward_pipeline(m: Manifest, service: str) -> Pipeline:
         mapping=s.mapping(),
         topic_prefix=m.transport.topic_prefix,
         group=f"sink-{service}",
-        capture_worker=MONOLITH_CAPTURE,
+        capture_worker=f"capture:monolith:{service}" if pg else MONOLITH_CAPTURE,
         sink_worker=f"sink:{service}",
+        slot=name if pg else "",
+        publication=name if pg else "",
     )
 
 
@@ -129,6 +163,11 @@ def reverse_pipeline(m: Manifest, service: str) -> Pipeline:
         group=f"reverse-{service}",
         capture_worker=f"capture:{service}",
         sink_worker=f"sink:{service}:reverse",
+        slot=pg_object_name(m.transport.topic_prefix, service, "reverse"),
+        publication=pg_object_name(m.transport.topic_prefix, service, "reverse"),
+        # nothing to snapshot: the monolith already holds every row (forward CDC put the
+        # service's data there); a snapshot would race with the monolith's last writes
+        snapshot="never",
     )
 
 
@@ -141,6 +180,8 @@ def make_transport(m: Manifest) -> Transport:
             KafkaConfig(
                 bootstrap_servers=m.transport.bootstrap_servers or "",
                 partitions=m.transport.partitions,
+                session_timeout_ms=m.transport.session_timeout_ms,
+                heartbeat_interval_ms=m.transport.heartbeat_interval_ms,
             )
         )
     from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
@@ -168,8 +209,10 @@ class WorkerSpec:
 
 
 def worker_names(m: Manifest) -> list[str]:
-    names = [MONOLITH_CAPTURE]
+    pg = is_postgres(m.monolith.database_url)
+    names = [] if pg else [MONOLITH_CAPTURE]
     for s in m.services:
+        names += [f"capture:monolith:{s}"] if pg else []
         names += [f"sink:{s}", f"capture:{s}", f"sink:{s}:reverse"]
     return names
 
@@ -197,6 +240,8 @@ def _pipeline_of_worker(m: Manifest, name: str) -> tuple[str, Pipeline | None]:
     parts = name.split(":")
     if name == MONOLITH_CAPTURE:
         return "capture", None
+    if parts[:2] == ["capture", "monolith"] and len(parts) == 3 and parts[2] in m.services:
+        return "capture", forward_pipeline(m, parts[2])
     if parts[0] == "capture" and len(parts) == 2 and parts[1] in m.services:
         return "capture", reverse_pipeline(m, parts[1])
     if parts[0] == "sink" and len(parts) == 2 and parts[1] in m.services:
@@ -236,6 +281,25 @@ def _sink_lock(m: Manifest, name: str) -> Path:
     return m.kit.var_dir / "locks" / (name.replace(":", "-") + ".lock")
 
 
+def pg_capture_config(pipe: Pipeline, snapshot: str | None = None) -> Any:
+    """The pgoutput capture of one pipeline (its own slot and publication; sink-tagged
+    transactions skipped; frequent confirmations so drains and lag see progress quickly)."""
+    from cdc.capture.postgres import PgCaptureConfig
+
+    return PgCaptureConfig(
+        tables=tuple(pipe.source_tables),
+        slot=pipe.slot,
+        publication=pipe.publication,
+        topic_prefix=pipe.topic_prefix,
+        snapshot=snapshot or pipe.snapshot,
+        snapshot_chunk=2000,
+        batch_size=500,
+        status_interval_s=0.5,
+        idle_wait_s=0.05,
+        origin="none",
+    )
+
+
 class _Runner:
     """One worker (capture or sink) that can do one unit of work at a time."""
 
@@ -245,11 +309,45 @@ class _Runner:
         self.kind, self.pipe = _pipeline_of_worker(m, name)
         self.transport = transport or make_transport(m)
         self._capture: Any = None
+        self._pg: Any = None
+        self._pg_streaming = False
         self._sink: Any = None
         self._lock_cm: Any = None
 
+    @property
+    def pg_capture(self) -> bool:
+        return self.kind == "capture" and self.pipe is not None and self.pipe.pg_source
+
+    def _lock(self) -> bool:
+        cm = file_lock(_sink_lock(self.m, self.name))
+        if not cm.__enter__():
+            cm.__exit__(None, None, None)
+            return False
+        self._lock_cm = cm
+        return True
+
+    def _acquire_pg_capture(self) -> bool:
+        from cdc.capture.postgres import PgCaptureWorker
+
+        if not self._lock():
+            return False
+        assert self.pipe is not None
+        try:
+            worker = PgCaptureWorker(
+                self.pipe.source_url, self.transport, pg_capture_config(self.pipe)
+            )
+            self._pg = worker
+            worker.prepare()  # finds or creates the slot, records snapshot work
+        except BaseException:
+            self.release()
+            raise
+        self._pg_streaming = False
+        return True
+
     def try_acquire(self) -> bool:
         """Take the worker's lock; False when another process runs this worker."""
+        if self.pg_capture:
+            return self._acquire_pg_capture()
         if self.kind == "capture":
             from cdc.capture.sqlite import CaptureBusy, CaptureConfig, CaptureWorker
 
@@ -266,11 +364,8 @@ class _Runner:
             return True
         from cdc.sink import Sink, SinkConfig
 
-        cm = file_lock(_sink_lock(self.m, self.name))
-        if not cm.__enter__():
-            cm.__exit__(None, None, None)
+        if not self._lock():
             return False
-        self._lock_cm = cm
         assert self.pipe is not None
         try:
             self._sink = Sink(
@@ -287,12 +382,23 @@ class _Runner:
 
     def run_once(self) -> int:
         """One batch; returns how many events/changes it handled."""
+        if self._pg is not None:
+            if not self._pg_streaming:
+                before = self._pg.stats.snapshot_rows
+                self._pg.run_snapshot()  # pending chunks (none when the slot existed)
+                self._pg.start_stream()
+                self._pg_streaming = True
+                return self._pg.stats.snapshot_rows - before
+            return int(self._pg.poll(0.05))
         if self._capture is not None:
             return int(self._capture.run_once())
         self._sink.run_once()
         return int(self._sink.last_batch_size)
 
     def release(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
         if self._capture is not None:
             self._capture.close()
             self._capture = None
@@ -305,7 +411,7 @@ class _Runner:
 
     def held_elsewhere(self) -> bool:
         """True when another process currently runs this worker."""
-        if self.kind == "capture":
+        if self.kind == "capture" and not self.pg_capture:
             url, _ = _capture_source(self.m, self.name)
             path = make_url(url).database
             if not path:
@@ -346,10 +452,10 @@ def run_worker(
 
 
 # ---------------------------------------------------------------------------------------------
-# capture set-up (SQLite triggers; PostgreSQL publication)
+# capture set-up (SQLite triggers; PostgreSQL publication + slot per pipeline)
 
 
-def enable_capture(url: str, tables: list[str]) -> None:
+def enable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
     engine = make_engine(url)
     try:
         if engine.dialect.name == "sqlite":
@@ -359,12 +465,12 @@ def enable_capture(url: str, tables: list[str]) -> None:
         else:
             from cdc.capture.postgres import enable_capture as pg_enable
 
-            pg_enable(url, tables)
+            pg_enable(url, tables, publication=publication)
     finally:
         engine.dispose()
 
 
-def disable_capture(url: str, tables: list[str]) -> None:
+def disable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
     engine = make_engine(url)
     try:
         if engine.dialect.name == "sqlite":
@@ -374,21 +480,118 @@ def disable_capture(url: str, tables: list[str]) -> None:
         else:
             from cdc.capture.postgres import disable_capture as pg_disable
 
-            pg_disable(url, tables)
+            pg_disable(url, tables, publication=publication)
     finally:
         engine.dispose()
 
 
-def capture_enabled(url: str, tables: list[str]) -> dict[str, bool]:
+def capture_enabled(
+    url: str, tables: list[str], publication: str = "strangler_cdc"
+) -> dict[str, bool]:
+    """Per table: is it captured (SQLite: has triggers; PostgreSQL: is in the publication)."""
     engine = make_engine(url)
     try:
         if engine.dialect.name != "sqlite":
-            return {t: True for t in tables}
+            from cdc.capture.postgres import _connect, _published
+
+            conn = _connect(url)
+            try:
+                with conn.cursor() as cur:
+                    have = {str(r) for r in _published(cur, publication)}
+            finally:
+                conn.close()
+            return {t: (t if "." in t else f"public.{t}") in have for t in tables}
         from cdc.capture.sqlite import captured_tables
 
         with engine.connect() as conn:
             known = captured_tables(conn)
         return {t: t in known for t in tables}
+    finally:
+        engine.dispose()
+
+
+def enable_pipe_capture(m: Manifest, pipe: Pipeline, snapshot: str | None = None) -> None:
+    """Start capturing the pipeline's source tables.
+
+    PostgreSQL: adds them to the pipeline's publication and, when the pipeline starts without
+    a snapshot (or `snapshot` is given), creates its slot right now, so every change committed
+    from here on is kept for the worker, however late it starts. A forward pipeline's slot is
+    created by its worker, which exports the snapshot it reads the tables with.
+    """
+    enable_capture(pipe.source_url, pipe.source_tables, pipe.publication or "strangler_cdc")
+    if pipe.pg_source and (snapshot is not None or pipe.snapshot == "never"):
+        ensure_slot(m, pipe, snapshot or pipe.snapshot)
+
+
+def ensure_slot(m: Manifest, pipe: Pipeline, snapshot: str) -> None:
+    """Create the pipeline's slot (and its snapshot bookkeeping) unless it exists."""
+    from cdc.capture.postgres import PgCaptureWorker
+
+    if not pipe.pg_source:
+        return
+    with file_lock(_sink_lock(m, pipe.capture_worker)) as got:
+        if not got:
+            return  # its worker runs: it has prepared the slot already
+        worker = PgCaptureWorker(
+            pipe.source_url, make_transport(m), pg_capture_config(pipe, snapshot)
+        )
+        try:
+            worker.prepare()
+        finally:
+            worker.close()
+
+
+def disable_pipe_capture(m: Manifest, pipe: Pipeline, *, drop: bool = True) -> None:
+    """Stop capturing; on PostgreSQL also drop the pipeline's slot (its worker must be
+    stopped first) so it does not hold WAL forever."""
+    disable_capture(pipe.source_url, pipe.source_tables, pipe.publication or "strangler_cdc")
+    if pipe.pg_source and drop:
+        drop_pipe_slot(m, pipe)
+
+
+def drop_pipe_slot(m: Manifest, pipe: Pipeline) -> bool:
+    """Drop the pipeline's slot and snapshot state; False when there was none."""
+    from cdc.capture.postgres import CaptureError, drop_slot
+
+    if not pipe.pg_source:
+        return False
+    lock = _sink_lock(m, pipe.capture_worker)
+    deadline = time.monotonic() + 15.0
+    while True:  # wait (bounded) for its worker to let go; force-drop after that
+        with file_lock(lock) as got:
+            if got or time.monotonic() > deadline:
+                try:
+                    drop_slot(pipe.source_url, pipe.slot, force=True)
+                except CaptureError as exc:
+                    if "does not exist" in str(exc):
+                        return False
+                    raise
+                return True
+        time.sleep(0.1)
+
+
+def pipe_capture_enabled(pipe: Pipeline) -> dict[str, bool]:
+    return capture_enabled(pipe.source_url, pipe.source_tables, pipe.publication or "strangler_cdc")
+
+
+def snapshot_summary(pipe: Pipeline) -> dict[str, tuple[str, int]]:
+    """Per source table: (snapshot status, rows published by it)."""
+    if pipe.pg_source:
+        from cdc.capture.postgres import snapshot_progress
+
+        return {
+            p.table.split(".", 1)[-1]: (p.status, int(p.rows_done or 0))
+            for p in snapshot_progress(pipe.source_url, pipe.slot)
+        }
+    from cdc.capture.sqlite import snapshot_states
+
+    engine = make_engine(pipe.source_url)
+    try:
+        return {
+            s.table: (s.status, int(s.rows_done or 0))
+            for s in snapshot_states(engine)
+            if s.table in pipe.source_tables
+        }
     finally:
         engine.dispose()
 
@@ -408,12 +611,96 @@ class Lag:
     seconds: float | None
     dead_letters: int | None
     snapshot: str | None = None
+    slot_lag_bytes: int | None = None  # PostgreSQL source: WAL the slot holds back
+    group_lag: int | None = None  # Kafka: published − offsets committed by the sink group
+    sink_events: int | None = None  # published but not applied yet
+
+
+@dataclass(frozen=True)
+class PgSlotState:
+    """A PostgreSQL pipeline's capture side: its slot, and what it has not published yet."""
+
+    exists: bool
+    active: bool
+    confirmed_lsn: int | None
+    current_lsn: int
+    lag_bytes: int | None
+    pending_changes: int | None  # inactive slot: captured-table changes not yet published
+    oldest_s: float | None  # ... and the age of the oldest of them
+    flush_lag_s: float | None  # active slot: the walsender's flush lag
+
+
+def pg_slot_state(pipe: Pipeline, peek: bool = True, peek_limit: int = 20000) -> PgSlotState:
+    """Read the slot; an inactive one is peeked (not consumed) to count unpublished changes
+    of the captured tables (transactions carrying a sink's origin do not count)."""
+    from cdc.capture.pgoutput import Begin, Origin, decode_message, parse_lsn
+    from cdc.capture.postgres import _connect
+
+    conn = _connect(pipe.source_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_lsn()::text")
+            current = parse_lsn(cur.fetchone()[0])
+            cur.execute(
+                "SELECT active, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (pipe.slot,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return PgSlotState(False, False, None, current, None, None, None, None)
+            active, pid, confirmed_text = row
+            confirmed = parse_lsn(confirmed_text) if confirmed_text else None
+            lag = max(0, current - confirmed) if confirmed is not None else None
+            if active:
+                cur.execute(
+                    "SELECT extract(epoch FROM flush_lag) FROM pg_stat_replication WHERE pid = %s",
+                    (pid,),
+                )
+                got = cur.fetchone()
+                flush = float(got[0]) if got and got[0] is not None else 0.0
+                return PgSlotState(True, True, confirmed, current, lag, None, None, flush)
+            if not peek:
+                return PgSlotState(True, False, confirmed, current, lag, None, None, None)
+            pending, oldest = 0, None
+            try:
+                cur.execute(
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s, "
+                    "'proto_version', '1', 'publication_names', %s)",
+                    (pipe.slot, peek_limit, pipe.publication),
+                )
+                tx_ts, skip = None, False
+                for (data,) in cur.fetchall():
+                    kind = bytes(data[:1])
+                    if kind == b"B":
+                        msg = decode_message(bytes(data))
+                        assert isinstance(msg, Begin)
+                        tx_ts, skip = msg.commit_ts.timestamp(), False
+                    elif kind == b"O":
+                        skip = isinstance(decode_message(bytes(data)), Origin)
+                    elif kind in (b"I", b"U", b"D", b"T") and not skip:
+                        pending += 1
+                        if tx_ts is not None and (oldest is None or tx_ts < oldest):
+                            oldest = tx_ts
+            except Exception:  # noqa: BLE001 - taken by a worker meanwhile: unknown
+                return PgSlotState(True, True, confirmed, current, lag, None, None, None)
+            age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+            return PgSlotState(True, False, confirmed, current, lag, pending, age, None)
+    finally:
+        conn.close()
 
 
 def pipeline_lag(
     pipe: Pipeline, transport: Transport, source: Engine | None = None, target: Engine | None = None
 ) -> list[Lag]:
-    from cdc.capture.sqlite import snapshot_states
+    """Per table: events captured or published but not applied yet, and their age.
+
+    SQLite source: unpublished change-table rows + the sink's lag. PostgreSQL source: the
+    sink's lag + the slot's unpublished changes (peeked while no worker streams; while one
+    streams, its walsender's flush lag); a slot not created yet or a snapshot not finished
+    counts as one pending event (of unknown age).
+    """
     from cdc.status import pipeline_status
 
     own = []
@@ -428,16 +715,13 @@ def pipeline_lag(
             tables=pipe.source_tables,
             topics=pipe.topics,
             transport=transport,
-            source=source,
+            source=None if pipe.pg_source else source,
             target=target,
             group=pipe.group,
             capture_name=CAPTURE_NAME,
         )
-        snaps = (
-            {s.table: s.status for s in snapshot_states(source)}
-            if source.dialect.name == "sqlite"
-            else {}
-        )
+        snaps = {t: st for t, (st, _n) in snapshot_summary(pipe).items()}
+        slot = pg_slot_state(pipe) if pipe.pg_source else None
     finally:
         for e in own:
             e.dispose()
@@ -448,10 +732,52 @@ def pipeline_lag(
         snap = snaps.get(r.table)
         if snap in ("pending", "running"):
             events += 1  # a snapshot still to publish counts as lag
+        slot_bytes = None
+        if slot is not None:
+            slot_bytes = slot.lag_bytes
+            if not slot.exists:
+                if pipe.snapshot == "initial":
+                    events += 1  # capture not started yet: its snapshot is still to come
+                    seconds = None
+            elif slot.pending_changes:
+                events += slot.pending_changes
+                seconds = max(seconds or 0.0, slot.oldest_s or 0.0)
+            elif slot.active and (slot.flush_lag_s or 0.0) > 0.5 and (slot.lag_bytes or 0) > 0:
+                events += 1
+                seconds = max(seconds or 0.0, slot.flush_lag_s or 0.0)
         out.append(
-            Lag(r.table, pipe.direction, pipe.service, events, seconds, r.dead_letters, snap)
+            Lag(
+                r.table,
+                pipe.direction,
+                pipe.service,
+                events,
+                seconds,
+                r.dead_letters,
+                snap,
+                slot_bytes,
+                getattr(r, "group_lag", None),
+                r.lag_events,
+            )
         )
     return out
+
+
+def _wal_fence(pipe: Pipeline) -> int | None:
+    """PostgreSQL: the WAL position every change committed so far is at or before."""
+    if not pipe.pg_source:
+        return None
+    return pg_slot_state(pipe, peek=False).current_lsn
+
+
+def _pg_caught_up(pipe: Pipeline, fence: int | None) -> bool:
+    """The slot confirmed (published) everything up to `fence`: captures confirm after the
+    transport acknowledged, and on keepalives once everything they received is confirmed."""
+    if fence is None:
+        return True
+    st = pg_slot_state(pipe, peek=False)
+    if not st.exists:
+        return False  # its worker has not created it yet
+    return st.confirmed_lsn is not None and st.confirmed_lsn >= fence
 
 
 def drain(
@@ -463,7 +789,11 @@ def drain(
     transport: Transport | None = None,
 ) -> dict[str, Any]:
     """Bring `pipe` to zero lag: run its workers in-process when no worker process holds them,
-    else wait for the running workers. Raises PipelineError on timeout."""
+    else wait for the running workers. Raises PipelineError on timeout.
+
+    On PostgreSQL "captured" means: the slot confirmed the WAL position current when the
+    drain started (a fence), and every snapshot is done.
+    """
     transport = transport or make_transport(m)
     runners = [_Runner(m, pipe.capture_worker, transport), _Runner(m, pipe.sink_worker, transport)]
     owned = [r.try_acquire() for r in runners]
@@ -474,6 +804,7 @@ def drain(
         )
         progress(f"draining {pipe.direction} CDC of {pipe.service}: {how}")
     source, target = make_engine(pipe.source_url), make_engine(pipe.target_url)
+    fence = _wal_fence(pipe)
     handled = 0
     deadline = time.monotonic() + timeout_s
     try:
@@ -487,7 +818,16 @@ def drain(
             if busy:
                 continue
             lag = pipeline_lag(pipe, transport, source, target)
-            if all((x.events or 0) == 0 for x in lag):
+            if pipe.pg_source:
+                done = _pg_caught_up(pipe, fence) and all(
+                    x.snapshot not in ("pending", "running") for x in lag
+                )
+                # the slot's own pending count is not needed once the fence is confirmed:
+                # what remains is the sink's lag (published - applied)
+                done = done and all((x.sink_events or 0) == 0 for x in lag)
+            else:
+                done = all((x.events or 0) == 0 for x in lag)
+            if done:
                 return {
                     "handled_in_process": handled,
                     "tables": {x.table: {"lag_events": 0, "dead": x.dead_letters} for x in lag},
@@ -496,7 +836,8 @@ def drain(
                 left = ", ".join(f"{x.table}: {x.events} event(s)" for x in lag if x.events)
                 raise PipelineError(
                     f"{pipe.direction} CDC of {pipe.service} did not catch up within "
-                    f"{timeout_s:.0f}s ({left}); check `kit status` and the worker logs"
+                    f"{timeout_s:.0f}s ({left or 'capture not confirmed yet'}); check "
+                    "`kit status` and the worker logs"
                 )
             if not all(owned):
                 owned = [o or r.try_acquire() for r, o in zip(runners, owned, strict=True)]
