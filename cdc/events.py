@@ -251,13 +251,15 @@ def _plain(obj: Any) -> bool:
     return type(obj) is dict and _PLAIN.issuperset(map(type, obj.values()))
 
 
-def _loads_event(value: bytes | str) -> Any:
+def _loads_event(value: bytes | str, exact_source: bool = True) -> Any:
     """An event document, decoded exactly as json.loads would, as fast as possible.
 
     orjson is several times faster, but reads integers beyond 64 bits as floats: its result is
     used only for an unwrapped envelope whose row images and source hold no floats or nested
     values (the common case); anything else, and whatever orjson refuses (NaN, invalid text),
     is decoded again by the standard library, whose error messages the dead letters keep.
+    With ``exact_source=False`` (the sink) only ``source.ts_ms`` of the source block is checked:
+    the sink reads nothing else numeric from it.
     """
     if _orjson_loads is not None:
         try:
@@ -271,7 +273,11 @@ def _loads_event(value: bytes | str) -> Any:
                 and type(doc.get("ts_ms")) is not float
                 and _plain(doc.get("after"))
                 and _plain(doc.get("before"))
-                and _plain(doc.get("source"))
+                and (
+                    _plain(doc.get("source"))
+                    if exact_source
+                    else type((doc.get("source") or {}).get("ts_ms")) in _PLAIN
+                )
             ):
                 return doc
     return _loads(value)
@@ -342,16 +348,20 @@ def parse_event(
 Envelope = tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None]
 
 
-def decode_envelope(value: bytes | str | None, topic: str = "") -> Envelope | None:
+def decode_envelope(
+    value: bytes | str | None, topic: str = "", exact_source: bool = True
+) -> Envelope | None:
     """parse_event's work without building a ChangeEvent (the sink's hot path).
 
     Returns (op, table, before, after, source, ts_ms), None for a tombstone; raises
-    EventDecodeError with the same reasons as parse_event.
+    EventDecodeError with the same reasons as parse_event. Row images are always decoded
+    exactly as json.loads would; with ``exact_source=False`` source values other than
+    ``ts_ms`` may be read by orjson's rules (an integer beyond 64 bits as a float).
     """
     if value is None:
         return None
     try:
-        doc = _loads_event(value)
+        doc = _loads_event(value, exact_source)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"value is not JSON: {exc}") from None
     if doc is None:
@@ -368,8 +378,12 @@ def decode_envelope(value: bytes | str | None, topic: str = "") -> Envelope | No
     table = source.get("table") or (topic.rsplit(".", 1)[-1] if topic else None)
     if not table:
         raise EventDecodeError("event names no table (source.table) and has no topic")
-    before = _decode_row(payload.get("before"), _field_schema(schema, "before"))
-    after = _decode_row(payload.get("after"), _field_schema(schema, "after"))
+    if schema is None:
+        before = _decode_row(payload.get("before"), None)
+        after = _decode_row(payload.get("after"), None)
+    else:
+        before = _decode_row(payload.get("before"), _field_schema(schema, "before"))
+        after = _decode_row(payload.get("after"), _field_schema(schema, "after"))
     if op == "t":
         before = after = None  # a truncate names a table, not a row
     elif op == "d" and before is None:

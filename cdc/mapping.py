@@ -36,16 +36,20 @@ def _t_scale(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
     value = values[0]
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"cannot scale a boolean {value!r}")
-    try:
-        number = Decimal(str(value)) if not isinstance(value, Decimal) else value
-    except InvalidOperation as exc:
-        raise ValueError(f"cannot scale non-numeric value {value!r}") from exc
-    if not number.is_finite():
-        raise ValueError(f"cannot scale non-finite value {value!r}")
-    result = number.scaleb(int(args["exp"]))
-    if int(args["exp"]) >= 0 and result == result.to_integral_value():
+    exp = int(args["exp"])
+    if type(value) is int:  # the usual case (cents): exact, no text round trip
+        number = Decimal(value)
+    else:
+        if isinstance(value, bool):
+            raise ValueError(f"cannot scale a boolean {value!r}")
+        try:
+            number = Decimal(str(value)) if not isinstance(value, Decimal) else value
+        except InvalidOperation as exc:
+            raise ValueError(f"cannot scale non-numeric value {value!r}") from exc
+        if not number.is_finite():
+            raise ValueError(f"cannot scale non-finite value {value!r}")
+    result = number.scaleb(exp)
+    if exp >= 0 and result == result.to_integral_value():
         return int(result)
     return result
 
@@ -95,7 +99,10 @@ def _t_constant(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
 
 def to_bool(value: Any) -> bool | None:
     """Truthiness as the monolith stores it: 1/0, 'true'/'false', 't'/'f', 'yes'/'no'."""
-    if value is None or isinstance(value, bool):
+    t = type(value)
+    if t is int:
+        return value != 0
+    if value is None or t is bool:
         return value
     if isinstance(value, int | float | Decimal):
         return value != 0
@@ -306,7 +313,13 @@ class TableMapping:
         if not self.filters:
             return None
         if len(self.filters) == 1:
-            return self.filters[0].matches
+            f = self.filters[0]
+            column = f.column
+            if f.op == "not_null":
+                return lambda row: row.get(column) is not None
+            if f.op == "is_null":
+                return lambda row: row.get(column) is None
+            return f.matches
         filters = self.filters
 
         def matches(row: Mapping[str, Any]) -> bool:

@@ -136,22 +136,29 @@ def ensure_pg_origin(engine: Engine, name: str) -> str:
 
 
 @contextmanager
-def _pg_origin_transaction(engine: Engine, origin: str) -> Iterator[Connection]:
-    """A transaction whose commit record carries `origin` (set up for the session, reset
-    right after the commit so a pooled connection never leaks it)."""
+def _pg_apply_transaction(engine: Engine, origin: str | None) -> Iterator[Connection]:
+    """A PostgreSQL apply transaction, as PostgreSQL's own logical replication applies:
+    ``session_replication_role = replica`` (foreign keys are not checked row by row: events
+    of different tables and partitions arrive in no global order, and the source already
+    enforced them), and, with `origin`, a commit record carrying that replication origin
+    (set up for the session, reset right after the commit so a pooled connection never
+    leaks it). Both need a superuser (or the grants) on the target."""
     with engine.connect() as conn:
         try:
             with conn.begin():
-                conn.exec_driver_sql(
-                    "SELECT pg_replication_origin_session_setup(%(n)s)", {"n": origin}
-                )
+                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+                if origin is not None:
+                    conn.exec_driver_sql(
+                        "SELECT pg_replication_origin_session_setup(%(n)s)", {"n": origin}
+                    )
                 yield conn
         finally:
-            try:
-                conn.exec_driver_sql("SELECT pg_replication_origin_session_reset()")
-                conn.commit()
-            except DBAPIError:
-                conn.invalidate()  # setup never happened or the session is broken
+            if origin is not None:
+                try:
+                    conn.exec_driver_sql("SELECT pg_replication_origin_session_reset()")
+                    conn.commit()
+                except DBAPIError:
+                    conn.invalidate()  # setup never happened or the session is broken
 
 
 @dataclass(frozen=True)
@@ -461,8 +468,8 @@ class Sink:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A target transaction marked as the sink's own (see origin tagging above)."""
-        if self.pg_origin is not None:
-            with _pg_origin_transaction(self.engine, self.pg_origin) as conn:
+        if self.engine.dialect.name == "postgresql":
+            with _pg_apply_transaction(self.engine, self.pg_origin) as conn:
                 yield conn
             return
         with self.engine.begin() as conn:
@@ -503,7 +510,8 @@ class Sink:
     def _decode(self, msg: Message) -> _Decoded:
         d = _Decoded(msg)
         try:
-            env = decode_envelope(msg.value, msg.topic)  # the key is in the row image
+            # the key is in the row image; of the source only table and ts_ms are used
+            env = decode_envelope(msg.value, msg.topic, exact_source=False)
         except EventDecodeError as exc:
             d.reason = f"undecodable event: {exc}"
             return d

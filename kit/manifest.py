@@ -803,9 +803,11 @@ def _table_columns(metadata_spec: str | None, database_url: str) -> tuple[dict[s
     if metadata_spec:
         md = resolve_object(metadata_spec)
         return {t.name: {c.name for c in t.columns} for t in md.tables.values()}, metadata_spec
-    from sqlalchemy import create_engine, inspect
+    from sqlalchemy import inspect
 
-    engine = create_engine(database_url)
+    from shoplib.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
+
+    engine = make_engine(database_url)
     try:
         insp = inspect(engine)
         return {

@@ -194,7 +194,9 @@ def status(as_json: bool, audit_n: int) -> None:
             click.echo()
             click.echo(
                 table(
-                    ["SERVICE", "CDC", "TABLE", "LAG EVENTS", "LAG S", "DEAD LETTERS"],
+                    ["SERVICE", "CDC", "TABLE", "LAG EVENTS", "LAG S", "DEAD LETTERS"]
+                    + (["SLOT LAG B"] if any(x.slot_lag_bytes is not None for x in st.lag) else [])
+                    + (["GROUP LAG"] if pb.m.transport.kind == "kafka" else []),
                     [
                         (
                             x.service,
@@ -204,6 +206,12 @@ def status(as_json: bool, audit_n: int) -> None:
                             None if x.seconds is None else f"{x.seconds:.1f}",
                             x.dead_letters,
                         )
+                        + (
+                            (x.slot_lag_bytes,)
+                            if any(y.slot_lag_bytes is not None for y in st.lag)
+                            else ()
+                        )
+                        + ((x.group_lag,) if pb.m.transport.kind == "kafka" else ())
                         for x in st.lag
                     ],
                 )

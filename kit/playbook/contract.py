@@ -40,10 +40,10 @@ def render_contract(m: Manifest, service: str, revision: str | None = None) -> s
     if m.monolith.metadata:
         md = resolve_object(m.monolith.metadata)
     else:
-        from sqlalchemy import create_engine
+        from shoplib.db import make_engine
 
         md = MetaData()
-        engine = create_engine(m.monolith.database_url)
+        engine = make_engine(m.monolith.database_url)
         try:
             md.reflect(engine, only=list(s.tables))
         finally:

@@ -665,7 +665,17 @@ class WritesStep(Step):
         ctx.pb.state.set(ctx.s.name, write_owner="service")
         ctx.say(f"writes: {ctx.s.name} now owns {', '.join(ctx.s.tables)}")
         ctx.fault_point(self.name)
-        # 3. write endpoints to the service (no fallback: a write must not land in the monolith)
+        # 3. the service's id sequences past every id the monolith handed out (PostgreSQL:
+        # CDC inserts explicit ids), then write endpoints to the service (no fallback: a
+        # write must not land in the monolith)
+        ids = pl.sync_sequences(fwd)
+        if ids:
+            ctx.evidence["next_ids"] = ids
+            ctx.say(
+                "writes: id sequences of "
+                + ", ".join(f"{t} -> {n}" for t, n in ids.items())
+                + " (past the monolith's, with headroom for in-flight creates)"
+            )
         _set_mode(ctx, ctx.s.write_endpoints, "extracted", "writes", fallback=False)
         # 4. in-flight monolith writes reach the service, then forward CDC stops
         time.sleep(PROXY_RELOAD_S)
@@ -700,6 +710,7 @@ class WritesStep(Step):
         reverse_on = any(pl.pipe_capture_enabled(rev).values())
         if reverse_on:
             _drain(ctx, rev)
+        pl.sync_sequences(rev)  # the monolith hands out ids past the service's again
         _set_mode(ctx, ctx.s.write_endpoints, "monolith", "rollback writes")
         time.sleep(PROXY_RELOAD_S)
         if reverse_on:

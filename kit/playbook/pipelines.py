@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from cdc.events import topic_name
@@ -596,6 +596,72 @@ def snapshot_summary(pipe: Pipeline) -> dict[str, tuple[str, int]]:
         engine.dispose()
 
 
+def _high_water(conn: Any, dialect: str, table: str, column: str) -> int:
+    """The highest id `table.column` has handed out: max(column) and, where the database keeps
+    one, its sequence (ids of deleted rows are not handed out again)."""
+    from sqlalchemy import text
+
+    q = '"' + table.replace('"', '""') + '"'
+    c = '"' + column.replace('"', '""') + '"'
+    high = int(conn.execute(text(f"SELECT coalesce(max({c}), 0) FROM {q}")).scalar() or 0)
+    if dialect == "postgresql":
+        seq = conn.execute(
+            text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": q, "c": column}
+        ).scalar()
+        if seq:
+            last = conn.execute(text(f"SELECT last_value FROM {seq}")).scalar()
+            high = max(high, int(last or 0))
+    elif dialect == "sqlite":
+        has = conn.execute(
+            text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'")
+        ).first()
+        if has:
+            seq = conn.execute(
+                text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table}
+            ).scalar()
+            high = max(high, int(seq or 0))
+    return high
+
+
+def sync_sequences(pipe: Pipeline, headroom: int = 1000) -> dict[str, int]:
+    """Before write ownership moves to the pipeline's target: move each target table's id
+    sequence (PostgreSQL serial/identity) past every id the source has handed out, plus
+    `headroom` for creates still in flight on the source side (they arrive through CDC with
+    their own ids and must not collide with ids the new owner hands out).
+
+    CDC inserts rows with explicit ids, which never advances a PostgreSQL sequence; SQLite
+    targets need nothing (their next id is max(id) + 1). Returns {target table: next id}.
+    """
+    from sqlalchemy import text
+
+    target = make_engine(pipe.target_url)
+    if target.dialect.name != "postgresql":
+        target.dispose()
+        return {}
+    source = make_engine(pipe.source_url)
+    out: dict[str, int] = {}
+    try:
+        with source.connect() as sconn, target.begin() as tconn:
+            for tm in pipe.mapping.tables:
+                if len(tm.key) != 1:
+                    continue
+                tq = '"' + tm.target.replace('"', '""') + '"'
+                seq = tconn.execute(
+                    text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": tq, "c": tm.key[0]}
+                ).scalar()
+                if not seq:
+                    continue
+                src = _high_water(sconn, source.dialect.name, tm.source, tm.source_key[0])
+                tgt = _high_water(tconn, "postgresql", tm.target, tm.key[0])
+                value = max(src + headroom, tgt)
+                tconn.execute(text("SELECT setval(:s, :v)"), {"s": seq, "v": value})
+                out[tm.target] = value + 1
+    finally:
+        source.dispose()
+        target.dispose()
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # lag and draining
 
@@ -868,4 +934,6 @@ def service_of_table(m: Manifest, table: str) -> ServiceSpec | None:
 
 def plain_engine(url: str) -> Engine:
     """An engine without the CDC pragmas (for short administrative reads)."""
-    return create_engine(url)
+    from shoplib.db import make_engine as plain
+
+    return plain(url)

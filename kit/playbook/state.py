@@ -223,6 +223,10 @@ def _engine(url: str) -> Engine:
         if db and db != ":memory:" and not db.startswith("file:"):
             Path(db).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    if parsed.get_backend_name() != "sqlite":
+        from shoplib.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
+
+        return make_engine(url, **kwargs)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
 

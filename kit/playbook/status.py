@@ -45,6 +45,9 @@ class TableLag:
     events: int | None
     seconds: float | None
     dead_letters: int | None
+    snapshot: str | None = None
+    slot_lag_bytes: int | None = None  # PostgreSQL source: WAL its replication slot holds
+    group_lag: int | None = None  # Kafka: published − offsets the sink group committed
 
 
 @dataclass
@@ -109,7 +112,17 @@ def collect_status(pb: Playbook) -> Status:
             try:
                 for x in pb.lag(name, direction):
                     out.lag.append(
-                        TableLag(name, direction, x.table, x.events, x.seconds, x.dead_letters)
+                        TableLag(
+                            name,
+                            direction,
+                            x.table,
+                            x.events,
+                            x.seconds,
+                            x.dead_letters,
+                            x.snapshot,
+                            x.slot_lag_bytes,
+                            x.group_lag,
+                        )
                     )
             except Exception as exc:  # noqa: BLE001
                 out.notes.append(f"{direction} CDC lag of {name}: {exc}")
