@@ -33,6 +33,7 @@ use one active member per group, and separate groups to fan out.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -40,7 +41,7 @@ import sqlite3
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,37 @@ def _scan(buf: bytes | memoryview, start: int = 0):
         value = None if vlen < 0 else bytes(body[p : p + vlen])
         yield pos, end, offset, ts, key, value
         pos = end
+
+
+def _message_maker() -> Callable[[str, int, int, bytes | None, bytes | None, int], Message]:
+    """A Message constructor for the read loop, without the frozen dataclass __init__.
+
+    The generated __init__ sets each field through object.__setattr__; filling the instance
+    dict directly gives the same (still frozen, equal, hashable) object at half the cost. Falls
+    back to Message itself should the port's class change shape.
+    """
+    names = tuple(f.name for f in dataclasses.fields(Message))
+    if (
+        names != ("topic", "partition", "offset", "key", "value", "timestamp_ms")
+        or hasattr(Message, "__post_init__")
+        or "__slots__" in vars(Message)
+    ):
+        return Message
+    new = object.__new__
+
+    def make(
+        topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int
+    ) -> Message:
+        m = new(Message)
+        vars(m).update(
+            topic=topic, partition=partition, offset=offset, key=key, value=value, timestamp_ms=ts
+        )
+        return m
+
+    return make
+
+
+_new_message = _message_maker()
 
 
 def _segments(pdir: Path) -> list[int]:
@@ -408,7 +440,7 @@ class _PartitionReader:
                 value = None if vlen < 0 else buf[p : p + vlen]
                 consumed = end
                 if offset >= self.next_offset:
-                    out.append(Message(topic, partition, offset, key, value, ts))
+                    out.append(_new_message(topic, partition, offset, key, value, ts))
                     self.next_offset = offset + 1
                     if len(out) >= limit:
                         break
