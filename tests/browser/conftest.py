@@ -32,8 +32,10 @@ from strangler_proxy.bootstrap import bootstrap
 from strangler_proxy.dashboard.adapters import StatsStoreParity
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One browser per module: sync Playwright keeps an event loop running until it closes,
+    which would break later tests that call asyncio.run()."""
     path = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -47,7 +49,7 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_upstreams() -> Iterator[dict[str, Upstream]]:
     started: dict[str, Upstream] = {}
     try:
