@@ -19,7 +19,6 @@ Unknown names raise UnknownDatabase (a ValueError) listing the known ones.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from shoplib.config import env_database_url
 from shoplib.db import make_engine
 
 
@@ -74,8 +74,7 @@ def version_table(name: str) -> str:
 
 def default_url(name: str, env: Mapping[str, str] | None = None) -> str:
     """`<NAME>_DATABASE_URL` from the environment, else `sqlite:///var/<name>.db`."""
-    source = os.environ if env is None else env
-    return source.get(f"{name.upper()}_DATABASE_URL") or f"sqlite:///var/{name}.db"
+    return env_database_url(f"{name.upper()}_DATABASE_URL", f"sqlite:///var/{name}.db", env)
 
 
 def _ensure_sqlite_folder(url: str) -> None:

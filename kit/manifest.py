@@ -906,52 +906,39 @@ def _mapping_problems(
 ) -> list[Problem]:
     problems: list[Problem] = []
     here = f"{where}.mapping"
+
+    def add(text: str) -> None:
+        problems.append(Problem(here, text))
+
+    def lacks(columns: set[str] | None, name: str) -> bool:
+        """True only when the schema is known (not None) and has no such column."""
+        return columns is not None and name not in columns
+
     for tm in mapping.tables:
         src_cols = mono.get(tm.source) if mono is not None else None
         tgt_cols = svc.get(tm.target) if svc is not None else None
+        forward, reverse = f"{tm.source} -> {tm.target}", f"{tm.source} [reverse]"
         if svc is not None and tgt_cols is None:
-            problems.append(
-                Problem(
-                    here,
-                    f"{tm.source} -> {tm.target}: target table {tm.target!r} is not in the "
-                    f"service schema ({svc_source})",
-                )
+            add(
+                f"{forward}: target table {tm.target!r} is not in the service schema ({svc_source})"
             )
         for c in tm.columns:
-            if tgt_cols is not None and c.target not in tgt_cols:
-                problems.append(
-                    Problem(
-                        here,
-                        f"{tm.source} -> {tm.target}: mapping to a missing column "
-                        f"{tm.target}.{c.target} ({svc_source})",
-                    )
-                )
+            if lacks(tgt_cols, c.target):
+                add(f"{forward}: mapping to a missing column {tm.target}.{c.target} ({svc_source})")
             for src in c.sources:
-                if src_cols is not None and src not in src_cols:
-                    problems.append(
-                        Problem(
-                            here,
-                            f"{tm.source} -> {tm.target}: column {c.target!r} reads missing "
-                            f"monolith column {tm.source}.{src} ({mono_source})",
-                        )
+                if lacks(src_cols, src):
+                    add(
+                        f"{forward}: column {c.target!r} reads missing "
+                        f"monolith column {tm.source}.{src} ({mono_source})"
                     )
         for c in tm.reverse:
-            if src_cols is not None and c.target not in src_cols:
-                problems.append(
-                    Problem(
-                        here,
-                        f"{tm.source} [reverse]: writes missing monolith column "
-                        f"{tm.source}.{c.target}",
-                    )
-                )
+            if lacks(src_cols, c.target):
+                add(f"{reverse}: writes missing monolith column {tm.source}.{c.target}")
             for src in c.sources:
-                if tgt_cols is not None and src not in tgt_cols:
-                    problems.append(
-                        Problem(
-                            here,
-                            f"{tm.source} [reverse]: column {c.target!r} reads missing service "
-                            f"column {tm.target}.{src}",
-                        )
+                if lacks(tgt_cols, src):
+                    add(
+                        f"{reverse}: column {c.target!r} reads missing service "
+                        f"column {tm.target}.{src}"
                     )
         if src_cols is not None:
             carried = {c.target for c in tm.reverse} | {
@@ -959,12 +946,9 @@ def _mapping_problems(
             }
             missing = sorted(src_cols - carried - set(tm.drop))
             if missing:
-                problems.append(
-                    Problem(
-                        here,
-                        f"{tm.source} [reverse]: monolith column(s) {', '.join(missing)} get no "
-                        "value after write cut-over: add them to [tables.reverse]",
-                    )
+                add(
+                    f"{reverse}: monolith column(s) {', '.join(missing)} get no "
+                    "value after write cut-over: add them to [tables.reverse]"
                 )
     return problems
 

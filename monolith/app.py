@@ -15,10 +15,7 @@ from monolith.inventory.views import inventory_blueprint
 from monolith.openapi import openapi_document
 from monolith.orders.views import orders_blueprint
 from monolith.reports.views import reports_blueprint
-from monolith.web import BoundedIntConverter
-from shoplib.app import configure_json_app
-from shoplib.db import Database
-from shoplib.openapi import openapi_blueprint
+from shoplib.app import build_app
 
 BLUEPRINTS = (
     catalog_blueprint,
@@ -32,13 +29,10 @@ BLUEPRINTS = (
 def create_app(config: MonolithConfig | None = None) -> Flask:
     """Build the shop app; `config=None` reads the environment."""
     config = config or MonolithConfig.from_env()
-    app = Flask("monolith")
-    app.config["DATABASE_URL"] = config.database_url
-    app.config["MONOLITH"] = config
-    app.url_map.converters["int"] = BoundedIntConverter
-    configure_json_app(app)
-    Database(app)
-    for make_blueprint in BLUEPRINTS:
-        app.register_blueprint(make_blueprint())
-    app.register_blueprint(openapi_blueprint(openapi_document))
-    return app
+    return build_app(
+        "monolith",
+        config.database_url,
+        [make_blueprint() for make_blueprint in BLUEPRINTS],
+        openapi_document,
+        {"MONOLITH": config},
+    )

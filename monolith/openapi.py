@@ -301,6 +301,74 @@ class Endpoint:
     errors: tuple[int, ...] = ()
 
 
+def _list(
+    path: str,
+    operation_id: str,
+    summary: str,
+    tag: str,
+    item: str,
+    sorts: tuple[str, ...],
+    *filters: Schema,
+) -> Endpoint:
+    """`GET <collection>`: a page of `item`s, sortable by `sorts`, narrowed by `filters`."""
+    return Endpoint(
+        "get",
+        path,
+        operation_id,
+        summary,
+        tag,
+        response=page_of(item),
+        errors=READ_ERRORS,
+        params=[*list_params(sorts), *filters],
+    )
+
+
+def _get_one(path: str, operation_id: str, summary: str, tag: str, response: str) -> Endpoint:
+    """`GET <path>/{id}`: one resource by id, 404 when unknown."""
+    param = path[path.rindex("{") + 1 : -1]
+    return Endpoint(
+        "get",
+        path,
+        operation_id,
+        summary,
+        tag,
+        response=response,
+        params=[path_id(param)],
+        errors=ITEM_ERRORS,
+    )
+
+
+def _create(
+    path: str, operation_id: str, summary: str, tag: str, item: str, errors: tuple[int, ...]
+) -> Endpoint:
+    """`POST <collection>`: 201 with the created `item` from an `<item>Create` body."""
+    return Endpoint(
+        "post",
+        path,
+        operation_id,
+        summary,
+        tag,
+        ok=201,
+        response=item,
+        body=f"{item}Create",
+        errors=errors,
+    )
+
+
+def _order_transition(action: str, summary: str) -> Endpoint:
+    """`POST /orders/{id}/<action>`: a state change of one order (404 unknown, 409 refused)."""
+    return Endpoint(
+        "post",
+        f"/orders/{{id}}/{action}",
+        f"{action}Order",
+        summary,
+        "orders",
+        response="Order",
+        params=[path_id("id")],
+        errors=(404, 409),
+    )
+
+
 _CATEGORY_SORTS = ("id", "name")
 _PRODUCT_SORTS = ("id", "name", "price", "created_at")
 _CUSTOMER_SORTS = ("id", "name", "email", "created_at")
@@ -318,75 +386,36 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         response="Ready",
         errors=(503,),
     ),
-    Endpoint(
-        "get",
+    _list(
         "/categories",
         "listCategories",
         "List categories",
         "catalog",
-        response=page_of("Category"),
-        errors=READ_ERRORS,
-        params=[*list_params(_CATEGORY_SORTS), query("parent_id", _ID, "only children of")],
+        "Category",
+        _CATEGORY_SORTS,
+        query("parent_id", _ID, "only children of"),
     ),
-    Endpoint(
-        "post",
-        "/categories",
-        "createCategory",
-        "Create a category",
-        "catalog",
-        ok=201,
-        response="Category",
-        body="CategoryCreate",
-        errors=WRITE_ERRORS,
+    _create(
+        "/categories", "createCategory", "Create a category", "catalog", "Category", WRITE_ERRORS
     ),
-    Endpoint(
-        "get",
-        "/categories/{id}",
-        "getCategory",
-        "Get a category",
-        "catalog",
-        response="Category",
-        params=[path_id("id")],
-        errors=ITEM_ERRORS,
-    ),
-    Endpoint(
-        "get",
+    _get_one("/categories/{id}", "getCategory", "Get a category", "catalog", "Category"),
+    _list(
         "/products",
         "listProducts",
         "List products",
         "catalog",
-        response=page_of("Product"),
-        errors=READ_ERRORS,
-        params=[
-            *list_params(_PRODUCT_SORTS),
-            query("category_id", _ID, "only products of this category"),
-            query("active", {"type": "boolean"}, "true or false"),
-            query("min_price", {"type": "integer", "minimum": 0}, "minimum price in cents"),
-            query("max_price", {"type": "integer", "minimum": 0}, "maximum price in cents"),
-            query("q", _STR, "case-insensitive substring of the name"),
-        ],
+        "Product",
+        _PRODUCT_SORTS,
+        query("category_id", _ID, "only products of this category"),
+        query("active", {"type": "boolean"}, "true or false"),
+        query("min_price", {"type": "integer", "minimum": 0}, "minimum price in cents"),
+        query("max_price", {"type": "integer", "minimum": 0}, "maximum price in cents"),
+        query("q", _STR, "case-insensitive substring of the name"),
     ),
-    Endpoint(
-        "post",
-        "/products",
-        "createProduct",
-        "Create a product",
-        "catalog",
-        ok=201,
-        response="Product",
-        body="ProductCreate",
-        errors=(*WRITE_ERRORS, 409),
+    _create(
+        "/products", "createProduct", "Create a product", "catalog", "Product", (*WRITE_ERRORS, 409)
     ),
-    Endpoint(
-        "get",
-        "/products/{id}",
-        "getProduct",
-        "Get a product",
-        "catalog",
-        response="Product",
-        params=[path_id("id")],
-        errors=ITEM_ERRORS,
-    ),
+    _get_one("/products/{id}", "getProduct", "Get a product", "catalog", "Product"),
     Endpoint(
         "patch",
         "/products/{id}",
@@ -408,41 +437,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=[path_id("id")],
         errors=(404, 409),
     ),
-    Endpoint(
-        "get",
+    _list(
         "/customers",
         "listCustomers",
         "List customers",
         "customers",
-        response=page_of("Customer"),
-        errors=READ_ERRORS,
-        params=[
-            *list_params(_CUSTOMER_SORTS),
-            query("email", _STR, "exact email, case-insensitive"),
-            query("q", _STR, "case-insensitive substring of the name"),
-        ],
+        "Customer",
+        _CUSTOMER_SORTS,
+        query("email", _STR, "exact email, case-insensitive"),
+        query("q", _STR, "case-insensitive substring of the name"),
     ),
-    Endpoint(
-        "post",
+    _create(
         "/customers",
         "createCustomer",
         "Create a customer",
         "customers",
-        ok=201,
-        response="Customer",
-        body="CustomerCreate",
-        errors=(*WRITE_ERRORS, 409),
+        "Customer",
+        (*WRITE_ERRORS, 409),
     ),
-    Endpoint(
-        "get",
-        "/customers/{id}",
-        "getCustomer",
-        "Get a customer",
-        "customers",
-        response="Customer",
-        params=[path_id("id")],
-        errors=ITEM_ERRORS,
-    ),
+    _get_one("/customers/{id}", "getCustomer", "Get a customer", "customers", "Customer"),
     Endpoint(
         "patch",
         "/customers/{id}",
@@ -464,29 +477,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=[path_id("id")],
         errors=ITEM_ERRORS,
     ),
-    Endpoint(
-        "get",
+    _list(
         "/inventory",
         "listStock",
         "List stock levels",
         "inventory",
-        response=page_of("Stock"),
-        errors=READ_ERRORS,
-        params=[
-            *list_params(_STOCK_SORTS),
-            query("below", {"type": "integer", "minimum": 0}, "only rows with available < n"),
-        ],
+        "Stock",
+        _STOCK_SORTS,
+        query("below", {"type": "integer", "minimum": 0}, "only rows with available < n"),
     ),
-    Endpoint(
-        "get",
-        "/inventory/{product_id}",
-        "getStock",
-        "Stock of one product",
-        "inventory",
-        response="Stock",
-        params=[path_id("product_id")],
-        errors=ITEM_ERRORS,
-    ),
+    _get_one("/inventory/{product_id}", "getStock", "Stock of one product", "inventory", "Stock"),
     Endpoint(
         "put",
         "/inventory/{product_id}",
@@ -509,75 +509,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         params=[path_id("product_id")],
         errors=(*WRITE_ERRORS, 404, 409),
     ),
-    Endpoint(
-        "get",
+    _list(
         "/orders",
         "listOrders",
         "List orders",
         "orders",
-        response=page_of("Order"),
-        errors=READ_ERRORS,
-        params=[
-            *list_params(_ORDER_SORTS),
-            query("customer_id", _ID, "only this customer's orders"),
-            query(
-                "status",
-                {"type": "string", "enum": ["pending", "paid", "shipped", "cancelled"]},
-                "only orders in this status",
-            ),
-        ],
+        "Order",
+        _ORDER_SORTS,
+        query("customer_id", _ID, "only this customer's orders"),
+        query(
+            "status",
+            {"type": "string", "enum": ["pending", "paid", "shipped", "cancelled"]},
+            "only orders in this status",
+        ),
     ),
-    Endpoint(
-        "post",
+    _create(
         "/orders",
         "placeOrder",
         "Place an order, reserving stock for every line",
         "orders",
-        ok=201,
-        response="Order",
-        body="OrderCreate",
-        errors=(*WRITE_ERRORS, 409),
+        "Order",
+        (*WRITE_ERRORS, 409),
     ),
-    Endpoint(
-        "get",
-        "/orders/{id}",
-        "getOrder",
-        "Get an order",
-        "orders",
-        response="Order",
-        params=[path_id("id")],
-        errors=ITEM_ERRORS,
-    ),
-    Endpoint(
-        "post",
-        "/orders/{id}/pay",
-        "payOrder",
-        "pending → paid",
-        "orders",
-        response="Order",
-        params=[path_id("id")],
-        errors=(404, 409),
-    ),
-    Endpoint(
-        "post",
-        "/orders/{id}/ship",
-        "shipOrder",
-        "paid → shipped (commits stock)",
-        "orders",
-        response="Order",
-        params=[path_id("id")],
-        errors=(404, 409),
-    ),
-    Endpoint(
-        "post",
-        "/orders/{id}/cancel",
-        "cancelOrder",
-        "pending|paid → cancelled (releases stock)",
-        "orders",
-        response="Order",
-        params=[path_id("id")],
-        errors=(404, 409),
-    ),
+    _get_one("/orders/{id}", "getOrder", "Get an order", "orders", "Order"),
+    _order_transition("pay", "pending → paid"),
+    _order_transition("ship", "paid → shipped (commits stock)"),
+    _order_transition("cancel", "pending|paid → cancelled (releases stock)"),
     Endpoint(
         "get",
         "/reports/sales-by-category",

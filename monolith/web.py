@@ -5,23 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Request, Response, jsonify, request
-from werkzeug.routing import IntegerConverter
 
 from monolith.db import MAX_INT
 from shoplib.pagination import PageRequest, page_envelope
 from shoplib.validation import Check
-
-
-class BoundedIntConverter(IntegerConverter):
-    """`<int:...>` that only matches ids a database integer column can hold.
-
-    Larger ids cannot exist; refusing them in routing keeps them from reaching the driver
-    (where SQLite raises OverflowError) and answers the usual 404.
-    """
-
-    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002
-        kwargs.setdefault("max", MAX_INT)
-        super().__init__(map, *args, **kwargs)
 
 
 def between(low: int, high: int) -> Check:

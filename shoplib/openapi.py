@@ -39,3 +39,114 @@ def undocumented_routes(app: Flask, document: dict[str, Any]) -> list[str]:
             if method.lower() not in described:
                 missing.append(f"{method} {rule.rule}")
     return missing
+
+
+# --- building a service's document -------------------------------------------------------
+# The extracted services describe their endpoints with the same small vocabulary; these
+# helpers are that vocabulary, so each service's `openapi.py` only lists what it owns.
+
+Schema = dict[str, Any]
+
+
+def error_schema() -> Schema:
+    """The contract's error body `{"error": {"code", "message", "fields"?}}`."""
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            }
+        },
+    }
+
+
+def money_schema() -> Schema:
+    """Money as `{cents, currency}`."""
+    return {
+        "type": "object",
+        "required": ["cents", "currency"],
+        "properties": {
+            "cents": {"type": "integer", "minimum": 0},
+            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        },
+    }
+
+
+def schema_ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def page_of(schema: str) -> Schema:
+    """The pagination envelope `{items, page, per_page, total, next, prev}` of `schema`."""
+    return {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": schema_ref(schema)},
+            "page": {"type": "integer"},
+            "per_page": {"type": "integer"},
+            "total": {"type": "integer"},
+            "next": {"type": ["string", "null"]},
+            "prev": {"type": ["string", "null"]},
+        },
+    }
+
+
+def json_response(schema: str | Schema, description: str = "OK") -> Schema:
+    """A JSON response whose body is `schema` (a component name or an inline schema)."""
+    body = schema_ref(schema) if isinstance(schema, str) else schema
+    return {"description": description, "content": {"application/json": {"schema": body}}}
+
+
+def error_responses(*statuses: int) -> Schema:
+    return {str(status): json_response("Error", "error") for status in statuses}
+
+
+def query_param(name: str, kind: str = "integer") -> Schema:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
+
+
+def path_id(name: str) -> Schema:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def list_params() -> list[Schema]:
+    """`page`, `per_page` and `sort`, which every list endpoint takes."""
+    return [query_param("page"), query_param("per_page"), query_param("sort", "string")]
+
+
+def json_body() -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def service_document(
+    title: str,
+    paths: dict[str, Schema],
+    schemas: dict[str, Schema],
+    health_schema: Schema | None = None,
+) -> dict[str, Any]:
+    """A service's whole document: `/healthz` and `/readyz`, then its own `paths`."""
+    health = {"type": "object"} if health_schema is None else health_schema
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "1.0.0"},
+        "paths": {
+            "/healthz": {
+                "get": {"summary": "liveness", "responses": {"200": json_response(health)}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "readiness (database answers)",
+                    "responses": {"200": json_response(health), "503": json_response(health)},
+                }
+            },
+            **paths,
+        },
+        "components": {"schemas": schemas},
+    }

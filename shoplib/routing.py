@@ -3,7 +3,7 @@
 `<int:...>` path segments are bounded to what a database integer column can hold (PostgreSQL
 int4); larger ids cannot exist, and refusing them in routing keeps them from reaching the
 driver (where SQLite raises OverflowError) and answers the usual 404 "no such resource" —
-the same body the monolith gives (`monolith.web.BoundedIntConverter` has the same bound).
+the same body on the monolith and on every service (all use `shoplib.app.build_app`).
 """
 
 from __future__ import annotations

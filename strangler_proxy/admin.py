@@ -27,8 +27,31 @@ RUNTIME_KEY: web.AppKey[ProxyRuntime] = web.AppKey("runtime")
 _OPEN_PATHS = frozenset({"/healthz"})
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
+def json_error(status: int, code: str, message: str) -> web.Response:
+    """The kit's JSON error body `{"error": {"code", "message"}}` (admin API and dashboard)."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def bad_request(code: str, message: str) -> web.HTTPBadRequest:
+    """The same error body as a 400 to raise from deep inside a handler."""
+    return web.HTTPBadRequest(
+        text=json.dumps({"error": {"code": code, "message": message}}),
+        content_type="application/json",
+    )
+
+
+async def read_json_object(request: web.Request, malformed: str | None = None) -> dict[str, Any]:
+    """The request's JSON body, which must be an object; 400 `malformed_json` otherwise.
+
+    `malformed` replaces the parser's own message when the body is not JSON at all.
+    """
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request("malformed_json", malformed or str(exc)) from exc
+    if not isinstance(data, dict):
+        raise bad_request("malformed_json", "body must be a JSON object")
+    return data
 
 
 def make_auth_middleware(
@@ -51,11 +74,11 @@ def make_auth_middleware(
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
-            resp = _error(401, "unauthorized", "missing bearer token")
+            resp = json_error(401, "unauthorized", "missing bearer token")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="strangler-proxy"'
             return resp
         if not hmac.compare_digest(given.strip().encode(), expected):
-            resp = _error(401, "unauthorized", "invalid bearer token")
+            resp = json_error(401, "unauthorized", "invalid bearer token")
             resp.headers["WWW-Authenticate"] = (
                 'Bearer realm="strangler-proxy", error="invalid_token"'
             )
@@ -65,33 +88,10 @@ def make_auth_middleware(
     return auth
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"code": "malformed_json", "message": str(exc)}}),
-            content_type="application/json",
-        ) from exc
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {"error": {"code": "malformed_json", "message": "body must be a JSON object"}}
-            ),
-            content_type="application/json",
-        )
-    return data
-
-
 def _limit(request: web.Request, default: int) -> int:
     raw = request.query.get("limit", str(default))
     if not raw.isdigit() or not 1 <= int(raw) <= 10000:
-        raise web.HTTPBadRequest(
-            text=json.dumps(
-                {"error": {"code": "invalid_query", "message": "limit must be 1..10000"}}
-            ),
-            content_type="application/json",
-        )
+        raise bad_request("invalid_query", "limit must be 1..10000")
     return int(raw)
 
 
@@ -126,19 +126,19 @@ _SET_FIELDS = {
 
 async def put_routes(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
-    data = await _json_body(request)
+    data = await read_json_object(request)
     unknown = sorted(set(data) - _SET_FIELDS)
     if unknown:
-        return _error(422, "validation_error", f"unknown fields: {', '.join(unknown)}")
+        return json_error(422, "validation_error", f"unknown fields: {', '.join(unknown)}")
     methods = data.get("methods") or data.get("method")
     for name in ("path", "mode"):
         if not isinstance(data.get(name), str):
-            return _error(422, "validation_error", f"{name} is required (string)")
+            return json_error(422, "validation_error", f"{name} is required (string)")
     if not methods or not isinstance(methods, str | list):
-        return _error(422, "validation_error", "method is required (string or list)")
+        return json_error(422, "validation_error", "method is required (string or list)")
     for name in ("force", "fallback", "shadow_writes"):
         if name in data and not isinstance(data[name], bool):
-            return _error(422, "validation_error", f"{name} must be a boolean")
+            return json_error(422, "validation_error", f"{name} must be a boolean")
     try:
         result = await asyncio.to_thread(
             runtime.route_service.set_route,
@@ -155,20 +155,20 @@ async def put_routes(request: web.Request) -> web.Response:
             sticky_cookie=data.get("sticky_cookie"),
         )
     except UnknownRouteError as exc:
-        return _error(404, "unknown_route", str(exc))
+        return json_error(404, "unknown_route", str(exc))
     except UnknownServiceError as exc:
-        return _error(422, "unknown_service", str(exc))
+        return json_error(422, "unknown_service", str(exc))
     except ChangeRefused as exc:
-        return _error(409, exc.code, str(exc))
+        return json_error(409, exc.code, str(exc))
     except RouteError as exc:
-        return _error(422, "invalid_route", str(exc))
+        return json_error(422, "invalid_route", str(exc))
     await runtime.reload()
     return web.json_response(result.to_dict())
 
 
 async def post_reset(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
-    data = await _json_body(request) if request.can_read_body else {}
+    data = await read_json_object(request) if request.can_read_body else {}
     version = await asyncio.to_thread(
         runtime.route_service.reset,
         actor=str(data.get("actor", "admin-api")),

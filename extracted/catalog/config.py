@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from shoplib.config import DatabaseConfig, env_database_url_factory
 
 DEFAULT_DATABASE_URL = "sqlite:///var/catalog.db"
 
 
-def _env_database_url() -> str:
-    return os.environ.get("CATALOG_DATABASE_URL") or DEFAULT_DATABASE_URL
-
-
 @dataclass(frozen=True)
-class CatalogConfig:
-    """Where the catalog's own database lives; validated when built so typos fail early."""
+class CatalogConfig(DatabaseConfig):
+    """Where the catalog's own database lives (`CATALOG_DATABASE_URL`); validated when built."""
 
-    database_url: str = field(default_factory=_env_database_url)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.database_url, str) or not self.database_url:
-            raise ValueError("database_url must be a non-empty SQLAlchemy URL")
-        try:
-            make_url(self.database_url)
-        except ArgumentError as error:
-            raise ValueError(f"database_url is not a valid SQLAlchemy URL: {error}") from None
+    database_url: str = field(
+        default_factory=env_database_url_factory("CATALOG_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )

@@ -4,29 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-MONEY = {
-    "type": "object",
-    "required": ["cents", "currency"],
-    "properties": {
-        "cents": {"type": "integer", "minimum": 0},
-        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-    },
-}
-ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
-        }
-    },
-}
+from shoplib import openapi as oa
+
 CATEGORY = {
     "type": "object",
     "properties": {
@@ -52,117 +31,85 @@ PRODUCT = {
 }
 
 
-def _page_of(schema: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{schema}"}},
-            "page": {"type": "integer"},
-            "per_page": {"type": "integer"},
-            "total": {"type": "integer"},
-            "next": {"type": ["string", "null"]},
-            "prev": {"type": ["string", "null"]},
-        },
-    }
-
-
-def _json(schema: str | dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
-    return {"description": description, "content": {"application/json": {"schema": ref}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(status): _json("Error", "error") for status in statuses}
-
-
-def _query(name: str, kind: str = "integer") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}}
-
-
-def _id(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-
-
-_LIST_PARAMS = [_query("page"), _query("per_page"), _query("sort", "string")]
-
-
 def openapi_document() -> dict[str, Any]:
     """The document served at `/openapi.json`."""
-    body = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
-    health = {"get": {"summary": "liveness", "responses": {"200": _json({"type": "object"})}}}
-    ready = {
-        "get": {
-            "summary": "readiness (database answers)",
-            "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"})},
-        }
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "catalog service", "version": "1.0.0"},
-        "paths": {
-            "/healthz": health,
-            "/readyz": ready,
-            "/categories": {
-                "get": {
-                    "summary": "list categories (sort id, name; filter parent_id)",
-                    "parameters": [*_LIST_PARAMS, _query("parent_id")],
-                    "responses": {"200": _json(_page_of("Category")), **_errors(400)},
-                },
-                "post": {
-                    "summary": "create a category",
-                    "requestBody": body,
-                    "responses": {"201": _json("Category", "created"), **_errors(400, 415, 422)},
+    paths = {
+        "/categories": {
+            "get": {
+                "summary": "list categories (sort id, name; filter parent_id)",
+                "parameters": [*oa.list_params(), oa.query_param("parent_id")],
+                "responses": {
+                    "200": oa.json_response(oa.page_of("Category")),
+                    **oa.error_responses(400),
                 },
             },
-            "/categories/{category_id}": {
-                "get": {
-                    "summary": "one category",
-                    "parameters": [_id("category_id")],
-                    "responses": {"200": _json("Category"), **_errors(404)},
-                }
-            },
-            "/products": {
-                "get": {
-                    "summary": "list products (sort id, name, price, created_at)",
-                    "parameters": [
-                        *_LIST_PARAMS,
-                        _query("category_id"),
-                        _query("active", "boolean"),
-                        _query("min_price"),
-                        _query("max_price"),
-                        _query("q", "string"),
-                    ],
-                    "responses": {"200": _json(_page_of("Product")), **_errors(400)},
-                },
-                "post": {
-                    "summary": "create a product",
-                    "requestBody": body,
-                    "responses": {
-                        "201": _json("Product", "created"),
-                        **_errors(400, 409, 415, 422),
-                    },
-                },
-            },
-            "/products/{product_id}": {
-                "get": {
-                    "summary": "one product",
-                    "parameters": [_id("product_id")],
-                    "responses": {"200": _json("Product"), **_errors(404)},
-                },
-                "patch": {
-                    "summary": "change name, description, category_id, price or active",
-                    "parameters": [_id("product_id")],
-                    "requestBody": body,
-                    "responses": {"200": _json("Product"), **_errors(400, 404, 415, 422)},
-                },
-                "delete": {
-                    "summary": "delete an inactive product",
-                    "parameters": [_id("product_id")],
-                    "responses": {"204": {"description": "deleted"}, **_errors(404, 409)},
+            "post": {
+                "summary": "create a category",
+                "requestBody": oa.json_body(),
+                "responses": {
+                    "201": oa.json_response("Category", "created"),
+                    **oa.error_responses(400, 415, 422),
                 },
             },
         },
-        "components": {
-            "schemas": {"Money": MONEY, "Error": ERROR, "Category": CATEGORY, "Product": PRODUCT}
+        "/categories/{category_id}": {
+            "get": {
+                "summary": "one category",
+                "parameters": [oa.path_id("category_id")],
+                "responses": {"200": oa.json_response("Category"), **oa.error_responses(404)},
+            }
+        },
+        "/products": {
+            "get": {
+                "summary": "list products (sort id, name, price, created_at)",
+                "parameters": [
+                    *oa.list_params(),
+                    oa.query_param("category_id"),
+                    oa.query_param("active", "boolean"),
+                    oa.query_param("min_price"),
+                    oa.query_param("max_price"),
+                    oa.query_param("q", "string"),
+                ],
+                "responses": {
+                    "200": oa.json_response(oa.page_of("Product")),
+                    **oa.error_responses(400),
+                },
+            },
+            "post": {
+                "summary": "create a product",
+                "requestBody": oa.json_body(),
+                "responses": {
+                    "201": oa.json_response("Product", "created"),
+                    **oa.error_responses(400, 409, 415, 422),
+                },
+            },
+        },
+        "/products/{product_id}": {
+            "get": {
+                "summary": "one product",
+                "parameters": [oa.path_id("product_id")],
+                "responses": {"200": oa.json_response("Product"), **oa.error_responses(404)},
+            },
+            "patch": {
+                "summary": "change name, description, category_id, price or active",
+                "parameters": [oa.path_id("product_id")],
+                "requestBody": oa.json_body(),
+                "responses": {
+                    "200": oa.json_response("Product"),
+                    **oa.error_responses(400, 404, 415, 422),
+                },
+            },
+            "delete": {
+                "summary": "delete an inactive product",
+                "parameters": [oa.path_id("product_id")],
+                "responses": {"204": {"description": "deleted"}, **oa.error_responses(404, 409)},
+            },
         },
     }
+    schemas = {
+        "Money": oa.money_schema(),
+        "Error": oa.error_schema(),
+        "Category": CATEGORY,
+        "Product": PRODUCT,
+    }
+    return oa.service_document("catalog service", paths, schemas)

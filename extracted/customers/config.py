@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from shoplib.config import DatabaseConfig, env_database_url_factory
 
 DEFAULT_DATABASE_URL = "sqlite:///var/customers.db"
 
 
-def _env_database_url() -> str:
-    return os.environ.get("CUSTOMERS_DATABASE_URL") or DEFAULT_DATABASE_URL
-
-
 @dataclass(frozen=True)
-class CustomersConfig:
-    """Where the customers service's own database lives; validated when built so typos fail early."""
+class CustomersConfig(DatabaseConfig):
+    """Where the customers service's own database lives (`CUSTOMERS_DATABASE_URL`)."""
 
-    database_url: str = field(default_factory=_env_database_url)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.database_url, str) or not self.database_url:
-            raise ValueError("database_url must be a non-empty SQLAlchemy URL")
-        try:
-            make_url(self.database_url)
-        except ArgumentError as error:
-            raise ValueError(f"database_url is not a valid SQLAlchemy URL: {error}") from None
+    database_url: str = field(
+        default_factory=env_database_url_factory("CUSTOMERS_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )

@@ -31,6 +31,16 @@ def _url(database: str, url: str | None) -> str:
     return url or alembic_runner.default_url(database)
 
 
+def _migrate(
+    move: Callable[[str, str, str], None], database: str, url: str | None, revision: str, verb: str
+) -> None:
+    """Move DATABASE to `revision` (up or down), then say where it now is."""
+    target = _url(database, url)
+    _run(lambda: move(database, target, revision))
+    now = _run(lambda: alembic_runner.current(database, target))
+    click.echo(f"{database}: {verb} to {now or '(base)'}")
+
+
 _DATABASE = click.argument("database")
 _URL = click.option(
     "--url", help="Database URL (default: $<NAME>_DATABASE_URL, else sqlite:///var/<name>.db)."
@@ -48,10 +58,7 @@ def cli() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def upgrade(database: str, url: str | None, revision: str) -> None:
     """Upgrade DATABASE (monolith, catalog, customers, ...) to REVISION."""
-    target = _url(database, url)
-    _run(lambda: alembic_runner.upgrade(database, target, revision))
-    current = _run(lambda: alembic_runner.current(database, target))
-    click.echo(f"{database}: upgraded to {current or '(base)'}")
+    _migrate(alembic_runner.upgrade, database, url, revision, "upgraded")
 
 
 @cli.command("downgrade")
@@ -62,10 +69,7 @@ def upgrade(database: str, url: str | None, revision: str) -> None:
 )
 def downgrade(database: str, url: str | None, revision: str) -> None:
     """Downgrade DATABASE to REVISION (default: one step back)."""
-    target = _url(database, url)
-    _run(lambda: alembic_runner.downgrade(database, target, revision))
-    current = _run(lambda: alembic_runner.current(database, target))
-    click.echo(f"{database}: downgraded to {current or '(base)'}")
+    _migrate(alembic_runner.downgrade, database, url, revision, "downgraded")
 
 
 @cli.command("current")

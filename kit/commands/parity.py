@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,31 @@ def _endpoint_filter(endpoints: tuple[str, ...]) -> Callable[[Request], bool] | 
     except RulesError as exc:
         raise click.BadParameter(str(exc), param_hint="--endpoint") from None
     return lambda r: any(p.matches(r.method, r.path) for p in patterns)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a command's requests come from: the options `_source_options` adds."""
+
+    recording: str | None
+    openapi: str | None
+    request_file: str | None
+    ids: tuple[str, ...]
+    endpoints: tuple[str, ...]
+    limit: int | None
+
+    def requests(self, base_url: str, resolver: EndpointResolver) -> list[Request]:
+        """The requests to send (`base_url` supplies the default `<base>/openapi.json`)."""
+        return _requests(
+            base_url=base_url.rstrip("/"),
+            recording=self.recording,
+            openapi=self.openapi,
+            request_file=self.request_file,
+            ids=self.ids,
+            endpoints=self.endpoints,
+            resolver=resolver,
+            limit=self.limit,
+        )
 
 
 def _requests(
@@ -171,9 +198,25 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--limit", type=click.IntRange(min=1), help="Send at most this many requests."
         ),
     ]
+
+    @functools.wraps(func)
+    def with_source(
+        *args: Any,
+        recording: str | None,
+        openapi: str | None,
+        request_file: str | None,
+        ids: tuple[str, ...],
+        endpoints: tuple[str, ...],
+        limit: int | None,
+        **kwargs: Any,
+    ) -> Any:
+        source = _Source(recording, openapi, request_file, ids, endpoints, limit)
+        return func(*args, source=source, **kwargs)
+
+    wrapped: Callable[..., Any] = with_source
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @click.group(name="parity")
@@ -231,12 +274,7 @@ def run_cmd(
     service: str | None,
     control: str | None,
     candidate: str | None,
-    recording: str | None,
-    openapi: str | None,
-    request_file: str | None,
-    ids: tuple[str, ...],
-    endpoints: tuple[str, ...],
-    limit: int | None,
+    source: _Source,
     concurrency: int,
     rules_file: str | None,
     learn_noise: bool,
@@ -253,16 +291,7 @@ def run_cmd(
         raise click.UsageError(f"give --control and --candidate URLs{hint}")
     rules = _load_rules(rules_file)
     resolver = EndpointResolver(rules.endpoint_patterns())
-    reqs = _requests(
-        base_url=control.rstrip("/"),
-        recording=recording,
-        openapi=openapi,
-        request_file=request_file,
-        ids=ids,
-        endpoints=endpoints,
-        resolver=resolver,
-        limit=limit,
-    )
+    reqs = source.requests(control, resolver)
     comparator = Comparator(rules, resolver)
     redactor = Redactor(fields=[*Redactor().field_names, *redact_field])
     try:
@@ -333,12 +362,7 @@ def run_cmd(
 def learn_noise_cmd(
     service: str | None,
     control: str,
-    recording: str | None,
-    openapi: str | None,
-    request_file: str | None,
-    ids: tuple[str, ...],
-    endpoints: tuple[str, ...],
-    limit: int | None,
+    source: _Source,
     repeat: int,
     rules_file: str | None,
     out: str,
@@ -347,16 +371,7 @@ def learn_noise_cmd(
     """Ask the control the same requests several times; save where it disagrees with itself."""
     rules = _load_rules(rules_file)
     resolver = EndpointResolver(rules.endpoint_patterns())
-    reqs = _requests(
-        base_url=control.rstrip("/"),
-        recording=recording,
-        openapi=openapi,
-        request_file=request_file,
-        ids=ids,
-        endpoints=endpoints,
-        resolver=resolver,
-        limit=limit,
-    )
+    reqs = source.requests(control, resolver)
     comparator = Comparator(rules, resolver)
     learner = NoiseLearner(comparator)
     progress = _Progress("learn-noise")
@@ -420,12 +435,7 @@ def learn_noise_cmd(
 def record_cmd(
     service: str | None,
     target: str,
-    recording: str | None,
-    openapi: str | None,
-    request_file: str | None,
-    ids: tuple[str, ...],
-    endpoints: tuple[str, ...],
-    limit: int | None,
+    source: _Source,
     out: str,
     sample_rate: float,
     max_bytes: int,
@@ -434,16 +444,7 @@ def record_cmd(
 ) -> None:
     """Send requests through a URL and record the exchanges (redacted) to a JSON Lines file."""
     resolver = EndpointResolver()
-    reqs = _requests(
-        base_url=target.rstrip("/"),
-        recording=recording,
-        openapi=openapi,
-        request_file=request_file,
-        ids=ids,
-        endpoints=endpoints,
-        resolver=resolver,
-        limit=limit,
-    )
+    reqs = source.requests(target, resolver)
     redactor = Redactor(headers=redact_header, fields=[*Redactor().field_names, *redact_field])
     store = RecordingStore(out, sample_rate=sample_rate, max_bytes=max_bytes, redactor=redactor)
     progress = _Progress("record")

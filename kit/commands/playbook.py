@@ -47,6 +47,15 @@ def _playbook(actor: str | None = None) -> Any:
     return Playbook(manifest(), actor=actor)
 
 
+def _run_on_playbook(actor: str, action: Any) -> None:
+    """`_run(action(pb))` on a playbook acting as `actor`, closed whatever happens."""
+    pb = _playbook(actor)
+    try:
+        _run(lambda: action(pb))
+    finally:
+        pb.close()
+
+
 def _when(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else None
 
@@ -116,11 +125,7 @@ def step(service: str, step: str, force: bool, actor: str) -> None:
 
     Re-running an interrupted or failed step completes it (steps are idempotent).
     """
-    pb = _playbook(actor)
-    try:
-        _run(lambda: pb.step(service, step, force=force, progress=_echo_progress))
-    finally:
-        pb.close()
+    _run_on_playbook(actor, lambda pb: pb.step(service, step, force=force, progress=_echo_progress))
 
 
 @click.command("advance")
@@ -129,11 +134,7 @@ def step(service: str, step: str, force: bool, actor: str) -> None:
 @_actor
 def advance(service: str, force: bool, actor: str) -> None:
     """Run SERVICE's next step (in canary: raise the share to the next stage)."""
-    pb = _playbook(actor)
-    try:
-        _run(lambda: pb.advance(service, force=force, progress=_echo_progress))
-    finally:
-        pb.close()
+    _run_on_playbook(actor, lambda pb: pb.advance(service, force=force, progress=_echo_progress))
 
 
 @click.command("rollback")
@@ -142,11 +143,7 @@ def advance(service: str, force: bool, actor: str) -> None:
 @_actor
 def rollback(service: str, force: bool, actor: str) -> None:
     """Undo SERVICE's current step and return to the previous one (also after a crash)."""
-    pb = _playbook(actor)
-    try:
-        _run(lambda: pb.rollback(service, force=force, progress=_echo_progress))
-    finally:
-        pb.close()
+    _run_on_playbook(actor, lambda pb: pb.rollback(service, force=force, progress=_echo_progress))
 
 
 @click.command("status")

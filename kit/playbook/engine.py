@@ -82,6 +82,11 @@ class PlanRow:
     detail: str = ""
 
 
+def _error_text(exc: BaseException) -> str:
+    """A step's failure as recorded: a StepFailed says it all, others name their type."""
+    return str(exc) if isinstance(exc, StepFailed) else f"{exc.__class__.__name__}: {exc}"
+
+
 class Ctx:
     """What a step sees: the manifest, its service, the playbook, and a narration channel."""
 
@@ -107,15 +112,45 @@ class Ctx:
         self.narration: list[str] = []
         self.evidence: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}
+        self.started = time.monotonic()
 
     def say(self, line: str) -> None:
         self.narration.append(line)
         if self.progress:
             self.progress(line)
         if self.run_id:
-            self.pb.state.save_evidence(
-                self.run_id, {**self.evidence, "_narration": self.narration}
-            )
+            self.pb.state.save_evidence(self.run_id, self.recorded_evidence())
+
+    def recorded_evidence(self) -> dict[str, Any]:
+        """The evidence as the state keeps it: with the narration so far."""
+        return {**self.evidence, "_narration": self.narration}
+
+    def finish(
+        self,
+        history_status: str,
+        step: str | None,
+        status: str,
+        error: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Close this run's history row (with the evidence) and move the service to `step`."""
+        self.pb.state.finish(
+            self.run_id,
+            self.s.name,
+            history_status=history_status,
+            step=step,
+            status=status,
+            evidence=self.recorded_evidence(),
+            error=error,
+            **extra,
+        )
+
+    def result(self, step: str, action: str, status: str, error: str | None = None) -> StepResult:
+        """What `kit step` / `kit rollback` report: this run's narration, evidence and time."""
+        return StepResult(
+            self.s.name, step, action, status, self.narration, self.evidence, self.force,
+            time.monotonic() - self.started, error,
+        )  # fmt: skip
 
     def fault_point(self, step: str) -> None:
         spec = os.environ.get(FAULT_ENV, "")
@@ -1020,51 +1055,32 @@ class Playbook:
                 detail={"refusals": refusals},
             )
             ctx.say(f"forced past: {message}")
-        try:
-            run_id, _ = self.state.begin(service, step, "run", actor=self.actor, forced=force)
-        except StepBusy as exc:
-            raise StepRefused(str(exc), "wait for it to finish") from None
-        ctx.run_id = run_id
-        started = time.monotonic()
+        self._begin(ctx, service, step, "run")
         ctx.say(f"{service}: {'continuing' if continuing else 'running'} step {step}")
         try:
             impl.action(ctx)
             impl.check(ctx)
         except BaseException as exc:
-            error = (
-                f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
-            )
-            self.state.finish(
-                run_id,
-                service,
-                history_status=FAILED,
-                step=step,
-                status=FAILED,
-                evidence={**ctx.evidence, "_narration": ctx.narration},
-                error=error,
-                **({"canary_stage": st.canary_stage} if step == "canary" else {}),
-            )
+            error = _error_text(exc)
+            keep_stage = {"canary_stage": st.canary_stage} if step == "canary" else {}
+            ctx.finish(FAILED, step, FAILED, error, **keep_stage)
             if not isinstance(exc, Exception):
                 raise
             ctx.say(f"{service}: step {step} FAILED: {error}")
-            return StepResult(
-                service, step, "run", FAILED, ctx.narration, ctx.evidence, force,
-                time.monotonic() - started, error,
-            )  # fmt: skip
-        self.state.finish(
-            run_id,
-            service,
-            history_status=DONE,
-            step=step,
-            status=DONE,
-            evidence={**ctx.evidence, "_narration": ctx.narration},
-            **ctx.extra,
-        )
+            return ctx.result(step, "run", FAILED, error)
+        ctx.finish(DONE, step, DONE, **ctx.extra)
         ctx.say(f"{service}: step {step} done")
-        return StepResult(
-            service, step, "run", DONE, ctx.narration, ctx.evidence, force,
-            time.monotonic() - started,
-        )  # fmt: skip
+        return ctx.result(step, "run", DONE)
+
+    def _begin(self, ctx: Ctx, service: str, step: str, action: str) -> None:
+        """Record the start of a run or rollback (timing it); one already running refuses."""
+        try:
+            ctx.run_id, _ = self.state.begin(
+                service, step, action, actor=self.actor, forced=ctx.force
+            )
+        except StepBusy as exc:
+            raise StepRefused(str(exc), "wait for it to finish") from None
+        ctx.started = time.monotonic()
 
     def rollback(
         self, service: str, *, force: bool = False, progress: Progress | None = None
@@ -1082,49 +1098,20 @@ class Playbook:
         step = st.step
         impl = STEP_CLASSES[step]
         ctx = Ctx(self, s, st, force=force, continuing=False, progress=progress)
-        try:
-            run_id, _ = self.state.begin(service, step, "rollback", actor=self.actor, forced=force)
-        except StepBusy as exc:
-            raise StepRefused(str(exc), "wait for it to finish") from None
-        ctx.run_id = run_id
-        started = time.monotonic()
+        self._begin(ctx, service, step, "rollback")
         ctx.say(f"{service}: rolling back step {step}")
         prev = STEPS[STEPS.index(step) - 1] if STEPS.index(step) > 0 else None
         try:
             impl.rollback(ctx)
         except BaseException as exc:
-            error = (
-                f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, StepFailed) else str(exc)
-            )
+            error = _error_text(exc)
             # a failed (not crashed) rollback leaves the step "failed": re-run it forward with
             # `kit step`, or retry `kit rollback`; both are idempotent
-            self.state.finish(
-                run_id,
-                service,
-                history_status=FAILED,
-                step=step,
-                status=FAILED,
-                evidence={**ctx.evidence, "_narration": ctx.narration},
-                error=f"rollback failed: {error}",
-            )
+            ctx.finish(FAILED, step, FAILED, f"rollback failed: {error}")
             if not isinstance(exc, Exception):
                 raise
             ctx.say(f"{service}: rollback of {step} FAILED: {error}")
-            return StepResult(
-                service, step, "rollback", FAILED, ctx.narration, ctx.evidence, force,
-                time.monotonic() - started, error,
-            )  # fmt: skip
-        self.state.finish(
-            run_id,
-            service,
-            history_status=DONE,
-            step=prev,
-            status=DONE if prev else PENDING,
-            evidence={**ctx.evidence, "_narration": ctx.narration},
-            **ctx.extra,
-        )
+            return ctx.result(step, "rollback", FAILED, error)
+        ctx.finish(DONE, prev, DONE if prev else PENDING, **ctx.extra)
         ctx.say(f"{service}: back at {prev or 'the start'}")
-        return StepResult(
-            service, step, "rollback", DONE, ctx.narration, ctx.evidence, force,
-            time.monotonic() - started,
-        )  # fmt: skip
+        return ctx.result(step, "rollback", DONE)

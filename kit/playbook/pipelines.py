@@ -456,31 +456,26 @@ def run_worker(
 
 
 def enable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
-    engine = make_engine(url)
-    try:
-        if engine.dialect.name == "sqlite":
-            from cdc.capture.sqlite import enable_capture as sqlite_enable
-
-            sqlite_enable(engine, tables)
-        else:
-            from cdc.capture.postgres import enable_capture as pg_enable
-
-            pg_enable(url, tables, publication=publication)
-    finally:
-        engine.dispose()
+    _switch_capture(url, tables, publication, on=True)
 
 
 def disable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
+    _switch_capture(url, tables, publication, on=False)
+
+
+def _switch_capture(url: str, tables: list[str], publication: str, *, on: bool) -> None:
+    """Turn capture on or off with the backend's own mechanism (triggers or publication)."""
     engine = make_engine(url)
     try:
         if engine.dialect.name == "sqlite":
-            from cdc.capture.sqlite import disable_capture as sqlite_disable
+            from cdc.capture import sqlite
 
-            sqlite_disable(engine, tables)
+            (sqlite.enable_capture if on else sqlite.disable_capture)(engine, tables)
         else:
-            from cdc.capture.postgres import disable_capture as pg_disable
+            from cdc.capture import postgres
 
-            pg_disable(url, tables, publication=publication)
+            switch = postgres.enable_capture if on else postgres.disable_capture
+            switch(url, tables, publication=publication)
     finally:
         engine.dispose()
 

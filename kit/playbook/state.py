@@ -20,26 +20,23 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Engine,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
-    event,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import make_url
+
+from shoplib.db import make_engine
 
 STEPS: tuple[str, ...] = (
     "schema",
@@ -215,37 +212,12 @@ class StepBusy(RuntimeError):
     """Another live process is running a step or a rollback of this service."""
 
 
-def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        db = parsed.database
-        if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-    if parsed.get_backend_name() != "sqlite":
-        from shoplib.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
-
-        return make_engine(url, **kwargs)
-    engine = create_engine(url, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-    return engine
-
-
 class StateStore:
     """Reads and writes the playbook state; every write is one short transaction."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = _engine(url)
+        self.engine = make_engine(url)
         metadata.create_all(self.engine, checkfirst=True)
 
     def close(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from strangler_proxy.admin import RUNTIME_KEY
+from strangler_proxy.admin import RUNTIME_KEY, json_error, read_json_object
 from strangler_proxy.dashboard.diffview import side_by_side
 from strangler_proxy.dashboard.render import render, static_file
 from strangler_proxy.dashboard.sessions import COOKIE_NAME, Session
@@ -59,10 +58,6 @@ SECURITY_HEADERS = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SessionHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 ChangeHandler = Callable[[web.Request, Session, dict[str, Any]], Awaitable[web.StreamResponse]]
-
-
-def _json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -112,7 +107,7 @@ def api(handler: SessionHandler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         session = _session(request)
         if session is None:
-            return _json_error(401, "unauthorized", "sign in to the dashboard first")
+            return json_error(401, "unauthorized", "sign in to the dashboard first")
         return await handler(request, session)
 
     return wrapped
@@ -126,17 +121,17 @@ def state_changing(handler: ChangeHandler) -> Handler:
         as_json = _wants_json(request)
         if session is None:
             if as_json:
-                return _json_error(401, "unauthorized", "sign in to the dashboard first")
+                return json_error(401, "unauthorized", "sign in to the dashboard first")
             return _redirect(f"{PREFIX}/login")
         cross = _cross_site(request)
         if cross is not None:
-            return _json_error(403, "cross_site", f"refused: {cross}")
+            return json_error(403, "cross_site", f"refused: {cross}")
         data = await _read_body(request)
         token = request.headers.get("X-CSRF-Token") or data.get("csrf_token")
         if not request.app[DASHBOARD_KEY].sessions.check_csrf(
             session, token if isinstance(token, str) else None
         ):
-            return _json_error(403, "csrf", "missing or wrong CSRF token; reload the page")
+            return json_error(403, "csrf", "missing or wrong CSRF token; reload the page")
         return await handler(request, session, data)
 
     return wrapped
@@ -146,21 +141,7 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     if request.content_type == "application/json":
-        try:
-            data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": {"code": "malformed_json", "message": "bad JSON"}}),
-                content_type="application/json",
-            ) from None
-        if not isinstance(data, dict):
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {"error": {"code": "malformed_json", "message": "body must be an object"}}
-                ),
-                content_type="application/json",
-            )
-        return data
+        return await read_json_object(request, malformed="bad JSON")
     form = await request.post()
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -236,17 +217,7 @@ async def logout(request: web.Request, session: Session, data: dict[str, Any]) -
 
 @page
 async def overview(request: web.Request, session: Session) -> web.Response:
-    state = await _state(request)
-    return _html(
-        render(
-            "dashboard.html",
-            prefix=PREFIX,
-            csrf=session.csrf,
-            state=state,
-            result=None,
-            form=None,
-        )
-    )
+    return await _dashboard_page(request, session)
 
 
 @page
@@ -329,7 +300,7 @@ async def state_json(request: web.Request, session: Session) -> web.Response:
 async def mismatches_json(request: web.Request, session: Session) -> web.Response:
     endpoint = request.query.get("endpoint", "").strip()
     if not endpoint:
-        return _json_error(422, "validation_error", "endpoint is required")
+        return json_error(422, "validation_error", "endpoint is required")
     dashboard = request.app[DASHBOARD_KEY]
     found = await asyncio.to_thread(dashboard.parity.recent_mismatches, endpoint, 10)
     return web.json_response({"endpoint": endpoint, "mismatches": [m.to_dict() for m in found]})
@@ -349,7 +320,7 @@ async def change_route(
         result = await asyncio.to_thread(apply_change, runtime, change)
     except ChangeRejected as exc:
         if as_json:
-            return _json_error(exc.status, exc.code, exc.message)
+            return json_error(exc.status, exc.code, exc.message)
         title = "Refused:" if exc.code == "refused" else "Not changed:"
         return await _overview_with(request, session, "error", title, exc.message, data, exc.status)
     await runtime.reload()
@@ -382,18 +353,30 @@ async def _overview_with(
     form: dict[str, Any] | None,
     status: int,
 ) -> web.Response:
-    state = await _state(request)
     keep = None
     if form is not None:
         keep = {k: str(form.get(k) or "") for k in ("endpoint", "mode", "percent", "reason")}
+    result = {"kind": kind, "title": title, "message": message}
+    return await _dashboard_page(request, session, result, keep, status)
+
+
+async def _dashboard_page(
+    request: web.Request,
+    session: Session,
+    result: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+    status: int = 200,
+) -> web.Response:
+    """The overview page, optionally with the outcome of an action and the form to re-fill."""
+    state = await _state(request)
     return _html(
         render(
             "dashboard.html",
             prefix=PREFIX,
             csrf=session.csrf,
             state=state,
-            result={"kind": kind, "title": title, "message": message},
-            form=keep,
+            result=result,
+            form=form,
         ),
         status,
     )

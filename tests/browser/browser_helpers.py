@@ -25,6 +25,8 @@ from proxy_helpers import (  # noqa: E402
     ProxyThread,
     Upstream,
     base_config,
+    running_upstreams,
+    shop_config,
 )
 
 from parity.recording import MemoryStatsStore, PairSink  # noqa: E402
@@ -49,6 +51,8 @@ __all__ = [
     "Upstream",
     "base_config",
     "chromium_path",
+    "running_upstreams",
+    "shop_config",
     "sign_in",
 ]
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from browser_helpers import (
-    CATALOG_ROUTES,
     CHROMIUM_ARGS,
     SCREENSHOTS,
     DashboardEnv,
@@ -23,8 +22,9 @@ from browser_helpers import (
     ProxyThread,
     SawtoothLag,
     Upstream,
-    base_config,
     chromium_path,
+    running_upstreams,
+    shop_config,
 )
 
 from parity.recording import MemoryStatsStore, PairSink
@@ -51,23 +51,15 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser_upstreams() -> Iterator[dict[str, Upstream]]:
-    started: dict[str, Upstream] = {}
-    try:
-        for name in ("monolith", "catalog"):
-            started[name] = Upstream(name)
+    with running_upstreams("monolith", "catalog") as started:
         yield started
-    finally:
-        for upstream in started.values():
-            upstream.close()
 
 
 @pytest.fixture
 def env(tmp_path: Path, browser_upstreams: dict[str, Upstream]) -> Iterator[DashboardEnv]:
     for upstream in browser_upstreams.values():
         upstream.control(reset=True)
-    config = base_config(
-        tmp_path, {n: u.url for n, u in browser_upstreams.items()}, routes=CATALOG_ROUTES
-    )
+    config = shop_config(tmp_path, browser_upstreams)
     stats = MemoryStatsStore()
     runtime = bootstrap(
         config,

@@ -8,6 +8,7 @@ uses the session's real servers (marked `integration` as well).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,20 +39,24 @@ def _check(result: DemoResult, lines: list[str], rundir: RunDir) -> None:
     assert rundir.records() == [], text
 
 
+def _demo(tmp_path: Path, lines: list[str], service: str, **options: Any) -> DemoResult:
+    """The demo on the small seed in `tmp_path/demo`, migrating one service, narrating into
+    `lines`; `options` are the test's own DemoConfig settings."""
+    config = DemoConfig(
+        folder=tmp_path / "demo",
+        services=(service,),
+        seed_plan=SMALL,
+        echo=lines.append,
+        **options,
+    )
+    return run_demo(config)
+
+
 def test_catalog_migrates_to_retire_under_live_traffic_with_zero_failures(
     tmp_path: Path, demo_rundir: RunDir
 ) -> None:
     lines: list[str] = []
-    result = run_demo(
-        DemoConfig(
-            folder=tmp_path / "demo",
-            services=("catalog",),
-            seed_plan=SMALL,
-            clients=3,
-            canary_dwell_s=1.5,
-            echo=lines.append,
-        )
-    )
+    result = _demo(tmp_path, lines, "catalog", clients=3, canary_dwell_s=1.5)
     _check(result, lines, demo_rundir)
     text = "\n".join(lines)
     assert "observed share" in text  # canary share narrated from the proxy's own counters
@@ -67,17 +72,14 @@ def test_catalog_migrates_on_postgresql_and_kafka(
     urls = {name: postgres_server.create_database() for name in names}
     lines: list[str] = []
     try:
-        result = run_demo(
-            DemoConfig(
-                folder=tmp_path / "demo",
-                services=("catalog",),
-                seed_plan=SMALL,
-                clients=3,
-                canary_dwell_s=1.5,
-                database_urls=urls,
-                kafka_bootstrap=kafka_bootstrap,
-                echo=lines.append,
-            )
+        result = _demo(
+            tmp_path,
+            lines,
+            "catalog",
+            clients=3,
+            canary_dwell_s=1.5,
+            database_urls=urls,
+            kafka_bootstrap=kafka_bootstrap,
         )
         _check(result, lines, demo_rundir)
     finally:
@@ -90,16 +92,13 @@ def test_a_refused_step_fails_the_demo_and_still_stops_every_process(
 ) -> None:
     """The parity gate can never be met here: the demo reports the refusal, fails, cleans up."""
     lines: list[str] = []
-    result = run_demo(
-        DemoConfig(
-            folder=tmp_path / "demo",
-            services=("customers",),
-            seed_plan=SMALL,
-            clients=2,
-            parity_min_samples=1_000_000,
-            step_patience_s=2.0,
-            echo=lines.append,
-        )
+    result = _demo(
+        tmp_path,
+        lines,
+        "customers",
+        clients=2,
+        parity_min_samples=1_000_000,
+        step_patience_s=2.0,
     )
     summary = format_summary(result)
     assert not result.ok

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from proxy_helpers import CATALOG_ROUTES, TOKEN, ProxyThread, Upstream, base_config
+from proxy_helpers import ProxyThread, Upstream, admin_client, running_upstreams, shop_config
 
 from strangler_proxy.bootstrap import bootstrap
 from strangler_proxy.config import ProxyConfig
@@ -16,14 +16,8 @@ from strangler_proxy.config import ProxyConfig
 
 @pytest.fixture(scope="session")
 def upstreams() -> Iterator[dict[str, Upstream]]:
-    started: dict[str, Upstream] = {}
-    try:
-        for name in ("monolith", "catalog"):
-            started[name] = Upstream(name)
+    with running_upstreams("monolith", "catalog") as started:
         yield started
-    finally:
-        for upstream in started.values():
-            upstream.close()
 
 
 @pytest.fixture(autouse=False)
@@ -67,22 +61,12 @@ def shop_proxy(
     fresh_upstreams: dict[str, Upstream],
     proxy_factory: Callable[..., ProxyThread],
 ) -> ProxyThread:
-    config = base_config(
-        tmp_path,
-        {name: u.url for name, u in fresh_upstreams.items()},
-        routes=CATALOG_ROUTES,
-    )
-    return proxy_factory(config)
+    return proxy_factory(shop_config(tmp_path, fresh_upstreams))
 
 
 @pytest.fixture
 def admin(shop_proxy: ProxyThread) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=shop_proxy.admin_url,
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        trust_env=False,
-        timeout=10,
-    ) as client:
+    with admin_client(shop_proxy) as client:
         yield client
 
 

@@ -9,6 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,66 @@ class ProxyThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+
+
+@contextmanager
+def running_upstreams(*names: str) -> Iterator[dict[str, Upstream]]:
+    """One upstream process per name, all ended (by pid) however the block ends."""
+    started: dict[str, Upstream] = {}
+    try:
+        for name in names:
+            started[name] = Upstream(name)
+        yield started
+    finally:
+        for upstream in started.values():
+            upstream.close()
+
+
+@contextmanager
+def admin_client(proxy: ProxyThread) -> Iterator[httpx.Client]:
+    """An httpx client on the proxy's admin API, signed in with the test token."""
+    with httpx.Client(
+        base_url=proxy.admin_url,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        trust_env=False,
+        timeout=10,
+    ) as client:
+        yield client
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def start_proxy_cli(config: Path, **popen: Any) -> subprocess.Popen[str]:
+    """`kit proxy run --config CONFIG` as a child process (stdout piped: it prints its
+    addresses as one JSON line), with no `KIT_PROXY_*` variable of ours leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from kit.commands.proxy import cli; cli()",
+            "run",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+
+
+def shop_config(tmp_path: Path, upstreams: dict[str, Upstream], **overrides: Any) -> ProxyConfig:
+    """`base_config` in front of these upstreams with the catalog routes."""
+    return base_config(
+        tmp_path, {name: u.url for name, u in upstreams.items()}, routes=CATALOG_ROUTES, **overrides
+    )
 
 
 def base_config(tmp_path: Path, upstream_urls: dict[str, str], **overrides: Any) -> ProxyConfig:

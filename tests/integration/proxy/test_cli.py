@@ -8,14 +8,13 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from proxy_helpers import TOKEN, ProxyThread, Upstream
+from proxy_helpers import TOKEN, ProxyThread, Upstream, start_proxy_cli
 
 from kit.commands.route import cli as route_cli
 
@@ -132,21 +131,7 @@ service = "catalog"
 mode = "extracted"
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from kit.commands.proxy import cli; cli()",
-            "run",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = start_proxy_cli(config, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 30)

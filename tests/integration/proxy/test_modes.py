@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from proxy_helpers import CATALOG_ROUTES, ProxyThread, Upstream, base_config
+from proxy_helpers import CATALOG_ROUTES, ProxyThread, Upstream, base_config, wait_for
 
 from strangler_proxy.config import BreakerSettings, Timeouts
 
@@ -22,14 +21,6 @@ def _set(admin: httpx.Client, method: str, path: str, mode: str, **extra: object
         "/admin/routes", json={"method": method, "path": path, "mode": mode, **extra}
     )
     assert response.status_code == 200, response.text
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def test_monolith_mode_forwards_faithfully(client: httpx.Client) -> None:
@@ -103,7 +94,7 @@ def test_shadow_answers_from_the_monolith_and_records_the_pair(
     )
     assert response.json()["upstream"] == "monolith"
     assert response.headers["x-served-by"] == "monolith"
-    _wait_for(lambda: admin.get("/admin/shadow").json()["total"] >= 1)
+    wait_for(lambda: admin.get("/admin/shadow").json()["total"] >= 1)
     pair = admin.get("/admin/shadow").json()["pairs"][0]
     assert pair["route"] == "GET /products/<int:id>"
     assert pair["request"]["path"] == "/products/9?full=1"
@@ -114,7 +105,7 @@ def test_shadow_answers_from_the_monolith_and_records_the_pair(
     assert dict(pair["request"]["headers"])["Authorization"] == "[redacted]"
     assert dict(pair["monolith"]["headers"])["Set-Cookie"] == "[redacted]"
     shadow_file = Path(shop_proxy.runtime.config.shadow.jsonl_path)
-    _wait_for(lambda: shadow_file.exists() and shadow_file.read_text().count("\n") >= 1)
+    wait_for(lambda: shadow_file.exists() and shadow_file.read_text().count("\n") >= 1)
 
 
 def test_shadow_never_waits_for_a_held_service_nor_shows_its_failure(
@@ -129,16 +120,16 @@ def test_shadow_never_waits_for_a_held_service_nor_shows_its_failure(
     response = client.get("/products/1")
     # The client has its answer while the service is provably still holding the copy.
     assert response.status_code == 200 and response.json()["upstream"] == "monolith"
-    _wait_for(lambda: catalog.seen()["held"] == 1)
+    wait_for(lambda: catalog.seen()["held"] == 1)
     assert catalog.seen()["answered"] == 0
     assert admin.get("/admin/shadow").json()["total"] == 0
     catalog.control(hold=False)
-    _wait_for(lambda: admin.get("/admin/shadow").json()["total"] == 1)
+    wait_for(lambda: admin.get("/admin/shadow").json()["total"] == 1)
     pair = admin.get("/admin/shadow").json()["pairs"][0]
     assert pair["service_response"]["status"] == 500
     catalog.control(close=True)
     assert client.get("/products/2").status_code == 200
-    _wait_for(lambda: admin.get("/admin/shadow").json()["total"] == 2)
+    wait_for(lambda: admin.get("/admin/shadow").json()["total"] == 2)
     assert admin.get("/admin/shadow").json()["pairs"][0]["service_error"]
 
 
@@ -153,7 +144,7 @@ def test_shadow_copies_writes_only_when_the_route_opts_in(
     assert admin.get("/admin/stats").json()["counters"]["shadow_skipped_unsafe"] == 1
     _set(admin, "PATCH", "/products/<int:id>", "shadow", shadow_writes=True)
     assert client.patch("/products/1", json={"name": "y"}).json()["upstream"] == "monolith"
-    _wait_for(lambda: catalog.seen()["answered"] == 1)
+    wait_for(lambda: catalog.seen()["answered"] == 1)
     pair = admin.get("/admin/shadow").json()["pairs"][0]
     assert pair["request"]["body"] == '{"name":"y"}'
 
@@ -232,7 +223,7 @@ def test_breaker_opens_when_the_service_is_killed_and_recovers_when_it_returns(
         assert core.breakers["orders"].state == "open"
         assert core.stats.counters["breaker_short_circuits"] >= 3
         upstream_factory("orders", port)  # the service comes back on the same address
-        _wait_for(lambda: client.get("/orders/1").headers["x-served-by"] == "orders")
+        wait_for(lambda: client.get("/orders/1").headers["x-served-by"] == "orders")
         assert core.breakers["orders"].state == "closed"
 
 

@@ -7,7 +7,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,19 +14,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from proxy_helpers import CATALOG_ROUTES, TOKEN, ProxyThread, Upstream, base_config
+from proxy_helpers import (
+    TOKEN,
+    ProxyThread,
+    Upstream,
+    admin_client,
+    shop_config,
+    start_proxy_cli,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
 
 
 def _stats(admin: httpx.Client) -> dict:
@@ -46,23 +45,12 @@ def multi_proxy(
     fresh_upstreams: dict[str, Upstream],
     proxy_factory: Callable[..., ProxyThread],
 ) -> ProxyThread:
-    config = base_config(
-        tmp_path,
-        {name: u.url for name, u in fresh_upstreams.items()},
-        routes=CATALOG_ROUTES,
-        workers=2,
-    )
-    return proxy_factory(config)
+    return proxy_factory(shop_config(tmp_path, fresh_upstreams, workers=2))
 
 
 @pytest.fixture
 def multi_admin(multi_proxy: ProxyThread) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=multi_proxy.admin_url,
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        trust_env=False,
-        timeout=10,
-    ) as client:
+    with admin_client(multi_proxy) as client:
         yield client
 
 
@@ -89,7 +77,7 @@ def test_a_route_change_reaches_every_worker_within_a_second(
     assert response.status_code == 200, response.text
     version = response.json()["version"]
     changed = time.monotonic()
-    _wait_for(lambda: all(w["route_version"] == version for w in _stats(multi_admin)["workers"]))
+    wait_for(lambda: all(w["route_version"] == version for w in _stats(multi_admin)["workers"]))
     # The workers reload on a signal; reports arrive every 0.2 s: well inside one second
     # even on a loaded machine, but only asserted loosely here (no timing assertions).
     assert time.monotonic() - changed < 5
@@ -107,7 +95,7 @@ def test_stats_aggregate_requests_from_every_worker(
         rows = _stats(multi_admin)["series"]
         return sum(r["requests"] for r in rows if r["route"] == "<default>")
 
-    _wait_for(lambda: total() == 30)
+    wait_for(lambda: total() == 30)
     metrics = multi_admin.get("/metrics").text
     assert 'strangler_proxy_requests_total{route="<default>",target="monolith"} 30' in metrics
 
@@ -120,13 +108,13 @@ def test_shadow_pairs_from_workers_reach_the_supervisor(
     )
     assert response.status_code == 200
     version = response.json()["version"]
-    _wait_for(lambda: all(w["route_version"] == version for w in _stats(multi_admin)["workers"]))
+    wait_for(lambda: all(w["route_version"] == version for w in _stats(multi_admin)["workers"]))
     for _ in range(6):
         assert _fresh_get(f"{multi_proxy.url}/products").headers["x-served-by"] == "monolith"
-    _wait_for(lambda: multi_admin.get("/admin/shadow").json()["total"] == 6)
+    wait_for(lambda: multi_admin.get("/admin/shadow").json()["total"] == 6)
     pair = multi_admin.get("/admin/shadow?limit=1").json()["pairs"][0]
     assert pair["service_response"]["status"] == 200
-    _wait_for(lambda: _stats(multi_admin)["counters"]["shadow_sent"] == 6)
+    wait_for(lambda: _stats(multi_admin)["counters"]["shadow_sent"] == 6)
 
 
 def test_a_worker_killed_with_sigkill_is_replaced(
@@ -140,7 +128,7 @@ def test_a_worker_killed_with_sigkill_is_replaced(
         workers = _stats(multi_admin)["workers"]
         return all(w["ready"] for w in workers) and victim not in {w["pid"] for w in workers}
 
-    _wait_for(replaced, timeout=30)
+    wait_for(replaced, timeout=30)
     assert _stats(multi_admin)["workers"][0]["restarts"] == 1
     for _ in range(10):
         assert _fresh_get(f"{multi_proxy.url}/after-kill").status_code == 200
@@ -172,22 +160,7 @@ monolith = "{monolith.url}"
 jsonl_path = "{tmp_path / "shadow.jsonl"}"
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from kit.commands.proxy import cli; cli()",
-            "run",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
+    proc = start_proxy_cli(config, stderr=subprocess.DEVNULL, cwd=ROOT)
     workers: list[int] = []
     try:
         assert proc.stdout is not None
@@ -204,7 +177,7 @@ jsonl_path = "{tmp_path / "shadow.jsonl"}"
         threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
         for thread in threads:
             thread.start()
-        _wait_for(lambda: monolith.seen()["held"] == 8)
+        wait_for(lambda: monolith.seen()["held"] == 8)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)  # the workers are draining now; release the held requests
         monolith.control(hold=False)
