@@ -241,9 +241,10 @@ def _tail_end(pdir: Path, base: int) -> tuple[int, int]:
         start_pos, next_offset = hint[1], hint[2]
     with open(path, "rb") as f:
         pos = start_pos
+        want = READ_CHUNK
         while True:
             f.seek(pos)
-            buf = f.read(READ_CHUNK)
+            buf = f.read(want)
             if not buf:
                 break
             consumed = 0
@@ -251,9 +252,27 @@ def _tail_end(pdir: Path, base: int) -> tuple[int, int]:
                 consumed = end
                 next_offset = offset + 1
             if consumed == 0:
-                break
+                bigger = _bigger_read(buf, want)
+                if bigger is None:
+                    break
+                want = bigger  # one record larger than the read size: read it whole
+                continue
+            want = READ_CHUNK
             pos += consumed
     return pos, next_offset
+
+
+def _bigger_read(buf: bytes, want: int) -> int | None:
+    """The read size that holds the record at the start of `buf`, if a full read cut it short.
+
+    A record larger than READ_CHUNK is valid; without this a reader would stall on it and
+    tail recovery would cut it off as if it were torn.
+    """
+    if len(buf) < want or len(buf) < HEADER.size:
+        return None  # end of file: the record is incomplete (being written, or torn)
+    length, _crc = HEADER.unpack_from(buf, 0)
+    needed = HEADER.size + length
+    return needed if needed > len(buf) else None
 
 
 class _PartitionWriter:
@@ -421,8 +440,9 @@ class _PartitionReader:
         out: list[Message] = []
         unpack_header, unpack_body, crc32 = HEADER.unpack_from, BODY.unpack_from, zlib.crc32
         hsize, bsize = HEADER.size, BODY.size
+        want = READ_CHUNK
         while len(out) < limit:
-            buf = os.pread(self.fd, READ_CHUNK, self.pos)
+            buf = os.pread(self.fd, want, self.pos)
             view = memoryview(buf)
             consumed = 0
             n = len(buf)
@@ -447,6 +467,11 @@ class _PartitionReader:
             view.release()
             self.pos += consumed
             if consumed:
+                want = READ_CHUNK
+                continue
+            bigger = _bigger_read(buf, want)
+            if bigger is not None:
+                want = bigger  # one record larger than the read size: read it whole
                 continue
             if len(buf) >= HEADER.size:
                 length, _ = HEADER.unpack_from(buf, 0)

@@ -127,6 +127,25 @@ def test_a_torn_last_record_is_truncated_on_reopen_and_appends_continue(tmp_path
     assert [(m.offset, m.value) for m in more] == [(5, b"v5"), (6, b"v6"), (7, b"v7")]
 
 
+def test_records_larger_than_one_read_are_delivered_and_survive_reopening(tmp_path: Path) -> None:
+    big = b"x" * (3 * 1024 * 1024)  # a large BLOB row: bigger than the reader's read size
+    log = _log(tmp_path, partitions=1)
+    prod = log.producer()
+    prod.send_batch([OutgoingMessage("t", b"a", b"small"), OutgoingMessage("t", b"b", big)])
+    prod.close()
+    c = log.consumer("g", ["t"])
+    got = []
+    while batch := c.poll(100, 0.05):
+        got.extend(batch)
+    assert [m.value for m in got] == [b"small", big]
+    _send(_log(tmp_path, partitions=1), "t", 1, start=9)  # reopening must not cut the big one off
+    again = _log(tmp_path, partitions=1).consumer("h", ["t"])
+    values = []
+    while batch := again.poll(100, 0.05):
+        values.extend(m.value for m in batch)
+    assert values == [b"small", big, b"v9"]
+
+
 def test_a_flipped_byte_in_the_tail_record_is_detected_by_crc(tmp_path: Path) -> None:
     log = _log(tmp_path, partitions=1)
     _send(log, "t", 3)
