@@ -151,6 +151,20 @@ def _playbook_guards() -> list[Any]:
     return [route_guard(Playbook(m, actor="kit route").guard_context())]
 
 
+def _admin_defaults() -> tuple[str, str]:
+    """Admin URL and token file of the proxy `kit up` started from the manifest, if any."""
+    from kit.manifest import ManifestError, load_manifest, manifest_path
+
+    if manifest_path(None).exists():
+        try:
+            proxy = load_manifest(None).proxy
+        except ManifestError:
+            pass
+        else:
+            return f"http://{proxy.admin}", str(proxy.token_file)
+    return DEFAULT_ADMIN_URL, DEFAULT_TOKEN_FILE
+
+
 def _token(explicit: str | None, token_file: str) -> str:
     if explicit:
         return explicit
@@ -191,16 +205,14 @@ def _options(route: dict[str, Any]) -> str:
 @click.option(
     "--admin-url",
     envvar="KIT_ADMIN_URL",
-    default=DEFAULT_ADMIN_URL,
-    show_default=True,
-    help="Admin API of a running proxy.",
+    default=None,
+    help=f"Admin API of a running proxy [default: the manifest's, else {DEFAULT_ADMIN_URL}].",
 )
 @click.option("--token", envvar="KIT_ADMIN_TOKEN", default=None, help="Admin bearer token.")
 @click.option(
     "--token-file",
-    default=DEFAULT_TOKEN_FILE,
-    show_default=True,
-    help="Where the proxy stored its generated token.",
+    default=None,
+    help=f"Where the proxy stored its token [default: the manifest's, else {DEFAULT_TOKEN_FILE}].",
 )
 @click.option(
     "--store",
@@ -210,14 +222,21 @@ def _options(route: dict[str, Any]) -> str:
 )
 @click.pass_context
 def cli(
-    ctx: click.Context, admin_url: str, token: str | None, token_file: str, store: str | None
+    ctx: click.Context,
+    admin_url: str | None,
+    token: str | None,
+    token_file: str | None,
+    store: str | None,
 ) -> None:
     """Show and change per-endpoint routing (monolith, shadow, canary:N, extracted)."""
 
     def factory() -> Backend:
         if store:
             return StoreBackend(store)
-        return AdminBackend(admin_url, _token(token, token_file))
+        default_url, default_token_file = _admin_defaults()
+        return AdminBackend(
+            admin_url or default_url, _token(token, token_file or default_token_file)
+        )
 
     ctx.obj = factory
 
