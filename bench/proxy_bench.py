@@ -215,7 +215,7 @@ def start_nginx(
     work: Path, tag: str, upstream_host: str, upstream_port: int
 ) -> tuple[subprocess.Popen[str], int, int]:
     static_port, proxy_port = free_port(), free_port()
-    conf_dir = work / tag
+    conf_dir = work / re.sub(r"[^A-Za-z0-9_.-]+", "-", tag)
     conf_dir.mkdir()
     (conf_dir / "nginx.conf").write_text(
         NGINX_CONF.format(
@@ -236,20 +236,33 @@ def start_nginx(
     return proc, static_port, proxy_port
 
 
-def start_monolith(work: Path) -> tuple[subprocess.Popen[str], int]:
+def gunicorn_flags(flavour: str, workers: int, threads: int) -> list[str]:
+    """`sync`: gunicorn's default (one request per connection, closes after each answer);
+    `gthread`: what `kit up` runs (keep-alive, so a proxy's pooled connections are reused)."""
+    flags = ["-w", str(workers)]
+    if flavour == "gthread":
+        flags += ["--worker-class", "gthread", "--threads", str(threads), "--keep-alive", "75"]
+    elif flavour != "sync":
+        raise SystemExit(f"unknown gunicorn flavour {flavour!r} (sync, gthread)")
+    return flags
+
+
+def start_monolith(
+    work: Path, flavour: str, args: argparse.Namespace
+) -> tuple[subprocess.Popen[str], int]:
     db = work / "monolith.db"
     url = f"sqlite:///{db}"
     kit = [sys.executable, "-c", "from kit.cli import main; main()"]
     quiet = {"cwd": ROOT, "check": True, "stdout": subprocess.DEVNULL}
-    subprocess.run([*kit, "db", "upgrade", "monolith", "--url", url], **quiet)
-    subprocess.run([*kit, "seed", "--url", url], **quiet)
+    if not db.exists():
+        subprocess.run([*kit, "db", "upgrade", "monolith", "--url", url], **quiet)
+        subprocess.run([*kit, "seed", "--url", url], **quiet)
     port = free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     proc = subprocess.Popen(
         [
             gunicorn,
-            "-w",
-            "2",
+            *gunicorn_flags(flavour, args.gunicorn_workers, args.gunicorn_threads),
             "-b",
             f"127.0.0.1:{port}",
             "--log-level",
@@ -347,12 +360,20 @@ def main() -> None:
     parser.add_argument(
         "--variants", default="fast", help="comma-separated: fast, aiohttp, fast-asyncio"
     )
+    parser.add_argument(
+        "--gunicorn",
+        default="gthread",
+        help="comma-separated monolith worker flavours: gthread (kit up's), sync (gunicorn default)",
+    )
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--gunicorn-threads", type=int, default=4)
     parser.add_argument("--latency-duration", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--skip-monolith", action="store_true")
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
     args.variants = args.variants.split(",")
+    args.gunicorn = args.gunicorn.split(",")
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     report = [
@@ -362,11 +383,12 @@ def main() -> None:
     try:
         if not args.skip_static:
             report += scenario("static", work, "127.0.0.1", 0, ["/static"], args)
-        if not args.skip_monolith:
-            monolith, port = start_monolith(work)
+        for flavour in [] if args.skip_monolith else args.gunicorn:
+            monolith, port = start_monolith(work, flavour, args)
+            title = f"monolith gunicorn {' '.join(gunicorn_flags(flavour, args.gunicorn_workers, args.gunicorn_threads))}"
             try:
                 report += scenario(
-                    "monolith", work, "127.0.0.1", port, ["/healthz", "/products/1"], args
+                    title, work, "127.0.0.1", port, ["/healthz", "/products/1"], args
                 )
             finally:
                 stop(monolith)
