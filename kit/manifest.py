@@ -77,6 +77,7 @@ class MonolithSpec:
     metadata: str | None = None
     openapi: str = "/openapi.json"
     workers: int = 2
+    threads: int = 4
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class ServiceSpec:
     metadata: str | None = None
     parity: Mapping[str, Any] = field(default_factory=dict)
     workers: int = 2
+    threads: int = 4
     stop_reverse_cdc_on_retire: bool = True
 
     @property
@@ -460,6 +462,7 @@ def parse_manifest(
         metadata=r.import_path("metadata"),
         openapi=r.str("openapi", "/openapi.json") or "/openapi.json",
         workers=r.int("workers", 2, 1, 64),
+        threads=r.int("threads", 4, 1, 64),
     )
     r.unknown()
 
@@ -567,6 +570,7 @@ def parse_manifest(
             metadata=r.import_path("metadata"),
             parity=parity_rules,
             workers=r.int("workers", 2, 1, 64),
+            threads=r.int("threads", 4, 1, 64),
             stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
         )
         r.unknown()

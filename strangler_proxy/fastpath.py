@@ -73,6 +73,10 @@ _MAX_HEADERS = 100
 IDLE_TIMEOUT = 75.0
 _HIGH_WATER = 256 * 1024  # pause reading a client that pipelines more than this while busy
 _IDLE_POOL = 512
+#: A pooled upstream connection idle longer than this is closed rather than reused: shorter
+#: than the upstream's own keep-alive (`kit up` runs gunicorn with 75 s), so the proxy never
+#: writes into a connection the upstream is closing at that moment.
+UPSTREAM_IDLE_S = 30.0
 
 
 class _Handoff(Exception):
@@ -303,6 +307,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.usable = False
         self.parser = httptools.HttpResponseParser(self)
         self.informational = False
+        self.idle_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -423,10 +428,12 @@ class UpstreamPool:
 
     async def acquire(self) -> tuple[UpstreamConnection, bool]:
         idle = self.idle
+        stale_before = self.loop.time() - UPSTREAM_IDLE_S
         while idle:
             conn = idle.pop()
-            if conn.usable:
+            if conn.usable and conn.idle_at >= stale_before:
                 return conn, True
+            conn.close()
         _, conn = await asyncio.wait_for(
             self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
             self.connect_timeout,
@@ -436,6 +443,7 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         conn.exchange = None
         if conn.usable and len(self.idle) < _IDLE_POOL:
+            conn.idle_at = self.loop.time()
             self.idle.append(conn)
         else:
             conn.close()

@@ -21,6 +21,7 @@ import click
 import httpx
 
 from kit import alembic_runner
+from kit.runtime.plan import gunicorn_argv
 from monolith.seed import SeedPlan, seed_database
 from shoplib.db import make_engine
 from shoplib.testing import free_port, wait_http_ok
@@ -196,12 +197,13 @@ def start_gunicorn(
     env: Mapping[str, str],
     workers: int = 2,
     log_path: Path | None = None,
+    threads: int = 4,
 ) -> subprocess.Popen[bytes]:
-    """Start gunicorn on 127.0.0.1:`port` as a child process (stop it with `stop_process`)."""
-    command = [
-        sys.executable, "-m", "gunicorn", "--workers", str(workers),
-        "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", app_spec,
-    ]  # fmt: skip
+    """Start gunicorn on 127.0.0.1:`port` as a child process (stop it with `stop_process`);
+    the same gthread + keep-alive command line as `kit up`."""
+    command = gunicorn_argv(
+        sys.executable, app_spec, f"127.0.0.1:{port}", workers, threads, "--graceful-timeout", "5"
+    )
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -248,7 +250,9 @@ def run_monolith_tour(workdir: str, scale: int) -> None:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = folder / "gunicorn.log"
-    click.echo(f"• starting the monolith: gunicorn, 2 workers, {base_url} (log {log_path})")
+    click.echo(
+        f"• starting the monolith: gunicorn, 2 workers x 4 threads, {base_url} (log {log_path})"
+    )
     process = start_gunicorn(
         "monolith.app:create_app()", port, {"MONOLITH_DATABASE_URL": url}, log_path=log_path
     )

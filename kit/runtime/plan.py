@@ -1,7 +1,8 @@
 """What `kit up` runs, derived from the manifest: one `ProcessSpec` per process.
 
-- the monolith and every service under gunicorn (workers from the manifest; the database URL
-  in `<NAME>_DATABASE_URL`), health-checked on `/readyz`;
+- the monolith and every service under gunicorn (gthread workers with keep-alive; workers and
+  threads from the manifest; the database URL in `<NAME>_DATABASE_URL`), health-checked on
+  `/readyz`;
 - the proxy with its admin API (`kit worker proxy`: the manifest's upstreams and routes,
   playbook guards, the parity sink), health-checked on the admin `/healthz`;
 - the CDC watchdog, which starts the CDC workers the playbook state asks for.
@@ -32,13 +33,42 @@ def bind_of(url: str) -> str:
     return f"{parts.hostname}:{parts.port}"
 
 
+#: Seconds gunicorn keeps an idle connection open. Longer than any proxy's idle pool timeout
+#: (strangler_proxy drops idle upstream connections after 30 s), so the proxy, not gunicorn,
+#: closes idle pooled connections and never writes into one gunicorn is closing.
+GUNICORN_KEEP_ALIVE_S = 75
+
+
+def gunicorn_argv(
+    python: str, app: str, bind: str, workers: int, threads: int, *extra: str
+) -> tuple[str, ...]:
+    """gunicorn with threaded (gthread) workers and HTTP keep-alive.
+
+    Why not gunicorn's default sync workers: they close the connection after every answer, so
+    a proxy in front pays a new TCP connection and a gunicorn accept per request; with keep-alive
+    the proxy's pooled upstream connections are reused (docs/proxy.md, docs/benchmarks.md).
+    """
+    return (
+        python, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread",
+        "--threads", str(threads), "--keep-alive", str(GUNICORN_KEEP_ALIVE_S),
+        "--bind", bind, *extra, app,
+    )  # fmt: skip
+
+
 def gunicorn_spec(
-    name: str, app: str, url: str, workers: int, env: dict[str, str], cwd: Path, python: str
+    name: str,
+    app: str,
+    url: str,
+    workers: int,
+    env: dict[str, str],
+    cwd: Path,
+    python: str,
+    threads: int = 4,
 ) -> ProcessSpec:
-    """gunicorn with sync workers: one request per connection (no keep-alive races upstream)."""
-    argv = (
-        python, "-m", "gunicorn", "--workers", str(workers), "--bind", bind_of(url),
-        "--graceful-timeout", "5", "--timeout", "60", "--name", f"kit-{name}", app,
+    """One app under gunicorn (`gunicorn_argv`), ready when its `/readyz` answers 200."""
+    argv = gunicorn_argv(
+        python, app, bind_of(url), workers, threads,
+        "--graceful-timeout", "5", "--timeout", "60", "--name", f"kit-{name}",
     )  # fmt: skip
     return ProcessSpec(
         name=name,
@@ -76,7 +106,7 @@ def build_specs(m: Manifest, python: str = sys.executable) -> list[ProcessSpec]:
     specs = [
         gunicorn_spec(
             "monolith", m.monolith.app, m.monolith.url, m.monolith.workers,
-            database_env("monolith", m.monolith.database_url), cwd, python,
+            database_env("monolith", m.monolith.database_url), cwd, python, m.monolith.threads,
         )
     ]  # fmt: skip
     for service in m.services.values():
@@ -85,7 +115,7 @@ def build_specs(m: Manifest, python: str = sys.executable) -> list[ProcessSpec]:
         specs.append(
             gunicorn_spec(
                 service.name, service.app, service.url, service.workers,
-                database_env(service.name, service.database_url), cwd, python,
+                database_env(service.name, service.database_url), cwd, python, service.threads,
             )
         )  # fmt: skip
     admin = m.proxy.admin
