@@ -242,6 +242,7 @@ except ImportError:  # pragma: no cover - optional speed-up
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
+_PLAIN_OK = _PLAIN.issuperset
 
 
 def _plain(obj: Any) -> bool:
@@ -348,6 +349,52 @@ def parse_event(
 Envelope = tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None]
 
 
+def _fast_envelope(value: bytes | str, topic: str, exact_source: bool) -> Envelope | None:
+    """decode_envelope for the common event, or None to take the general (exact) path.
+
+    Only an unwrapped envelope whose row images and source hold no floats or nested values,
+    and that is valid as it stands, is answered here: exactly what the general path returns
+    for it. Everything else (tombstones, Debezium's wrapper, errors) gets None.
+    """
+    try:
+        doc = _orjson_loads(value)
+    except _OrjsonError:
+        return None
+    if type(doc) is not dict or "payload" in doc:
+        return None
+    op = doc.get("op")
+    source = doc.get("source")
+    after = doc.get("after")
+    before = doc.get("before")
+    ts = doc.get("ts_ms")
+    if (
+        op not in OPS
+        or op == "t"
+        or type(source) is not dict
+        or type(ts) is float
+        or (
+            after is not None
+            and (type(after) is not dict or not _PLAIN_OK(map(type, after.values())))
+        )
+        or (
+            before is not None
+            and (type(before) is not dict or not _PLAIN_OK(map(type, before.values())))
+        )
+        or (
+            not _PLAIN_OK(map(type, source.values()))
+            if exact_source
+            else type(source.get("ts_ms")) not in _PLAIN
+        )
+    ):
+        return None
+    if (after if op != "d" else before) is None:
+        return None  # the general path names the missing image
+    table = source.get("table") or (topic.rsplit(".", 1)[-1] if topic else None)
+    if not table:
+        return None
+    return op, table, before, after, source, int(ts) if isinstance(ts, int) else None
+
+
 def decode_envelope(
     value: bytes | str | None, topic: str = "", exact_source: bool = True
 ) -> Envelope | None:
@@ -360,6 +407,10 @@ def decode_envelope(
     """
     if value is None:
         return None
+    if _orjson_loads is not None:
+        fast = _fast_envelope(value, topic, exact_source)
+        if fast is not None:
+            return fast
     try:
         doc = _loads_event(value, exact_source)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -7,7 +7,6 @@ surfacing later as a dead-lettered event.
 
 from __future__ import annotations
 
-import re
 import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -78,19 +77,22 @@ def _t_join(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
     return args.get("sep", " ").join(kept) if kept else None
 
 
-_SLUG_WORD = re.compile(r"[a-z0-9]+")
+# Slug words are the runs of [a-z0-9]: every other byte becomes a space, then split.
+_SLUG_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
 
 
 def _t_slug(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
-    words: list[str] = []
+    words: list[bytes] = []
     for value in values:
         if value is None:
             continue
         text = str(value)
-        if not text.isascii():  # ASCII text is its own NFKD form: skip the round trip
-            text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-        words.extend(_SLUG_WORD.findall(text.lower()))
-    return "-".join(words) if words else None
+        if text.isascii():  # ASCII text is its own NFKD form: skip the round trip
+            data = text.encode()
+        else:
+            data = unicodedata.normalize("NFKD", text).encode("ascii", "ignore")
+        words.extend(data.lower().translate(_SLUG_BYTES).split())
+    return b"-".join(words).decode() if words else None
 
 
 def _t_constant(values: Sequence[Any], args: Mapping[str, Any]) -> Any:

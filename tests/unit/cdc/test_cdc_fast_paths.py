@@ -7,15 +7,18 @@ snapshot values SQLite builds vs ``encode_value_raw``.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import unicodedata
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.events import _loads_event, decode_envelope, encode_value_raw
-from cdc.mapping import MappingError
-from cdc.sink import _TargetTable
+from cdc.mapping import TRANSFORMS, MappingError
+from cdc.sink import UNAVAILABLE_VALUE, _may_hold_placeholder, _TargetTable
 from tests.unit.cdc.synthetic import Pipeline, make_target, write_mapping
 
 VALUES = st.one_of(
@@ -160,3 +163,76 @@ def test_snapshot_values_built_by_sqlite_equal_encode_value_raw(tmp_path: Path) 
         assert flags == ["true"] * 6 + ["last"]
     finally:
         pipe.close()
+
+
+def _envelope_or_error(raw: bytes, exact_source: bool) -> object:
+    try:
+        return repr(decode_envelope(raw, "mono.main.topic_table", exact_source))
+    except ValueError as exc:
+        return f"{exc.__class__.__name__}: {exc}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    op=st.sampled_from(["c", "u", "d", "r", "t", "x", None]),
+    before=st.none() | ROWS,
+    after=st.none() | ROWS,
+    table=st.sampled_from(["products", "", None]),
+    ts=JSON,
+    source_ts=JSON,
+    exact_source=st.booleans(),
+)
+def test_fast_envelope_equals_general_path(
+    op: object,
+    before: object,
+    after: object,
+    table: object,
+    ts: object,
+    source_ts: object,
+    exact_source: bool,
+) -> None:
+    # {schema: null, payload} skips the fast path yet means the same event: the reference.
+    doc = {"before": before, "after": after, "op": op, "ts_ms": ts}
+    # Beyond 64 bits: read exactly only with exact_source (the wrapper is always exact).
+    seq = 2**70 if exact_source else 2
+    doc["source"] = {"table": table, "ts_ms": source_ts, "txId": None, "seq": seq}
+    raw = json.dumps(doc).encode()
+    wrapped = json.dumps({"schema": None, "payload": doc}).encode()
+    assert _envelope_or_error(raw, exact_source) == _envelope_or_error(wrapped, exact_source)
+
+
+def _slug_reference(values: tuple) -> str | None:
+    words: list[str] = []
+    for value in values:
+        if value is not None:
+            text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+            words.extend(re.findall(r"[a-z0-9]+", text.lower()))
+    return "-".join(words) if words else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.none() | st.integers() | st.text(max_size=10), min_size=1, max_size=3))
+def test_slug_equals_regex_reference(values: list) -> None:
+    assert TRANSFORMS["slug"].fn(tuple(values), {}) == _slug_reference(tuple(values))
+
+
+def test_placeholder_prefilter_never_misses_a_placeholder() -> None:
+    placeholder = UNAVAILABLE_VALUE
+    event = {"op": "u", "before": None, "source": {"table": "t"}}
+    plain = json.dumps({**event, "after": {"id": 1, "d": placeholder}})
+    escaped = plain.replace('"__debezium', '"\\u005f_debezium')
+    b64 = base64.b64encode(placeholder.encode()).decode()
+    after_schema = {"field": "after", "type": "struct", "fields": [{"field": "d", "type": "bytes"}]}
+    wrapped = json.dumps(
+        {
+            "schema": {"type": "struct", "fields": [after_schema]},
+            "payload": {**event, "after": {"id": 1, "d": b64}},
+        }
+    )
+    for raw in (plain, escaped, wrapped):
+        env = decode_envelope(raw.encode())
+        assert env is not None and env[3] is not None
+        assert {placeholder, placeholder.encode()} & set(env[3].values())
+        assert _may_hold_placeholder(raw.encode())
+    ordinary = json.dumps({**event, "after": {"id": 1, "d": "x"}}).encode()
+    assert not _may_hold_placeholder(ordinary)
