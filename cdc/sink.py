@@ -561,25 +561,31 @@ class Sink:
         vals = after.values()
         if placeholders and (UNAVAILABLE_VALUE in vals or UNAVAILABLE_BYTES in vals):
             return self._patch_actions(op, target, before, after)
-        actions = []
         row: tuple[Any, ...] | None = None
         if target.matches is not None and not target.matches(after):
             tm.check_drift(after)
             key = target.coerce_key(target.target_key(after))
         else:
             key, row = target.prepare(after)
-        if op == "u" and before is not None:
-            try:
-                old_key = target.coerce_key(target.target_key(before))
-            except MappingError:
-                old_key = key
-            if old_key != key:
-                actions.append(_Action("delete", tm, old_key))
+        actions = self._rekey_deletes(op, target, before, key)
         if row is None:
             actions.append(_Action("delete", tm, key))
             return actions
         actions.append(_Action("upsert", tm, key, row))
         return actions
+
+    @staticmethod
+    def _rekey_deletes(
+        op: str, target: _TargetTable, before: dict[str, Any] | None, key: tuple[Any, ...]
+    ) -> list[_Action]:
+        """An update that moved the row to another target key first deletes the old key."""
+        if op != "u" or before is None:
+            return []
+        try:
+            old_key = target.coerce_key(target.target_key(before))
+        except MappingError:
+            return []
+        return [] if old_key == key else [_Action("delete", target.mapping, old_key)]
 
     def _patch_actions(
         self,
@@ -605,14 +611,7 @@ class Sink:
                 "(unchanged TOAST); set REPLICA IDENTITY FULL on the source table"
             )
         key = target.coerce_key(target.target_key(after))
-        actions = []
-        if op == "u" and before is not None:
-            try:
-                old_key = target.coerce_key(target.target_key(before))
-            except MappingError:
-                old_key = key
-            if old_key != key:
-                actions.append(_Action("delete", tm, old_key))
+        actions = self._rekey_deletes(op, target, before, key)
         if target.matches is not None and not target.matches(after):
             tm.check_drift(after)
             actions.append(_Action("delete", tm, key))

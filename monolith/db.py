@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import DeclarativeBase
 
-# The largest value an `int` column holds on every backend we support (PostgreSQL int4).
-MAX_INT = 2_147_483_647
+from shoplib.routing import MAX_INT  # the one int4 bound, shared with routing and the services
+
+__all__ = ["MAX_INT", "Base"]
 
 
 class Base(DeclarativeBase):

@@ -6,24 +6,13 @@ from typing import Any
 
 from flask import Request, Response, jsonify, request
 
-from monolith.db import MAX_INT
 from shoplib.pagination import PageRequest, page_envelope
-from shoplib.validation import Check
+from shoplib.routing import MAX_INT
+from shoplib.validation import between, stripped_length
 
-
-def between(low: int, high: int) -> Check:
-    """An integer range check with the contract's message."""
-    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
-
+__all__ = ["ID_CHECK", "between", "json_response", "list_response", "no_content", "stripped_length"]
 
 ID_CHECK = between(1, MAX_INT)
-
-
-def stripped_length(low: int, high: int) -> Check:
-    """Length check applied after stripping surrounding whitespace."""
-    return lambda v: (
-        None if low <= len(v.strip()) <= high else f"must be {low} to {high} characters"
-    )
 
 
 def list_response(

@@ -9,13 +9,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from shoplib.errors import invalid_query
+from shoplib.routing import MAX_INT
 from shoplib.timefmt import parse_date
 
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 20
 # Larger integers would overflow database integer columns (PostgreSQL int4, SQLite int64
 # binding) and turn a bad query into a 500; refuse them as a 400 instead.
-MAX_QUERY_INT = 2_147_483_647
+MAX_QUERY_INT = MAX_INT
 
 
 @dataclass(frozen=True)

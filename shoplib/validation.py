@@ -124,12 +124,12 @@ def validate(
 
 
 def between(low: int, high: int) -> Check:
-    """An integer range check with the contract's message (same text as `monolith.web`)."""
+    """An integer range check with the contract's message (the monolith and the services share it)."""
     return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
 
 
 def stripped_length(low: int, high: int) -> Check:
-    """Length check applied after stripping surrounding whitespace (same text as `length`)."""
+    """Length check applied after stripping surrounding whitespace (same message as `length`)."""
     return lambda v: (
         None if low <= len(v.strip()) <= high else f"must be {low} to {high} characters"
     )

@@ -197,9 +197,6 @@ class _Reader:
         self.pos = end
         return value
 
-    def i8(self) -> int:
-        return self._take(">b", 1)
-
     def u8(self) -> int:
         return self._take(">B", 1)
 

@@ -130,12 +130,8 @@ def product_json(product: Product) -> dict[str, Any]:
 # lookups
 
 
-def _get(session: Session, model: type[Any], ident: int) -> Any:
-    return session.get(model, ident)
-
-
 def get_category(session: Session, category_id: int) -> dict[str, Any]:
-    category = _get(session, Category, category_id)
+    category = session.get(Category, category_id)
     if category is None:
         raise not_found("category", category_id)
     return category_json(category)
@@ -146,14 +142,14 @@ def get_product(session: Session, product_id: int) -> dict[str, Any]:
 
 
 def _product_or_404(session: Session, product_id: int) -> Product:
-    product = _get(session, Product, product_id)
+    product = session.get(Product, product_id)
     if product is None:
         raise not_found("product", product_id)
     return product
 
 
 def category_exists(session: Session, category_id: int) -> bool:
-    return _get(session, Category, category_id) is not None
+    return session.get(Category, category_id) is not None
 
 
 def _order(column: InstrumentedAttribute[Any], descending: bool, tie: Any) -> list[Any]:

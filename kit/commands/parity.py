@@ -16,7 +16,7 @@ import click
 from parity.compare import Comparator
 from parity.model import Request
 from parity.noise import NoiseLearner
-from parity.recording import RecordingStore, Redactor
+from parity.recording import DEFAULT_REDACTED_FIELDS, RecordingStore, Redactor
 from parity.report import RunReport, render_html, render_table
 from parity.rules import EndpointPattern, EndpointResolver, RulesError, RuleSet
 from parity.runner import BackendError, HttpBackend, Runner
@@ -74,59 +74,33 @@ class _Source:
 
     def requests(self, base_url: str, resolver: EndpointResolver) -> list[Request]:
         """The requests to send (`base_url` supplies the default `<base>/openapi.json`)."""
-        return _requests(
-            base_url=base_url.rstrip("/"),
-            recording=self.recording,
-            openapi=self.openapi,
-            request_file=self.request_file,
-            ids=self.ids,
-            endpoints=self.endpoints,
-            resolver=resolver,
-            limit=self.limit,
-        )
-
-
-def _requests(
-    *,
-    base_url: str | None,
-    recording: str | None,
-    openapi: str | None,
-    request_file: str | None,
-    ids: tuple[str, ...],
-    endpoints: tuple[str, ...],
-    resolver: EndpointResolver,
-    limit: int | None,
-) -> list[Request]:
-    pool = _parse_ids(ids)
-    chosen = [x for x in (recording, openapi, request_file) if x]
-    if len(chosen) > 1:
-        raise click.UsageError("give only one of --from, --openapi, --requests")
-    try:
-        if recording:
-            reqs = list(from_recording(recording))
-        elif request_file:
-            reqs = load_list_file(request_file)
-        else:
-            source = openapi or (f"{base_url}/openapi.json" if base_url else None)
-            if source is None:
-                raise click.UsageError("no request source: give --from, --openapi or --requests")
-            doc = load_openapi(source)
-            gen = from_openapi(doc, pool)
-            for endpoint in gen.endpoints:
-                resolver.add(endpoint)
-            for reason in gen.skipped:
-                click.echo(f"skipped {reason}", err=True)
-            reqs = gen.requests
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read requests: {exc}") from None
-    keep = _endpoint_filter(endpoints)
-    if keep is not None:
-        reqs = [r for r in reqs if keep(r)]
-    if limit is not None:
-        reqs = reqs[:limit]
-    if not reqs:
-        raise click.ClickException("no requests to send (check the source and --endpoint)")
-    return reqs
+        pool = _parse_ids(self.ids)
+        chosen = [x for x in (self.recording, self.openapi, self.request_file) if x]
+        if len(chosen) > 1:
+            raise click.UsageError("give only one of --from, --openapi, --requests")
+        try:
+            if self.recording:
+                reqs = list(from_recording(self.recording))
+            elif self.request_file:
+                reqs = load_list_file(self.request_file)
+            else:
+                doc = load_openapi(self.openapi or f"{base_url.rstrip('/')}/openapi.json")
+                gen = from_openapi(doc, pool)
+                for endpoint in gen.endpoints:
+                    resolver.add(endpoint)
+                for reason in gen.skipped:
+                    click.echo(f"skipped {reason}", err=True)
+                reqs = gen.requests
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"cannot read requests: {exc}") from None
+        keep = _endpoint_filter(self.endpoints)
+        if keep is not None:
+            reqs = [r for r in reqs if keep(r)]
+        if self.limit is not None:
+            reqs = reqs[: self.limit]
+        if not reqs:
+            raise click.ClickException("no requests to send (check the source and --endpoint)")
+        return reqs
 
 
 class _Progress:
@@ -293,7 +267,7 @@ def run_cmd(
     resolver = EndpointResolver(rules.endpoint_patterns())
     reqs = source.requests(control, resolver)
     comparator = Comparator(rules, resolver)
-    redactor = Redactor(fields=[*Redactor().field_names, *redact_field])
+    redactor = Redactor(fields=[*DEFAULT_REDACTED_FIELDS, *redact_field])
     try:
         ctl = HttpBackend(control, timeout=timeout, max_connections=concurrency * 2, name=control)
         cand = HttpBackend(
@@ -445,7 +419,7 @@ def record_cmd(
     """Send requests through a URL and record the exchanges (redacted) to a JSON Lines file."""
     resolver = EndpointResolver()
     reqs = source.requests(target, resolver)
-    redactor = Redactor(headers=redact_header, fields=[*Redactor().field_names, *redact_field])
+    redactor = Redactor(headers=redact_header, fields=[*DEFAULT_REDACTED_FIELDS, *redact_field])
     store = RecordingStore(out, sample_rate=sample_rate, max_bytes=max_bytes, redactor=redactor)
     progress = _Progress("record")
     failed = 0

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
+from kit.commands.playbook import table as render_table
 from strangler_proxy.routes import RouteError
 from strangler_proxy.service import RouteService, readiness_guard
 from strangler_proxy.store import RouteStore
@@ -175,17 +175,6 @@ def _token(explicit: str | None, token_file: str) -> str:
         "no admin token: pass --token, set KIT_ADMIN_TOKEN, or point --token-file at the "
         "file the proxy printed at start-up"
     )
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Plain aligned columns, readable in any terminal and easy to grep."""
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _options(route: dict[str, Any]) -> str:

@@ -158,23 +158,15 @@ class GuardContext:
             "reason": reason,
             "refusals": refusals,
         }
-        if force:
-            self.state.audit(
-                "forced",
-                f"route {intent.endpoint.label} -> {intent.mode} forced past: {message}",
-                actor=actor,
-                service=intent.endpoint.service,
-                detail=detail,
-            )
-            return None
+        kind, verb = ("forced", "forced past") if force else ("refused", "refused")
         self.state.audit(
-            "refused",
-            f"route {intent.endpoint.label} -> {intent.mode} refused: {message}",
+            kind,
+            f"route {intent.endpoint.label} -> {intent.mode} {verb}: {message}",
             actor=actor,
             service=intent.endpoint.service,
             detail=detail,
         )
-        return message
+        return None if force else message
 
 
 def route_guard(ctx: GuardContext) -> Callable[[Any], str | None]:

@@ -47,7 +47,7 @@ from sqlalchemy.engine import make_url
 from cdc.events import topic_name
 from cdc.mapping import ColumnMapping, MappingSpec, TableMapping
 from cdc.ports import Transport
-from kit.manifest import Manifest, ServiceSpec
+from kit.manifest import Manifest
 from kit.playbook.state import StateStore
 
 MONOLITH_CAPTURE = "capture:monolith"
@@ -920,15 +920,3 @@ def wait_worker_stopped(m: Manifest, name: str, timeout_s: float) -> bool:
             return True
         time.sleep(0.2)
     return False
-
-
-def service_of_table(m: Manifest, table: str) -> ServiceSpec | None:
-    name = m.owner_of_table(table)
-    return m.services[name] if name else None
-
-
-def plain_engine(url: str) -> Engine:
-    """An engine without the CDC pragmas (for short administrative reads)."""
-    from shoplib.db import make_engine as plain
-
-    return plain(url)

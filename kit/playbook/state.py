@@ -335,10 +335,21 @@ class StateStore:
                 .values(evidence=json.dumps(evidence, default=str))
             )
 
-    def history(self, service: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+    def history(
+        self,
+        service: str | None = None,
+        limit: int = 50,
+        *,
+        step: str | None = None,
+        action: str | None = None,
+    ) -> list[HistoryEntry]:
         q = select(history_table).order_by(history_table.c.id.desc()).limit(limit)
         if service:
             q = q.where(history_table.c.service == service)
+        if step:
+            q = q.where(history_table.c.step == step)
+        if action:
+            q = q.where(history_table.c.action == action)
         with self.engine.connect() as conn:
             rows = conn.execute(q).mappings().all()
         return [
@@ -360,10 +371,8 @@ class StateStore:
         ]
 
     def last_run(self, service: str, step: str, action: str = "run") -> HistoryEntry | None:
-        for h in self.history(service, limit=200):
-            if h.step == step and h.action == action:
-                return h
-        return None
+        runs = self.history(service, limit=1, step=step, action=action)
+        return runs[0] if runs else None
 
     # -- audit
     def audit(

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -294,8 +294,3 @@ def tail(path: str | Path, lines: int = 20) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
-
-
-def argv_python(module: str, args: Sequence[str], python: str) -> tuple[str, ...]:
-    """argv running `python -m module args...`."""
-    return (python, "-m", module, *args)

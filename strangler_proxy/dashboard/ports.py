@@ -9,7 +9,7 @@ should answer within a fraction of a second because the page polls every second.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -121,7 +121,6 @@ class PlaybookStep:
     total: int | None = None
     status: str = ""
     detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {

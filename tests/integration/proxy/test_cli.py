@@ -32,6 +32,12 @@ def test_route_list_set_history_and_reset_through_the_admin_api(
     listed = _run("list", env=env)
     assert listed.exit_code == 0
     assert "METHOD" in listed.output and "/products/<int:id>" in listed.output
+    (row,) = [
+        line.split()
+        for line in listed.output.splitlines()
+        if line.startswith("GET ") and "/products/<int:id>" in line
+    ]
+    assert row[:4] == ["GET", "/products/<int:id>", "catalog", "monolith"]
     assert "sticky-header=X-Client-Id" in listed.output
     changed = _run(
         "set",
@@ -49,6 +55,7 @@ def test_route_list_set_history_and_reset_through_the_admin_api(
     assert client.get("/products/1").headers["x-served-by"] == "catalog"
     history = _run("history", "--limit", "1", env=env)
     assert "dana" in history.output and "cut over" in history.output
+    assert "extracted" in history.output
     assert _run("reset", env=env).exit_code == 0
     assert client.get("/products/1").headers["x-served-by"] == "monolith"
 

@@ -61,4 +61,5 @@ def test_parity_fixture_without_configuration_explains_what_to_define(pytester):
     pytester.makeconftest('pytest_plugins = ["parity.pytest_plugin"]')
     pytester.makepyfile(test_x="def test_x(parity):\n    parity.check('GET', '/')\n")
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
     assert "define a `parity_control` fixture" in result.stdout.str()

@@ -91,6 +91,11 @@ def test_force_overrides_the_order_and_is_written_to_the_audit_log(pb: Playbook)
     forced = pb.state.audit_log(5, kind="forced")
     assert forced and "step out of order" in forced[0].message and forced[0].actor == "tester"
     assert pb.state.history("catalog", 1)[0].forced
+    schema_run = pb.state.last_run("catalog", "schema")  # not the newest row: filtered by step
+    assert schema_run is not None and schema_run.step == "schema" and not schema_run.forced
+    assert pb.state.last_run("catalog", "capture") is None
+    plan = {row.step: row for row in pb.plan("catalog")}
+    assert plan["schema"].started_at == schema_run.started_at and plan["capture"].started_at is None
 
 
 @pytest.mark.parametrize("shop", [{"min_samples": 3}], indirect=True)
