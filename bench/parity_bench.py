@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from parity.model import Request, Response  # noqa: E402
 from parity.rules import RuleSet  # noqa: E402
 from parity.runner import HttpBackend, Runner  # noqa: E402
 from parity.sources import from_list  # noqa: E402
+from shoplib.testing import free_port  # noqa: E402
 
 APPS_DIR = ROOT / "tests" / "unit" / "parity"
 
@@ -86,14 +86,8 @@ def bench_comparator(seconds: float) -> list[tuple[str, float]]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(variant: str | None) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     factory = f"create_shop_app({variant!r})" if variant else "create_shop_app()"
     proc = subprocess.Popen(
         [

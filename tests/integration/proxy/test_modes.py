@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from proxy_helpers import CATALOG_ROUTES, ProxyThread, Upstream, base_config, wait_for
 
+from shoplib.testing import free_port
 from strangler_proxy.config import BreakerSettings, Timeouts
 
 pytestmark = pytest.mark.integration
@@ -184,19 +184,13 @@ def test_extracted_mode_falls_back_for_idempotent_requests_on_5xx(
     assert client.get("/products/3").status_code == 503
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_breaker_opens_when_the_service_is_killed_and_recovers_when_it_returns(
     tmp_path: Path,
     upstreams: dict[str, Upstream],
     upstream_factory: Callable[..., Upstream],
     proxy_factory: Callable[..., ProxyThread],
 ) -> None:
-    port = _free_port()
+    port = free_port()
     service = upstream_factory("orders", port)
     config = base_config(
         tmp_path,
@@ -232,7 +226,7 @@ def test_dead_upstream_gives_502_and_slow_upstream_gives_504_with_json(
     upstreams: dict[str, Upstream],
     proxy_factory: Callable[..., ProxyThread],
 ) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     config = base_config(
         tmp_path,
         {"monolith": upstreams["monolith"].url, "catalog": dead},
