@@ -1,10 +1,14 @@
 """Parity benchmark: comparator diffs/s on ~10 KB JSON bodies, and replay throughput against
 two live HTTP backends as a ratio of the slower backend's own throughput in the same run.
 
-    .venv/bin/python bench/parity_bench.py [--seconds 3] [--concurrency 4] [--requests 400]
+    .venv/bin/python bench/parity_bench.py [--seconds 2] [--concurrency 8] [--requests 3000]
 
-Backends are the shop-like test app (tests/unit/parity/parity_testapps.py) served by gunicorn
-in separate processes on 127.0.0.1; every process started here is stopped here, by pid.
+The backends are the live monolith (control) and the extracted catalog service (candidate),
+each served by one gunicorn process (gthread, keep-alive, as `kit up` runs them) on 127.0.0.1:
+the monolith on a `kit seed` database, the service on a database loaded from it through
+extracted/catalog/mapping.toml. One process each, so on a 2-core machine each backend has a
+core of its own, as it would have a machine of its own. Every process started here is stopped
+here, by pid; the databases live in a temporary directory removed at the end.
 """
 
 from __future__ import annotations
@@ -15,11 +19,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,9 +32,7 @@ from parity.model import Request, Response  # noqa: E402
 from parity.rules import RuleSet  # noqa: E402
 from parity.runner import HttpBackend, Runner  # noqa: E402
 from parity.sources import from_list  # noqa: E402
-from shoplib.testing import free_port  # noqa: E402
-
-APPS_DIR = ROOT / "tests" / "unit" / "parity"
+from shoplib.testing import free_port, wait_http_ok  # noqa: E402
 
 
 def _body(n_items: int, change: int = 0) -> bytes:
@@ -86,9 +87,40 @@ def bench_comparator(seconds: float) -> list[tuple[str, float]]:
     return out
 
 
-def _start(variant: str | None) -> tuple[subprocess.Popen, str]:
+APPS = {
+    "monolith": ("monolith.app:create_app()", "MONOLITH_DATABASE_URL"),
+    "catalog": ("extracted.catalog.app:create_app()", "CATALOG_DATABASE_URL"),
+}
+
+
+def _prepare_databases(work: Path, scale: int) -> dict[str, str]:
+    """A seeded monolith database and a catalog database loaded from it through the mapping."""
+    from sqlalchemy import create_engine
+
+    from tests.contract.harness import load_through_mapping, mapping_for, migrate
+
+    urls = {name: f"sqlite:///{work / f'{name}.db'}" for name in APPS}
+    kit = [sys.executable, "-c", "from kit.cli import main; main()"]
+    subprocess.run(
+        [*kit, "seed", "--scale", str(scale), "--url", urls["monolith"]],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    migrate("catalog", urls["catalog"])
+    source, target = create_engine(urls["monolith"]), create_engine(urls["catalog"])
+    try:
+        load_through_mapping(source, target, mapping_for("catalog"))
+    finally:
+        source.dispose()
+        target.dispose()
+    return urls
+
+
+def _start(app: str, database_url: str, threads: int) -> tuple[subprocess.Popen, str]:
+    """One gunicorn process (gthread, keep-alive as `kit up` runs it) on a free port."""
+    target, variable = APPS[app]
     port = free_port()
-    factory = f"create_shop_app({variant!r})" if variant else "create_shop_app()"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -96,29 +128,28 @@ def _start(variant: str | None) -> tuple[subprocess.Popen, str]:
             "gunicorn",
             "-w",
             "1",
+            "-k",
+            "gthread",
             "--threads",
-            "8",
+            str(threads),
+            "--keep-alive",
+            "75",
             "-b",
             f"127.0.0.1:{port}",
-            "--chdir",
-            str(APPS_DIR),
             "--log-level",
             "warning",
-            f"parity_testapps:{factory}",
+            target,
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), variable: database_url},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/products/1", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"backend on {url} did not start")
+    try:
+        wait_http_ok(url + "/readyz", timeout_s=30)
+    except TimeoutError:
+        _stop(proc)
+        raise
+    return proc, url
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -131,6 +162,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _backend_throughput(url: str, reqs: list[Request], concurrency: int) -> float:
+    """Requests/s of one backend alone, driven by the same client and threads as the replay."""
     with HttpBackend(url, max_connections=concurrency * 2) as backend:
         t0 = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
@@ -138,66 +170,110 @@ def _backend_throughput(url: str, reqs: list[Request], concurrency: int) -> floa
         return len(reqs) / (time.perf_counter() - t0)
 
 
-def bench_replay(n_requests: int, concurrency: int) -> dict[str, float]:
-    control, curl = _start(None)
-    try:
-        candidate, durl = _start(None)
+def _catalog_requests(n: int, products: int, categories: int) -> list[Request]:
+    """A mix of the catalog's read endpoints over ids that exist in the seed data."""
+    lines = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 0:
+            lines.append(f"GET /products?per_page=20&page={1 + i % 5}")
+        elif kind == 1:
+            lines.append(f"GET /categories/{1 + i % categories}")
+        elif kind == 2:
+            lines.append("GET /categories")
+        else:
+            lines.append(f"GET /products/{1 + (i * 7919) % products}")
+    return from_list(lines)
+
+
+def _replay_rate(curl: str, durl: str, reqs: list[Request], concurrency: int) -> float:
+    rules = RuleSet.from_dict({"defaults": {"ignore": ["$..request_id"]}})
+    with (
+        HttpBackend(curl, max_connections=concurrency * 2) as c,
+        HttpBackend(durl, max_connections=concurrency * 2) as d,
+    ):
+        t0 = time.perf_counter()
+        report = Runner(c, d, Comparator(rules), concurrency=concurrency).run(reqs)
+        rate = len(reqs) / (time.perf_counter() - t0)
+    if report.totals.matches != len(reqs):
+        raise SystemExit(f"replay found differences: {report.totals}")
+    return rate
+
+
+def bench_replay(
+    n_requests: int, concurrency: int, scale: int, threads: int, rounds: int
+) -> list[dict[str, float]]:
+    """Replay against the live monolith (control) and catalog service (candidate).
+
+    Each round measures, in turn, each backend alone, both loaded at once (the replay's CPU
+    contention without comparing), and the replay: interleaving the phases keeps warm-up
+    and drift from favouring whichever phase runs last."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
+        urls = _prepare_databases(Path(tmp), scale)
+        control, curl = _start("monolith", urls["monolith"], threads)
         try:
-            lines = [
-                "GET /products?per_page=50",
-                "GET /products/3",
-                "GET /products?page=2&per_page=10",
-            ]
-            reqs = from_list((lines * (n_requests // len(lines) + 1))[:n_requests])
-            # warm up both
-            _backend_throughput(curl, reqs[:50], concurrency)
-            _backend_throughput(durl, reqs[:50], concurrency)
-            ctl_rate = _backend_throughput(curl, reqs, concurrency)
-            cand_rate = _backend_throughput(durl, reqs, concurrency)
-            # both loaded at once: the same CPU contention as during the replay
-            with ThreadPoolExecutor(2) as both:
-                f1 = both.submit(_backend_throughput, curl, reqs, concurrency)
-                f2 = both.submit(_backend_throughput, durl, reqs, concurrency)
-                together = min(f1.result(), f2.result())
-            with (
-                HttpBackend(curl, max_connections=concurrency * 2) as c,
-                HttpBackend(durl, max_connections=concurrency * 2) as d,
-            ):
-                t0 = time.perf_counter()
-                report = Runner(c, d, concurrency=concurrency).run(reqs)
-                replay_rate = len(reqs) / (time.perf_counter() - t0)
-            assert report.totals.matches == len(reqs), report.totals
+            candidate, durl = _start("catalog", urls["catalog"], threads)
+            try:
+                with HttpBackend(curl) as probe:
+                    products = probe.send(Request("GET", "/products")).json()["total"]
+                    categories = probe.send(Request("GET", "/categories")).json()["total"]
+                reqs = _catalog_requests(n_requests, products, categories)
+                _replay_rate(curl, durl, reqs[:1000], concurrency)  # warm up both
+                for _ in range(rounds):
+                    ctl_rate = _backend_throughput(curl, reqs, concurrency)
+                    cand_rate = _backend_throughput(durl, reqs, concurrency)
+                    with ThreadPoolExecutor(2) as both:
+                        f1 = both.submit(_backend_throughput, curl, reqs, concurrency)
+                        f2 = both.submit(_backend_throughput, durl, reqs, concurrency)
+                        together = min(f1.result(), f2.result())
+                    replay_rate = _replay_rate(curl, durl, reqs, concurrency)
+                    slower = min(ctl_rate, cand_rate)
+                    out.append(
+                        {
+                            "monolith alone req/s": ctl_rate,
+                            "catalog service alone req/s": cand_rate,
+                            "slower backend, both loaded at once": together,
+                            "replay pairs/s": replay_rate,
+                            "ratio to slower backend (alone)": replay_rate / slower,
+                            "ratio to slower backend (both loaded)": replay_rate / together,
+                        }
+                    )
+            finally:
+                _stop(candidate)
         finally:
-            _stop(candidate)
-    finally:
-        _stop(control)
-    slower = min(ctl_rate, cand_rate)
-    return {
-        "control req/s": ctl_rate,
-        "candidate req/s": cand_rate,
-        "replay pairs/s": replay_rate,
-        "slower backend, both loaded at once": together,
-        "ratio to slower backend (alone)": replay_rate / slower,
-        "ratio to slower backend (both loaded)": replay_rate / together,
-    }
+            _stop(control)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per comparator case")
-    parser.add_argument("--requests", type=int, default=600)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--scale", type=int, default=1, help="kit seed scale of the monolith")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per backend")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved replay rounds")
     parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument("--skip-comparator", action="store_true")
     args = parser.parse_args()
-    print("comparator alone (diffs/s):")
-    for label, rate in bench_comparator(args.seconds):
-        print(f"  {label:<36} {rate:>10,.0f}")
+    if not args.skip_comparator:
+        print("comparator alone (diffs/s):")
+        for label, rate in bench_comparator(args.seconds):
+            print(f"  {label:<36} {rate:>10,.0f}")
     if not args.skip_replay:
         print(
-            f"replay against live gunicorn backends ({args.requests} requests, concurrency {args.concurrency}):"
+            f"replay, monolith vs catalog service under gunicorn ({args.requests} requests,"
+            f" concurrency {args.concurrency}):"
         )
-        for label, value in bench_replay(args.requests, args.concurrency).items():
-            print(f"  {label:<40} {value:>10,.2f}")
+        rounds = bench_replay(
+            args.requests, args.concurrency, args.scale, args.threads, args.rounds
+        )
+        print(f"  {'':<40}" + "".join(f"{f'round {i + 1}':>10}" for i in range(len(rounds))))
+        for label in rounds[0]:
+            print(f"  {label:<40}" + "".join(f"{r[label]:>10,.2f}" for r in rounds))
+        ratios = sorted(r["ratio to slower backend (alone)"] for r in rounds)
+        print(f"  median replay / slower backend alone: {ratios[len(ratios) // 2]:.2f}")
 
 
 if __name__ == "__main__":

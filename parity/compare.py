@@ -13,6 +13,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from parity.model import (
     ABSENT,
     ComparisonResult,
@@ -58,6 +60,25 @@ def json_type(value: Any) -> str:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
+_PLAIN = frozenset({str, int, bool, float})
+
+
+def _strictly_equal(a: Any, b: Any) -> bool:
+    """Equal values that also agree in every type, all the way down: 1 vs 1.0 vs True.
+
+    Containers are told apart by serialising both at C speed (orjson); repr() is the
+    fallback for what orjson refuses (integers beyond 64 bits, non-JSON values)."""
+    t = type(a)
+    if t is not type(b) or a != b:
+        return False
+    if t in _PLAIN:
+        return True
+    try:
+        return orjson.dumps(a) == orjson.dumps(b)
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(a) == repr(b)
+
+
 def _canonical(value: Any) -> str:
     return _CANONICAL.encode(value)
 
@@ -79,7 +100,7 @@ class _Differ:
             self.out.append(Difference(kind, render_path(segs), a, b))
 
     def run(self, a: Any, b: Any) -> list[Difference]:
-        if type(a) is type(b) and a == b and repr(a) == repr(b):
+        if _strictly_equal(a, b):
             return self.out
         if self.matcher is None:
             self.walk(a, b, (), None, ())
@@ -135,11 +156,8 @@ class _Differ:
     def walk_object(self, a: dict, b: dict, segs: tuple[Segment, ...], state: Any) -> None:
         for key, va in a.items():
             vb = b.get(key, ABSENT)
-            tva = type(va)
-            if tva is type(vb) and va == vb:
-                # strictly equal values differ under no rule; repr() tells 1 from 1.0/True
-                if tva is str or tva is int or tva is bool or tva is float or repr(va) == repr(vb):
-                    continue
+            if _strictly_equal(va, vb):
+                continue  # strictly equal values differ under no rule
             if state is None:
                 if vb is ABSENT:
                     self.emit(DiffKind.MISSING, (*segs, key), va, ABSENT)
@@ -168,10 +186,8 @@ class _Differ:
         differing: list[int] = []
         for i in range(n):
             va, vb = a[i], b[i]
-            tva = type(va)
-            if tva is type(vb) and va == vb:
-                if tva is str or tva is int or tva is bool or tva is float or repr(va) == repr(vb):
-                    continue
+            if _strictly_equal(va, vb):
+                continue
             differing.append(i)
             if state is None:
                 self.walk(va, vb, (*segs, i), None, ())
@@ -350,6 +366,10 @@ def _norm_header(name: str, value: str) -> str:
 def _try_json(body: bytes) -> tuple[bool, Any]:
     if not body:
         return False, None
+    try:
+        return True, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # NaN/Infinity literals, integers beyond 64 bits...: the stdlib accepts those
     try:
         return True, json.loads(body)
     except ValueError:

@@ -28,13 +28,13 @@ class NoiseLearner:
         self._lock = threading.Lock()
 
     def observe(self, endpoint: str, primary: Response, secondary: Response) -> set[str]:
-        """Compare two control answers to the same request; return paths newly found noisy."""
+        """Compare two control answers to the same request; return the paths where they differ
+        (empty when the control agreed with itself) and remember them as noise."""
         paths = self.comparator.noise_paths(primary, secondary, endpoint)
         with self._lock:
             self._observations[endpoint] += 1
-            new = paths - self._noise[endpoint]
             self._noise[endpoint] |= paths
-        return new
+        return paths
 
     def add(self, endpoint: str, paths: Iterable[str]) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,16 +144,57 @@ def flask_pattern(openapi_path: str, params: Mapping[str, Mapping[str, Any]]) ->
     return _PARAM.sub(repl, openapi_path)
 
 
+def discover_ids(
+    doc: Mapping[str, Any], fetch: Callable[[str], Any], *, sample: int = 5
+) -> dict[str, list[Any]]:
+    """Ids that exist, per parameterised path, asked of the live control: `/products/{id}`
+    takes the ids that `GET /products` lists (its `items` array, or a top-level array, of
+    objects carrying the parameter's name or `id`), plus one integer id past the largest, so
+    the "not found" answer is compared too. Paths without a listing are left out."""
+    paths = doc.get("paths") or {}
+    listings: dict[str, Any] = {}
+    out: dict[str, list[Any]] = {}
+    for raw_path in sorted(paths):
+        names = _PARAM.findall(raw_path)
+        if not names:
+            continue
+        collection = raw_path.split("/{" + names[0] + "}", 1)[0] or "/"
+        item = _resolve(doc, paths.get(collection)) if collection in paths else None
+        if not isinstance(item, Mapping) or "get" not in item:
+            continue
+        if collection not in listings:
+            try:
+                listings[collection] = fetch(collection)
+            except (OSError, ValueError, RuntimeError):
+                listings[collection] = None
+        body = listings[collection]
+        rows = body.get("items") if isinstance(body, Mapping) else body
+        if not isinstance(rows, list):
+            continue
+        field_name = names[0]
+        values = [r.get(field_name, r.get("id")) for r in rows if isinstance(r, Mapping)]
+        values = [v for v in values if isinstance(v, int | str) and not isinstance(v, bool)]
+        values = list(dict.fromkeys(values))[:sample]
+        if not values:
+            continue
+        numbers = [v for v in values if isinstance(v, int)]
+        if len(numbers) == len(values):
+            values.append(max(numbers) + 1_000_000)
+        out[raw_path] = values
+    return out
+
+
 def from_openapi(
     doc: Mapping[str, Any],
     id_pool: Mapping[str, Sequence[Any]] | None = None,
     *,
+    path_ids: Mapping[str, Sequence[Any]] | None = None,
     include: Any = None,
     page_sizes: Sequence[int] = (5,),
     max_variants: int = 12,
 ) -> GeneratedRequests:
-    """Build GET requests for every path: path parameters from `id_pool` (by parameter name,
-    falling back to `id`), plus query variants: pagination, each sort value (ascending and
+    """Build GET requests for every path: path parameters from `id_pool` by parameter name,
+    else from `path_ids` by OpenAPI path (see `discover_ids`), else `id_pool["id"]`; plus query variants: pagination, each sort value (ascending and
     descending), each enum/boolean filter value, and integer filters from the pool.
 
     Paths whose required parameters cannot be filled are listed in `skipped`, never guessed.
@@ -186,7 +227,12 @@ def from_openapi(
         endpoint = f"GET {flask_pattern(raw_path, params)}"
         if include is not None and not include(endpoint):
             continue
-        missing = [n for n in names if not (pool.get(n) or pool.get("id"))]
+        discovered = list((path_ids or {}).get(raw_path) or [])
+        if names and discovered and not pool.get(names[0]):
+            path_pool = {**pool, names[0]: discovered}
+        else:
+            path_pool = pool
+        missing = [n for n in names if not (path_pool.get(n) or path_pool.get("id"))]
         if missing:
             out.skipped.append(f"{endpoint}: no ids for path parameter(s) {', '.join(missing)}")
             continue
@@ -205,7 +251,7 @@ def from_openapi(
             )
             continue
         out.endpoints.append(endpoint)
-        paths_filled = _fill_paths(raw_path, names, pool)
+        paths_filled = _fill_paths(raw_path, names, path_pool)
         variants = [dict(required)] + _query_variants(query_params, pool, page_sizes, required)
         seen: set[tuple] = set()
         for concrete in paths_filled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -20,13 +21,21 @@ from parity.recording import DEFAULT_REDACTED_FIELDS, RecordingStore, Redactor
 from parity.report import RunReport, render_html, render_table
 from parity.rules import EndpointPattern, EndpointResolver, RulesError, RuleSet
 from parity.runner import BackendError, HttpBackend, Runner
-from parity.sources import from_openapi, from_recording, load_list_file, load_openapi
+from parity.sources import (
+    discover_ids,
+    from_openapi,
+    from_recording,
+    load_list_file,
+    load_openapi,
+)
 
 SERVICE_HELP = (
-    "Service name from the migration manifest; it will supply the control and candidate "
-    "URLs, endpoints and rules once the manifest is wired in. Until then pass --control and "
-    "--candidate explicitly (an explicit option always wins over the manifest)."
+    "Service name from the migration manifest (./kit.toml, $KIT_MANIFEST or kit --manifest): "
+    "supplies the monolith and service URLs, limits requests to the service's read endpoints "
+    "and uses the manifest's parity rules. Explicit options win over the manifest."
 )
+#: Methods a parity run may send to live backends: it must never write to live data.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _parse_ids(values: Iterable[str]) -> dict[str, list[Any]]:
@@ -85,7 +94,7 @@ class _Source:
                 reqs = load_list_file(self.request_file)
             else:
                 doc = load_openapi(self.openapi or f"{base_url.rstrip('/')}/openapi.json")
-                gen = from_openapi(doc, pool)
+                gen = from_openapi(doc, pool, path_ids=_existing_ids(doc, base_url))
                 for endpoint in gen.endpoints:
                     resolver.add(endpoint)
                 for reason in gen.skipped:
@@ -93,6 +102,13 @@ class _Source:
                 reqs = gen.requests
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"cannot read requests: {exc}") from None
+        writes = [r for r in reqs if r.method not in SAFE_METHODS]
+        if writes:
+            raise click.ClickException(
+                f"{len(writes)} request(s) would write, first: {writes[0]}. Runs against live "
+                "backends send only GET/HEAD/OPTIONS; compare writes on scratch databases "
+                "(parity.runner.WriteScenario)."
+            )
         keep = _endpoint_filter(self.endpoints)
         if keep is not None:
             reqs = [r for r in reqs if keep(r)]
@@ -101,6 +117,53 @@ class _Source:
         if not reqs:
             raise click.ClickException("no requests to send (check the source and --endpoint)")
         return reqs
+
+
+def _existing_ids(doc: dict[str, Any], base_url: str) -> dict[str, list[Any]]:
+    """Ids the live control lists, per parameterised path (see parity.sources.discover_ids)."""
+    with HttpBackend(base_url, timeout=10.0) as backend:
+
+        def fetch(path: str) -> Any:
+            response = backend.send(Request("GET", path))
+            return response.json() if response.status == 200 and response.is_json else None
+
+        return discover_ids(doc, fetch)
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What `--service` takes from the manifest; explicit options override each part."""
+
+    control: str | None
+    candidate: str | None
+    rules: RuleSet | None
+    endpoints: tuple[str, ...]
+
+    @classmethod
+    def of(cls, service: str | None) -> _Targets:
+        if not service:
+            return cls(None, None, None, ())
+        from kit.manifest import ManifestError, load_manifest, parity_rules
+
+        try:
+            manifest = load_manifest(None)
+            spec = manifest.service(service)
+            rules = parity_rules(manifest)
+        except (ManifestError, RulesError) as exc:
+            raise click.ClickException(str(exc)) from None
+        reads = tuple(e.label for e in spec.read_endpoints)
+        if not reads:
+            raise click.ClickException(f"service {service!r} declares no read endpoints")
+        return cls(manifest.monolith.url, spec.url, rules, reads)
+
+    def source(self, source: _Source) -> _Source:
+        """The user's source, limited to the service's read endpoints unless --endpoint says."""
+        if source.endpoints or not self.endpoints:
+            return source
+        return dataclasses.replace(source, endpoints=self.endpoints)
+
+    def rules_or(self, rules_file: str | None) -> RuleSet:
+        return _load_rules(rules_file) if rules_file or self.rules is None else self.rules
 
 
 class _Progress:
@@ -260,12 +323,13 @@ def run_cmd(
     redact_field: tuple[str, ...],
 ) -> None:
     """Replay requests against control and candidate and report per endpoint."""
+    targets = _Targets.of(service)
+    control, candidate = control or targets.control, candidate or targets.candidate
     if not control or not candidate:
-        hint = f" (--service {service} is not wired to the manifest yet)" if service else ""
-        raise click.UsageError(f"give --control and --candidate URLs{hint}")
-    rules = _load_rules(rules_file)
+        raise click.UsageError("give --service, or --control and --candidate URLs")
+    rules = targets.rules_or(rules_file)
     resolver = EndpointResolver(rules.endpoint_patterns())
-    reqs = source.requests(control, resolver)
+    reqs = targets.source(source).requests(control, resolver)
     comparator = Comparator(rules, resolver)
     redactor = Redactor(fields=[*DEFAULT_REDACTED_FIELDS, *redact_field])
     try:
@@ -311,7 +375,7 @@ def run_cmd(
 
 @cli.command("learn-noise")
 @click.option("--service", help=SERVICE_HELP)
-@click.option("--control", required=True, help="Control base URL (the monolith).")
+@click.option("--control", help="Control base URL (the monolith); default from --service.")
 @_source_options
 @click.option(
     "--repeat",
@@ -335,7 +399,7 @@ def run_cmd(
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256))
 def learn_noise_cmd(
     service: str | None,
-    control: str,
+    control: str | None,
     source: _Source,
     repeat: int,
     rules_file: str | None,
@@ -343,9 +407,13 @@ def learn_noise_cmd(
     concurrency: int,
 ) -> None:
     """Ask the control the same requests several times; save where it disagrees with itself."""
-    rules = _load_rules(rules_file)
+    targets = _Targets.of(service)
+    control = control or targets.control
+    if not control:
+        raise click.UsageError("give --service or --control")
+    rules = targets.rules_or(rules_file)
     resolver = EndpointResolver(rules.endpoint_patterns())
-    reqs = source.requests(control, resolver)
+    reqs = targets.source(source).requests(control, resolver)
     comparator = Comparator(rules, resolver)
     learner = NoiseLearner(comparator)
     progress = _Progress("learn-noise")
@@ -353,19 +421,23 @@ def learn_noise_cmd(
 
     with HttpBackend(control, max_connections=concurrency * 2) as backend:
 
-        def observe(req: Request) -> None:
+        def observe(req: Request) -> str:
+            """`match` when the control agreed with itself, `noise-only` when not."""
             try:
                 answers = [backend.send(req) for _ in range(repeat)]
             except BackendError as exc:
                 click.echo(f"skipped {req}: {exc}", err=True)
-                return
+                return "error"
             endpoint = comparator.endpoint_of(req)
+            noisy = False
             for other in answers[1:]:
-                learner.observe(endpoint, answers[0], other)
+                noisy = bool(learner.observe(endpoint, answers[0], other)) or noisy
+            return "noise-only" if noisy else "match"
 
         counts: Counter = Counter()
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for n, _ in enumerate(pool.map(observe, reqs), 1):
+            for n, outcome in enumerate(pool.map(observe, reqs), 1):
+                counts[outcome] += 1
                 progress(n, len(reqs), counts)
     learner.save(out, base=rules)
     mapping = learner.as_mapping()
@@ -379,7 +451,9 @@ def learn_noise_cmd(
 @cli.command("record")
 @click.option("--service", help=SERVICE_HELP)
 @click.option(
-    "--target", required=True, help="Base URL to send through (e.g. the proxy or the monolith)."
+    "--target",
+    help="Base URL to send through (e.g. the proxy or the monolith); default with --service: "
+    "the manifest's proxy.",
 )
 @_source_options
 @click.option(
@@ -408,7 +482,7 @@ def learn_noise_cmd(
 )
 def record_cmd(
     service: str | None,
-    target: str,
+    target: str | None,
     source: _Source,
     out: str,
     sample_rate: float,
@@ -417,8 +491,15 @@ def record_cmd(
     redact_field: tuple[str, ...],
 ) -> None:
     """Send requests through a URL and record the exchanges (redacted) to a JSON Lines file."""
-    resolver = EndpointResolver()
-    reqs = source.requests(target, resolver)
+    targets = _Targets.of(service)
+    if not target and service:
+        from kit.manifest import load_manifest
+
+        target = f"http://{load_manifest(None).proxy.listen}"
+    if not target:
+        raise click.UsageError("give --target (or --service to record through the proxy)")
+    resolver = EndpointResolver(list(targets.endpoints))
+    reqs = targets.source(source).requests(target, resolver)
     redactor = Redactor(headers=redact_header, fields=[*DEFAULT_REDACTED_FIELDS, *redact_field])
     store = RecordingStore(out, sample_rate=sample_rate, max_bytes=max_bytes, redactor=redactor)
     progress = _Progress("record")
@@ -452,6 +533,7 @@ def report_cmd(report_file: str, html_out: str | None, threshold: int) -> None:
         raise click.ClickException(f"{report_file}: not a parity report ({exc})") from None
     click.echo(render_table(report))
     if html_out:
+        Path(html_out).parent.mkdir(parents=True, exist_ok=True)
         Path(html_out).write_text(render_html(report), encoding="utf-8")
         click.echo(f"HTML report: {html_out}")
     sys.exit(report.exit_code(threshold))

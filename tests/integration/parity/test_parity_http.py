@@ -188,8 +188,8 @@ def test_cli_record_then_replay_from_the_recording_without_leaking_secrets(
 
 def test_cli_rejects_bad_input_with_clear_messages(tmp_path):
     runner = CliRunner()
-    res = runner.invoke(cli, ["run", "--service", "catalog"])
-    assert res.exit_code == 2 and "not wired to the manifest yet" in res.output
+    res = runner.invoke(cli, ["run"])
+    assert res.exit_code == 2 and "give --service, or --control and --candidate" in res.output
     bad = tmp_path / "bad.toml"
     bad.write_text('[[endpoints]]\nendpoint = "GET /a"\nignore = ["nope"]\n')
     res = runner.invoke(

@@ -34,6 +34,27 @@ def test_integer_string_float_and_boolean_are_distinct_types():
     }
 
 
+def test_type_differences_deep_inside_equal_looking_containers_are_found():
+    control = {"items": [{"id": 1, "tags": [1, 2]}], "big": [2**70]}
+    candidate = {"items": [{"id": 1, "tags": [1, 2.0]}], "big": [2**70]}
+    assert kinds(diff_json(control, candidate)) == {(DiffKind.TYPE, "$.items[0].tags[1]")}
+
+
+def test_json_bodies_beyond_what_fast_parsers_take_are_still_compared():
+    """NaN literals and integers past 64 bits parse as the standard library parses them."""
+    request, headers = Request("GET", "/x"), {"Content-Type": "application/json"}
+    control = Response(200, headers, b'{"n": 123456789012345678901234567890, "f": NaN}')
+    same = Response(200, headers, b'{"n": 123456789012345678901234567890, "f": NaN}')
+    other = Response(200, headers, b'{"n": 123456789012345678901234567891, "f": NaN}')
+    comparator = Comparator()
+    assert kinds(comparator.compare(request, control, other).differences) >= {
+        (DiffKind.VALUE, "$.n")
+    }
+    assert (DiffKind.VALUE, "$.n") not in kinds(
+        comparator.compare(request, control, same).differences
+    )
+
+
 def test_a_renamed_key_shows_as_missing_plus_extra():
     diffs = diff_json({"category_id": 3}, {"categoryId": 3})
     assert kinds(diffs) == {(DiffKind.MISSING, "$.category_id"), (DiffKind.EXTRA, "$.categoryId")}
