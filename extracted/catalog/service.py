@@ -24,6 +24,7 @@ from extracted.catalog.models import Category, Product
 from shoplib.errors import ApiError, conflict, not_found, validation_error
 from shoplib.money import money
 from shoplib.pagination import QueryArgs, page_envelope
+from shoplib.querying import fetch_page, order_by
 from shoplib.routing import MAX_INT
 from shoplib.timefmt import iso, utcnow
 from shoplib.validation import Field, between, length, pattern, validate
@@ -152,41 +153,16 @@ def category_exists(session: Session, category_id: int) -> bool:
     return session.get(Category, category_id) is not None
 
 
-def _order(column: InstrumentedAttribute[Any], descending: bool, tie: Any) -> list[Any]:
-    return [column.desc() if descending else column.asc(), tie.asc()]
-
-
-def _page(
-    session: Session,
-    model: type[Any],
-    conditions: list[ColumnElement[bool]],
-    order: list[Any],
-    offset: int,
-    limit: int,
-) -> tuple[list[Any], int]:
-    total = session.scalar(select(func.count()).select_from(model).where(*conditions)) or 0
-    rows = session.scalars(
-        select(model).where(*conditions).order_by(*order).offset(offset).limit(limit)
-    ).all()
-    return list(rows), int(total)
-
-
 def list_categories(session: Session, args: Mapping[str, str], path: str) -> dict[str, Any]:
     query = QueryArgs(args)
     page = query.page(tuple(CATEGORY_SORTS))
     parent_id = query.integer("parent_id", minimum=1)
     query.finish()
-    conditions: list[ColumnElement[bool]] = []
+    statement = select(Category)
     if parent_id is not None:
-        conditions.append(Category.parent_id == parent_id)
-    rows, total = _page(
-        session,
-        Category,
-        conditions,
-        _order(CATEGORY_SORTS[page.sort_field], page.descending, Category.id),
-        page.offset,
-        page.per_page,
-    )
+        statement = statement.where(Category.parent_id == parent_id)
+    ordering = order_by(page, CATEGORY_SORTS, Category.id)
+    rows, total = fetch_page(session, statement, page, ordering)
     return page_envelope([category_json(c) for c in rows], total, page, path, args)
 
 
@@ -210,14 +186,9 @@ def list_products(session: Session, args: Mapping[str, str], path: str) -> dict[
         conditions.append(Product.price_amount <= cents_to_amount(max_price))
     if text:
         conditions.append(func.lower(Product.name).contains(text.lower(), autoescape=True))
-    rows, total = _page(
-        session,
-        Product,
-        conditions,
-        _order(PRODUCT_SORTS[page.sort_field], page.descending, Product.id),
-        page.offset,
-        page.per_page,
-    )
+    statement = select(Product).where(*conditions)
+    ordering = order_by(page, PRODUCT_SORTS, Product.id)
+    rows, total = fetch_page(session, statement, page, ordering)
     return page_envelope([product_json(p) for p in rows], total, page, path, args)
 
 

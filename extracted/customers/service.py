@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from extracted.customers.models import Customer
 from shoplib.errors import ApiError, conflict, not_found
 from shoplib.pagination import QueryArgs, page_envelope
+from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 from shoplib.validation import Field, length, stripped_length, validate
 
@@ -111,17 +112,9 @@ def list_customers(session: Session, args: Mapping[str, str], path: str) -> dict
         conditions.append(Customer.email_normalized == normalize_email(email))
     if text:
         conditions.append(func.lower(FULL_NAME).contains(text.lower(), autoescape=True))
-    column = CUSTOMER_SORTS[page.sort_field]
-    order = [column.desc() if page.descending else column.asc(), Customer.id.asc()]
-    total = session.scalar(select(func.count()).select_from(Customer).where(*conditions)) or 0
-    rows = session.scalars(
-        select(Customer)
-        .where(*conditions)
-        .order_by(*order)
-        .offset(page.offset)
-        .limit(page.per_page)
-    ).all()
-    return page_envelope([customer_json(c) for c in rows], int(total), page, path, args)
+    ordering = order_by(page, CUSTOMER_SORTS, Customer.id)
+    rows, total = fetch_page(session, select(Customer).where(*conditions), page, ordering)
+    return page_envelope([customer_json(c) for c in rows], total, page, path, args)
 
 
 # --------------------------------------------------------------------------------------------

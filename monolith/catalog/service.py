@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monolith.catalog.models import Category, Product
-from monolith.querying import fetch_page, order_by
 from shoplib.errors import conflict, not_found, validation_error
 from shoplib.money import money
 from shoplib.pagination import PageRequest
+from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
 CATEGORY_SORTS = ("id", "name")

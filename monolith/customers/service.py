@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monolith.customers.models import Customer
-from monolith.querying import fetch_page, order_by
 from shoplib.errors import ApiError, conflict, not_found
 from shoplib.pagination import PageRequest
+from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
 CUSTOMER_SORTS = ("id", "name", "email", "created_at")

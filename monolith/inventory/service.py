@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from monolith.catalog import service as catalog
 from monolith.db import MAX_INT
 from monolith.inventory.models import Reservation, Stock
-from monolith.querying import fetch_page, order_by
 from shoplib.errors import ApiError, conflict, not_found, validation_error
 from shoplib.pagination import PageRequest
+from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
 STOCK_SORTS = ("product_id", "available")

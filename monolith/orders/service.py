@@ -20,10 +20,10 @@ from monolith.catalog import service as catalog
 from monolith.customers import service as customers
 from monolith.inventory import service as inventory
 from monolith.orders.models import Order, OrderLine
-from monolith.querying import fetch_page, order_by
 from shoplib.errors import conflict, not_found, validation_error
 from shoplib.money import money
 from shoplib.pagination import PageRequest
+from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
 ORDER_SORTS = ("id", "created_at", "total")

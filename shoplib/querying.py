@@ -1,4 +1,5 @@
-"""Shared list-query plumbing: sorting with a total order and one page of rows plus a count."""
+"""List-query plumbing shared by the monolith and the services (one behaviour, so parity holds):
+sorting with a total order, and one page of rows plus the count of all matching rows."""
 
 from __future__ import annotations
 
