@@ -17,6 +17,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def is_postgres(url: str | None) -> bool:
+    """A PostgreSQL URL, whatever the driver (`postgresql+psycopg://...`); what picks logical
+    decoding over triggers for capture, and `public` over `main` as the schema."""
+    return bool(url) and url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; SQLite files get their folder created and sane pragmas."""
     parsed = make_url(url)

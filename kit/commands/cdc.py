@@ -47,14 +47,10 @@ from cdc.sink import (
 from cdc.status import pipeline_status
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 from cdc.verify import VerifyError, format_key, verify
+from shoplib.db import is_postgres
 
 SOURCE_SCHEMA = "main"  # SQLite source; a PostgreSQL source uses the table's schema
 PG_SCHEMA = "public"
-
-
-def is_postgres_url(url: str | None) -> bool:
-    """PostgreSQL sources are captured by logical decoding, everything else by triggers."""
-    return bool(url) and url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -84,7 +80,7 @@ class Ctx:
 
     @property
     def postgres(self) -> bool:
-        return is_postgres_url(self.source_url)
+        return is_postgres(self.source_url)
 
     @property
     def dead_letter_store(self) -> str:
@@ -269,7 +265,7 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identi
     """Install capture on TABLES (idempotent): triggers on SQLite, publication + replica
     identity on PostgreSQL."""
     url = db_url or obj.source_url
-    if is_postgres_url(url):
+    if is_postgres(url):
         try:
             infos = pgcap.enable_capture(
                 url or "",
@@ -314,7 +310,7 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identi
 def disable(obj: Ctx, tables: tuple[str, ...], db_url: str | None) -> None:
     """Remove capture from TABLES (idempotent): triggers, or publication membership."""
     url = db_url or obj.source_url
-    if is_postgres_url(url):
+    if is_postgres(url):
         try:
             pgcap.disable_capture(url or "", tables, publication=obj.publication)
         except pgcap.CaptureError as exc:
@@ -850,7 +846,7 @@ def slot() -> None:
 def slot_list(obj: Ctx, url: str | None) -> None:
     """Every replication slot of the server, with the WAL it keeps (lag_bytes)."""
     url = url or obj.source_url
-    if not is_postgres_url(url):
+    if not is_postgres(url):
         raise click.UsageError("slots need a postgresql:// URL: pass --url or --source-url")
     try:
         slots = pgcap.list_slots(url or "")
@@ -891,7 +887,7 @@ def slot_list(obj: Ctx, url: str | None) -> None:
 def slot_drop(obj: Ctx, name: str, force: bool, url: str | None) -> None:
     """Drop replication slot NAME and its snapshot state (changes not delivered are lost)."""
     url = url or obj.source_url
-    if not is_postgres_url(url):
+    if not is_postgres(url):
         raise click.UsageError("slots need a postgresql:// URL: pass --url or --source-url")
     try:
         pgcap.drop_slot(url or "", name, force=force)

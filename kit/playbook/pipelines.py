@@ -49,6 +49,7 @@ from cdc.mapping import ColumnMapping, MappingSpec, TableMapping
 from cdc.ports import Transport
 from kit.manifest import Manifest
 from kit.playbook.state import StateStore
+from shoplib.db import is_postgres
 
 MONOLITH_CAPTURE = "capture:monolith"
 CAPTURE_NAME = "capture"  # position name inside each source database's _cdc_offsets
@@ -78,10 +79,6 @@ def invert_mapping(spec: MappingSpec) -> MappingSpec:
             )
         )
     return MappingSpec(spec.service, tuple(tables))
-
-
-def is_postgres(url: str) -> bool:
-    return make_url(url).get_backend_name().startswith("postgres")
 
 
 def _schema_of(url: str) -> str:
