@@ -36,6 +36,7 @@ from parity.model import (
     decode_body,
 )
 from parity.paths import PathMatcher, PathSyntaxError, Segment, parse_concrete
+from parity.report import EndpointSummary
 
 log = logging.getLogger(__name__)
 
@@ -394,15 +395,9 @@ def read_recording(path: str | Path, *, include_rotated: bool = True) -> Iterato
 
 
 @dataclass
-class EndpointStats:
+class EndpointStats(EndpointSummary):
     """Live counters for one endpoint plus its latest mismatches (newest first)."""
 
-    endpoint: str
-    requests: int = 0
-    matches: int = 0
-    mismatches: int = 0
-    noise: int = 0
-    errors: int = 0
     last_mismatches: list[dict[str, Any]] = field(default_factory=list)
     updated_at: float | None = None
 
@@ -414,12 +409,7 @@ class EndpointStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "endpoint": self.endpoint,
-            "requests": self.requests,
-            "matches": self.matches,
-            "mismatches": self.mismatches,
-            "noise": self.noise,
-            "errors": self.errors,
+            **super().to_dict(),
             "agreement": round(self.agreement, 6),
             "last_mismatches": self.last_mismatches,
             "updated_at": self.updated_at,

@@ -20,8 +20,14 @@ from parity.model import ComparisonResult, Difference, Outcome, Request, Respons
 REPORT_VERSION = 1
 
 
+COUNTS = ("requests", "matches", "mismatches", "noise", "errors")
+
+
 @dataclass
 class EndpointSummary:
+    """Outcome counters of one endpoint: a row of a run's report, and the base of the live
+    statistics the proxy's shadow pairs feed (`parity.recording.EndpointStats`)."""
+
     endpoint: str
     requests: int = 0
     matches: int = 0
@@ -29,8 +35,12 @@ class EndpointSummary:
     noise: int = 0
     errors: int = 0
 
+    def add(self, other: EndpointSummary) -> None:
+        for name in COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {"endpoint": self.endpoint, **{name: getattr(self, name) for name in COUNTS}}
 
 
 @dataclass
@@ -48,11 +58,7 @@ class RunReport:
     def totals(self) -> EndpointSummary:
         t = EndpointSummary("TOTAL")
         for e in self.endpoints:
-            t.requests += e.requests
-            t.matches += e.matches
-            t.mismatches += e.mismatches
-            t.noise += e.noise
-            t.errors += e.errors
+            t.add(e)
         return t
 
     def exit_code(self, threshold: int = 0, *, errors_count: bool = True) -> int:
