@@ -19,6 +19,7 @@ Unknown names raise UnknownDatabase (a ValueError) listing the known ones.
 
 from __future__ import annotations
 
+from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -53,19 +54,19 @@ def migrations_root() -> Path:
     return Path(__file__).resolve().parent.parent / "migrations"
 
 
-def known_databases() -> list[str]:
-    """Names of every folder in `migrations/` that holds an Alembic `env.py`."""
-    root = migrations_root()
-    if not root.is_dir():
+def known_databases(root: Path | None = None) -> list[str]:
+    """Names of every folder in `migrations/` (or `root`) that holds an Alembic `env.py`."""
+    base = root if root is not None else migrations_root()
+    if not base.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / "env.py").is_file())
+    return sorted(p.name for p in base.iterdir() if (p / "env.py").is_file())
 
 
-def script_location(name: str) -> Path:
-    known = known_databases()
+def script_location(name: str, root: Path | None = None) -> Path:
+    known = known_databases(root)
     if name not in known:
         raise UnknownDatabase(name, known)
-    return migrations_root() / name
+    return (root if root is not None else migrations_root()) / name
 
 
 def version_table(name: str) -> str:
@@ -85,11 +86,15 @@ def _ensure_sqlite_folder(url: str) -> None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def alembic_config(name: str, url: str) -> Config:
-    """An Alembic Config for `migrations/<name>` and `url`, built without any ini file."""
-    config = Config()
-    config.set_main_option("script_location", str(script_location(name)))
-    config.attributes["url"] = url
+def alembic_config(
+    name: str, url: str | None = None, *, root: Path | None = None, quiet: bool = False
+) -> Config:
+    """An Alembic Config for `migrations/<name>` (or `root/<name>`) and `url`, built without
+    any ini file; `quiet` keeps Alembic's commands from printing."""
+    config = Config(cmd_opts=Namespace(quiet=True)) if quiet else Config()
+    config.set_main_option("script_location", str(script_location(name, root)))
+    if url is not None:
+        config.attributes["url"] = url
     config.attributes["version_table"] = version_table(name)
     return config
 

@@ -15,7 +15,6 @@ Nothing is added to the default head implicitly: the command only writes a file.
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,34 +25,19 @@ from alembic.util import rev_id as new_rev_id
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.pool import StaticPool
 
-from kit.alembic_runner import migrations_root, version_table
+from kit.alembic_runner import UnknownDatabase, alembic_config, migrations_root
 
 
 class RevisionError(ValueError):
     """The revision cannot be written; the message says why (unknown table, several heads...)."""
 
 
-def _script_location(database: str, root: Path | None) -> Path:
-    base = Path(root) if root is not None else migrations_root()
-    location = base / database
-    if not (location / "env.py").is_file():
-        known = (
-            sorted(p.name for p in base.iterdir() if (p / "env.py").is_file())
-            if base.is_dir()
-            else []
-        )
-        raise RevisionError(
-            f"unknown database {database!r} under {base}; known databases: "
-            f"{', '.join(known) or '(none)'}"
-        )
-    return location
-
-
-def _config(location: Path, database: str) -> Config:
-    config = Config(cmd_opts=Namespace(quiet=True))  # the command prints the path itself
-    config.set_main_option("script_location", str(location))
-    config.attributes["version_table"] = version_table(database)
-    return config
+def _config(database: str, root: Path | None) -> Config:
+    """The environment's Config (quiet: the command prints the path itself)."""
+    try:
+        return alembic_config(database, root=root, quiet=True)
+    except UnknownDatabase as exc:
+        raise RevisionError(f"{exc} (under {root or migrations_root()})") from None
 
 
 def target_metadata(database: str, root: Path | None = None) -> MetaData:
@@ -62,8 +46,7 @@ def target_metadata(database: str, root: Path | None = None) -> MetaData:
     The environment runs against a throw-away in-memory SQLite connection with no migration
     steps, the way autogenerate reads it, so the answer is exactly what the env declares.
     """
-    location = _script_location(database, root)
-    config = _config(location, database)
+    config = _config(database, root)
     script = ScriptDirectory.from_config(config)
     engine = create_engine("sqlite://", poolclass=StaticPool)
     try:
@@ -138,8 +121,7 @@ def write_capture_revision(
             f"unknown table(s) {', '.join(unknown)} in the {database} schema; known tables: "
             f"{', '.join(sorted(metadata.tables))}"
         )
-    location = _script_location(database, root)
-    script = ScriptDirectory.from_config(_config(location, database))
+    script = ScriptDirectory.from_config(_config(database, root))
     heads = script.get_heads()
     if len(heads) > 1:
         raise RevisionError(
