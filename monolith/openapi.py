@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from monolith.catalog import service as catalog_service
+from monolith.customers import service as customers_service
 from monolith.db import MAX_INT
+from monolith.inventory import service as inventory_service
+from monolith.orders import service as orders_service
 
 Schema = dict[str, Any]
 
@@ -369,11 +373,11 @@ def _order_transition(action: str, summary: str) -> Endpoint:
     )
 
 
-_CATEGORY_SORTS = ("id", "name")
-_PRODUCT_SORTS = ("id", "name", "price", "created_at")
-_CUSTOMER_SORTS = ("id", "name", "email", "created_at")
-_STOCK_SORTS = ("product_id", "available")
-_ORDER_SORTS = ("id", "created_at", "total")
+_CATEGORY_SORTS = tuple(catalog_service.CATEGORY_SORTS)
+_PRODUCT_SORTS = tuple(catalog_service.PRODUCT_SORTS)
+_CUSTOMER_SORTS = tuple(customers_service.CUSTOMER_SORTS)
+_STOCK_SORTS = tuple(inventory_service.STOCK_SORTS)
+_ORDER_SORTS = tuple(orders_service.ORDER_SORTS)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("get", "/healthz", "healthz", "Liveness", "operations", response="Health"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -89,7 +89,7 @@ class QueryArgs:
             return None
         return value or None
 
-    def page(self, sortable: Sequence[str], default_sort: str = "id") -> PageRequest:
+    def page(self, sortable: Collection[str], default_sort: str = "id") -> PageRequest:
         page = self.integer("page", minimum=1) or 1
         per_page = self.integer("per_page", minimum=1) or DEFAULT_PER_PAGE
         if per_page > MAX_PER_PAGE:

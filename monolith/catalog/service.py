@@ -22,8 +22,14 @@ from shoplib.pagination import PageRequest
 from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
-CATEGORY_SORTS = ("id", "name")
-PRODUCT_SORTS = ("id", "name", "price", "created_at")
+#: Sort names of the list endpoints and the columns they order by (views and OpenAPI read the names).
+CATEGORY_SORTS: dict[str, Any] = {"id": Category.id, "name": Category.name}
+PRODUCT_SORTS: dict[str, Any] = {
+    "id": Product.id,
+    "name": Product.name,
+    "price": Product.price_cents,
+    "created_at": Product.created_at,
+}
 DOES_NOT_EXIST = "does not exist"
 
 
@@ -82,8 +88,8 @@ def list_categories(
     statement = select(Category)
     if parent_id is not None:
         statement = statement.where(Category.parent_id == parent_id)
-    columns = {"id": Category.id, "name": Category.name}
-    rows, total = fetch_page(session, statement, page, order_by(page, columns, Category.id))
+    ordering = order_by(page, CATEGORY_SORTS, Category.id)
+    rows, total = fetch_page(session, statement, page, ordering)
     return [category_dict(row) for row in rows], total
 
 
@@ -134,13 +140,7 @@ def list_products(
         statement = statement.where(
             func.lower(Product.name).contains(filters.q.lower(), autoescape=True)
         )
-    columns = {
-        "id": Product.id,
-        "name": Product.name,
-        "price": Product.price_cents,
-        "created_at": Product.created_at,
-    }
-    rows, total = fetch_page(session, statement, page, order_by(page, columns, Product.id))
+    rows, total = fetch_page(session, statement, page, order_by(page, PRODUCT_SORTS, Product.id))
     return [product_dict(row) for row in rows], total
 
 

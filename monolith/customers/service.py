@@ -19,7 +19,13 @@ from shoplib.pagination import PageRequest
 from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
-CUSTOMER_SORTS = ("id", "name", "email", "created_at")
+#: Sort names of `GET /customers` and the columns they order by.
+CUSTOMER_SORTS: dict[str, Any] = {
+    "id": Customer.id,
+    "name": Customer.full_name,
+    "email": Customer.email,
+    "created_at": Customer.created_at,
+}
 
 
 @dataclass(frozen=True)
@@ -51,13 +57,8 @@ def list_customers(
         statement = statement.where(
             func.lower(Customer.full_name).contains(filters.q.lower(), autoescape=True)
         )
-    columns = {
-        "id": Customer.id,
-        "name": Customer.full_name,
-        "email": Customer.email,
-        "created_at": Customer.created_at,
-    }
-    rows, total = fetch_page(session, statement, page, order_by(page, columns, Customer.id))
+    ordering = order_by(page, CUSTOMER_SORTS, Customer.id)
+    rows, total = fetch_page(session, statement, page, ordering)
     return [customer_dict(row) for row in rows], total
 
 

@@ -23,8 +23,9 @@ from shoplib.pagination import PageRequest
 from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
-STOCK_SORTS = ("product_id", "available")
 _AVAILABLE = Stock.on_hand - Stock.reserved
+#: Sort names of `GET /inventory` and the columns they order by.
+STOCK_SORTS: dict[str, Any] = {"product_id": Stock.product_id, "available": _AVAILABLE}
 
 
 def stock_dict(stock: Stock | Row[Any]) -> dict[str, Any]:
@@ -43,8 +44,8 @@ def list_stock(
     statement = select(Stock)
     if below is not None:
         statement = statement.where(_AVAILABLE < below)
-    columns = {"product_id": Stock.product_id, "available": _AVAILABLE}
-    rows, total = fetch_page(session, statement, page, order_by(page, columns, Stock.product_id))
+    ordering = order_by(page, STOCK_SORTS, Stock.product_id)
+    rows, total = fetch_page(session, statement, page, ordering)
     return [stock_dict(row) for row in rows], total
 
 

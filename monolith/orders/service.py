@@ -26,7 +26,12 @@ from shoplib.pagination import PageRequest
 from shoplib.querying import fetch_page, order_by
 from shoplib.timefmt import iso, utcnow
 
-ORDER_SORTS = ("id", "created_at", "total")
+#: Sort names of `GET /orders` and the columns they order by.
+ORDER_SORTS: dict[str, Any] = {
+    "id": Order.id,
+    "created_at": Order.created_at,
+    "total": Order.total_cents,
+}
 ORDER_STATUSES = ("pending", "paid", "shipped", "cancelled")
 
 
@@ -109,8 +114,7 @@ def list_orders(
         statement = statement.where(Order.customer_id == filters.customer_id)
     if filters.status is not None:
         statement = statement.where(Order.status == filters.status)
-    columns = {"id": Order.id, "created_at": Order.created_at, "total": Order.total_cents}
-    rows, total = fetch_page(session, statement, page, order_by(page, columns, Order.id))
+    rows, total = fetch_page(session, statement, page, order_by(page, ORDER_SORTS, Order.id))
     lines = _lines_of(session, [row.id for row in rows])
     return [order_dict(row, lines[row.id]) for row in rows], total
 
