@@ -1,7 +1,8 @@
 """Proxy overhead benchmark: direct vs strangler_proxy vs nginx, in the same run, as ratios.
 
-    .venv/bin/python bench/proxy_bench.py [--duration 5] [--connections 32] [--workers 1,2]
-                                          [--variants fast] [--skip-monolith] [--skip-static]
+    .venv/bin/python bench/proxy_bench.py [--duration 5] [--rounds 3] [--connections 32]
+                                          [--workers 1,2] [--variants fast] [--skip-monolith]
+                                          [--skip-static]
 
 Two upstreams, each measured directly, through nginx configured as an equivalent reverse
 proxy, and through strangler_proxy (one run per `--workers` count and `--variants` entry:
@@ -13,9 +14,20 @@ proxy, and through strangler_proxy (one run per `--workers` count and `--variant
   database) on cheap endpoints (GET /healthz, GET /products/1); targets: proxy >= 0.9 x direct
   throughput, added latency <= 0.5 ms p50 and <= 2 ms p99.
 
-Peak RSS of every proxy process (supervisor + workers) is reported (target <= 150 MB each).
+Every target is measured in `--rounds` interleaved rounds (direct, nginx, each proxy, then
+again) and its best round is the figure (req/s, and p50/p99 of that round): the machine is
+shared, and gunicorn spreads a burst of new connections unevenly over its workers (often all
+on one, which halves direct throughput), so one run of each is a coin toss and a median can
+still land on such runs; noise only ever lowers a round, so the best round of each target is
+the like-for-like comparison. Every round's req/s is listed, with, for the monolith, the CPU
+share of each gunicorn worker (a lopsided split shows such a run) and the CPU used by
+processes outside the bench during the best round ("others").
+
+Peak RSS (VmHWM) of every proxy process (supervisor + workers) is reported, with their total,
+and the total PSS (shared library pages counted once across the processes, i.e. what the
+proxy costs the machine); target <= 150 MB for the whole proxy.
 Needs `wrk` and `nginx` (Debian packages; installed with apt-get when missing and root).
-Not a test: no assertions, figures only (copy them into docs/proxy.md).
+Not a test: no assertions, figures only (copy them into docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -33,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +123,28 @@ http {{
 """
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (all their threads), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def system_busy_seconds() -> float:
+    """CPU time spent by everything on the machine (all cores), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / TICK
+
+
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
@@ -142,6 +178,16 @@ def process_tree(pid: int) -> list[int]:
     for child in children:
         pids += process_tree(int(child))
     return pids
+
+
+def pss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -206,6 +252,9 @@ jsonl_path = "{work / "shadow.jsonl"}"
 
     def rss(self) -> list[float]:
         return [peak_rss_mb(pid) for pid in process_tree(self.proc.pid)]
+
+    def pss(self) -> float:
+        return sum(pss_mb(pid) for pid in process_tree(self.proc.pid))
 
     def close(self) -> None:
         stop(self.proc)
@@ -278,9 +327,35 @@ def start_monolith(
     return proc, port
 
 
-def measure(url: str, args: argparse.Namespace) -> dict[str, float]:
-    run_wrk(url, 1, args.connections, args.threads)  # warm-up
-    return run_wrk(url, args.duration, args.connections, args.threads)
+class Meter:
+    """CPU accounting around one wrk run: the bench's own processes vs everything else."""
+
+    def __init__(self, trees: list[int], workers: list[int]) -> None:
+        self.trees = trees  # root pids whose whole process tree belongs to the bench
+        self.workers = workers  # upstream worker pids whose CPU split is shown
+
+    def pids(self) -> list[int]:
+        return [pid for root in self.trees for pid in process_tree(root)]
+
+    def run(self, url: str, args: argparse.Namespace) -> dict[str, Any]:
+        run_wrk(url, 1, args.connections, args.threads)  # warm-up
+        pids = self.pids()
+        ours0 = cpu_seconds(pids)
+        workers0 = [cpu_seconds([pid]) for pid in self.workers]
+        wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy0, started = system_busy_seconds(), time.monotonic()
+        result: dict[str, Any] = run_wrk(url, args.duration, args.connections, args.threads)
+        wall = time.monotonic() - started
+        busy = system_busy_seconds() - busy0
+        wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk = wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime
+        ours = cpu_seconds(pids) - ours0 + wrk
+        result["others_pct"] = max(0.0, busy - ours) / wall * 100
+        result["split"] = [
+            (cpu_seconds([pid]) - before) / wall * 100
+            for pid, before in zip(self.workers, workers0, strict=True)
+        ]
+        return result
 
 
 def latency(url: str, args: argparse.Namespace) -> dict[str, float]:
@@ -295,6 +370,7 @@ def scenario(
     upstream_port: int,
     paths: list[str],
     args: argparse.Namespace,
+    upstream_proc: subprocess.Popen[str] | None = None,
 ) -> list[str]:
     """Measure direct / nginx / every proxy variant on each path; returns report lines."""
     nginx, static_port, nginx_port = start_nginx(work, title, upstream_host, upstream_port)
@@ -307,30 +383,42 @@ def scenario(
                 proxies[f"proxy w={workers} {variant}"] = Proxy(
                     work, f"http://{upstream_host}:{upstream_port}", workers, variant
                 )
+        upstream_root = upstream_proc.pid if upstream_proc is not None else nginx.pid
+        gunicorn_workers = process_tree(upstream_proc.pid)[1:] if upstream_proc else []
+        roots = {upstream_root, nginx.pid, *(p.proc.pid for p in proxies.values())}
+        meter = Meter(sorted(roots), gunicorn_workers)
         for path in paths:
-            results = {"direct": measure(f"http://{upstream_host}:{upstream_port}{path}", args)}
-            results["nginx"] = measure(f"http://127.0.0.1:{nginx_port}{path}", args)
+            urls = {"direct": f"http://{upstream_host}:{upstream_port}{path}"}
+            urls["nginx"] = f"http://127.0.0.1:{nginx_port}{path}"
             for label, proxy in proxies.items():
-                results[label] = measure(proxy.url + path, args)
+                urls[label] = proxy.url + path
+            rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in urls}
+            for _ in range(args.rounds):  # interleaved: every target sees the same noise
+                for label, url in urls.items():
+                    rounds[label].append(meter.run(url, args))
+            results = {label: max(runs, key=lambda r: r["rps"]) for label, runs in rounds.items()}
             direct, ngx = results["direct"], results["nginx"]
-            lines.append(f"GET {path}")
+            lines.append(f"GET {path}  (best of {args.rounds} interleaved rounds)")
             lines.append(
                 f"  {'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}"
-                f"{'/direct':>9}{'/nginx':>8}{'+p50 ms':>9}{'+p99 ms':>9}"
+                f"{'/direct':>9}{'/nginx':>8}{'+p50 ms':>9}{'+p99 ms':>9}{'others%':>9}"
+                "  rounds: req/s [upstream worker CPU %]"
             )
             for label, r in results.items():
+                each = "  ".join(
+                    f"{run['rps']:.0f}"
+                    + (f" [{'/'.join(f'{c:.0f}' for c in run['split'])}]" if run["split"] else "")
+                    for run in rounds[label]
+                )
                 lines.append(
                     f"  {label:<26}{r['rps']:>9.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
                     f"{r['non_2xx']:>8.0f}{r['rps'] / direct['rps']:>9.3f}"
                     f"{r['rps'] / ngx['rps']:>8.3f}{r['p50_ms'] - direct['p50_ms']:>+9.3f}"
-                    f"{r['p99_ms'] - direct['p99_ms']:>+9.3f}"
+                    f"{r['p99_ms'] - direct['p99_ms']:>+9.3f}{r['others_pct']:>9.0f}  {each}"
                 )
             # Added latency is a property of one request, not of a saturated upstream (where
             # queueing dominates p50): measured again with a single connection.
-            lat = {"direct": latency(f"http://{upstream_host}:{upstream_port}{path}", args)}
-            lat["nginx"] = latency(f"http://127.0.0.1:{nginx_port}{path}", args)
-            for label, proxy in proxies.items():
-                lat[label] = latency(proxy.url + path, args)
+            lat = {label: latency(url, args) for label, url in urls.items()}
             lines.append(f"  latency, 1 connection (wrk -t1 -c1 -d{args.latency_duration}s):")
             for label, r in lat.items():
                 lines.append(
@@ -342,7 +430,8 @@ def scenario(
             rss = proxy.rss()
             lines.append(
                 f"  {label}: peak RSS per process {', '.join(f'{m:.0f}' for m in rss)} MB"
-                f" (max {max(rss):.0f} MB, total {sum(rss):.0f} MB)"
+                f" (max {max(rss):.0f} MB, total {sum(rss):.0f} MB; total PSS now"
+                f" {proxy.pss():.0f} MB)"
             )
     finally:
         for proxy in proxies.values():
@@ -354,6 +443,7 @@ def scenario(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
@@ -377,8 +467,8 @@ def main() -> None:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     report = [
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s; cores: {os.cpu_count()};"
-        " ratios are against direct and nginx measured in the same run"
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} rounds;"
+        f" cores: {os.cpu_count()}; ratios are against direct and nginx measured in the same run"
     ]
     try:
         if not args.skip_static:
@@ -388,7 +478,13 @@ def main() -> None:
             title = f"monolith gunicorn {' '.join(gunicorn_flags(flavour, args.gunicorn_workers, args.gunicorn_threads))}"
             try:
                 report += scenario(
-                    title, work, "127.0.0.1", port, ["/healthz", "/products/1"], args
+                    title,
+                    work,
+                    "127.0.0.1",
+                    port,
+                    ["/healthz", "/products/1"],
+                    args,
+                    upstream_proc=monolith,
                 )
             finally:
                 stop(monolith)

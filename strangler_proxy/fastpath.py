@@ -14,6 +14,14 @@ existing `ProxyCore.handle` path answers, exactly as before (including all 4xx a
 hostile input). A handoff happens only between requests, before anything was sent upstream.
 Upstream responses are parsed with `httptools` (llhttp), relayed whole when small, else
 streamed (re-chunked when their length is unknown) with back-pressure.
+
+Why two flows: most requests find a warm pooled upstream connection and get a small answer.
+Those are driven by plain callbacks (client `data_received` -> upstream write; upstream
+`data_received` -> one client write): no Task, no Future, no timer per request, which is most
+of what a request costs in Python. Everything else - a new upstream connection, fallback
+routes, streamed answers, retries after a stale socket - runs the coroutine path below
+(`FastServer.serve`), which the callback flow hands over to at any of those points. Timeouts
+are deadlines checked by one periodic sweep instead of a timer per request.
 """
 
 from __future__ import annotations
@@ -25,13 +33,14 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 from aiohttp import web
 
+from strangler_proxy.breaker import CircuitBreaker
 from strangler_proxy.routes import (
     IDEMPOTENT_METHODS,
     MODE_CANARY,
@@ -53,8 +62,15 @@ from strangler_proxy.server import (
 log = logging.getLogger("strangler_proxy")
 
 _REQUEST_LINE = re.compile(rb"(GET|POST|PUT|PATCH|DELETE|OPTIONS) (/[!-\"$-~]*) HTTP/1\.1")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# One header line (after the CRLF that starts it): a token name, a colon, the value without
+# surrounding blanks. The value may hold TAB, visible ASCII and obs-text, never another control
+# character (NUL, bare CR or LF, ...), and the line must end at a CRLF (or the end of the head).
+# With the request line regex, this validates every byte of a head: `findall` must match
+# every line, or the head is refused.
+_HEADER_LINE = re.compile(
+    rb"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+    rb"((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*(?=\r\n|\Z)"
+)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
 # Request headers the fast path refuses to handle itself (they change framing or semantics).
@@ -79,8 +95,19 @@ _IDLE_POOL = 512
 UPSTREAM_IDLE_S = 30.0
 
 
-class _Handoff(Exception):
-    """The request must be served by the aiohttp path (raised before anything was sent)."""
+# Request headers parse_head looks at (everything else is only collected).
+_SPECIAL_REQUEST = _HANDOFF_HEADERS | {
+    b"content-length",
+    b"host",
+    b"connection",
+    b"x-request-id",
+    b"x-forwarded-for",
+}
+# Response headers the upstream side looks at or drops (hop-by-hop, framing, ours).
+_SPECIAL_RESPONSE = _RESPONSE_SKIP | {b"x-served-by"}
+_NO_TOKENS: frozenset[bytes] = frozenset()
+_HAND_OFF = ""  # FastServer.plan: this request goes to the aiohttp path
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
 class _Request:
@@ -91,12 +118,15 @@ class _Request:
         "target",
         "path",
         "headers",
+        "length",
         "body",
         "keep_alive",
         "host",
         "request_id",
         "prior_xff",
         "tokens",
+        "line",
+        "id_line",
     )
 
     def __init__(
@@ -105,23 +135,27 @@ class _Request:
         target: bytes,
         path: str,
         headers: list[tuple[bytes, bytes, bytes]],
-        body: bytes,
+        length: int,
         keep_alive: bool,
         host: bytes | None,
         request_id: bytes | None,
         prior_xff: bytes | None,
         tokens: frozenset[bytes],
+        line: bytes,
     ) -> None:
         self.method = method
         self.target = target
         self.path = path
-        self.headers = headers
-        self.body = body
+        self.headers = headers  # (lower-case name, name, value), in order
+        self.length = length  # Content-Length (0 when absent)
+        self.body = b""  # filled in once the whole body is in
         self.keep_alive = keep_alive
         self.host = host
-        self.request_id = request_id
+        self.request_id = request_id  # an incoming X-Request-ID (forwarded as is)
         self.prior_xff = prior_xff
-        self.tokens = tokens
+        self.tokens = tokens  # Connection tokens (lower-case)
+        self.line = line  # the validated request line with its CRLF, forwarded verbatim
+        self.id_line: bytes | None = None  # the X-Request-ID we generated (kept on retries)
 
     def header(self, lower_name: bytes) -> bytes | None:
         for lower, _name, value in self.headers:
@@ -130,62 +164,57 @@ class _Request:
         return None
 
 
-def parse_head(head: bytes, max_line: int, max_header_bytes: int) -> tuple[Any, ...] | None:
-    """Strictly validate a request head (without the final CRLFCRLF); None means hand off.
-
-    Returns (method, target, path, headers, content_length, keep_alive, host, request_id,
-    prior_xff, tokens).
-    """
-    if _CONTROL.search(head) is not None:
+def parse_head(head: bytes, max_line: int, max_header_bytes: int) -> _Request | None:
+    """Strictly validate a request head (without the final CRLFCRLF); None means hand off."""
+    crlf = head.count(b"\r\n")  # = the number of header lines
+    if crlf > _MAX_HEADERS:
         return None
-    lines = head.split(b"\r\n")
-    if b"\r" in head.replace(b"\r\n", b"") or b"\n" in head.replace(b"\r\n", b""):
-        return None
-    first = _REQUEST_LINE.fullmatch(lines[0])
+    line_end = head.find(b"\r\n") if crlf else len(head)
+    first = _REQUEST_LINE.fullmatch(head, 0, line_end)
     if first is None:
         return None
-    target = first.group(2)
+    method, target = first.groups()
     if len(target) > max_line:
         return None
     raw_path = target.split(b"?", 1)[0]
     if b"%" in raw_path or b"/." in raw_path:
         return None
-    if len(lines) - 1 > _MAX_HEADERS:
+    if len(head) - line_end > max_header_bytes:
         return None
+    pairs = _HEADER_LINE.findall(head, line_end) if crlf else []
+    if len(pairs) != crlf:
+        return None  # some line is not `token: value`, or holds a control character
     headers: list[tuple[bytes, bytes, bytes]] = []
-    size = 0
+    append = headers.append
     length: int | None = None
     host = request_id = prior_xff = None
-    connection: list[bytes] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or _TOKEN.fullmatch(name) is None:
-            return None
-        value = value.strip(b" \t")
-        size += len(name) + len(value) + 4
+    connection: list[bytes] | None = None
+    special = _SPECIAL_REQUEST
+    for name, value in pairs:
         lower = name.lower()
-        if lower in _HANDOFF_HEADERS:
-            return None
-        if lower == b"content-length":
-            if length is not None or _DIGITS.fullmatch(value) is None:
+        if lower in special:
+            if lower == b"host":
+                if host is not None:
+                    return None
+                host = value
+            elif lower == b"content-length":
+                if length is not None or _DIGITS.fullmatch(value) is None:
+                    return None
+                length = int(value)
+            elif lower == b"connection":
+                if connection is None:
+                    connection = []
+                connection.append(value)
+            elif lower == b"x-request-id":
+                if request_id is None:
+                    request_id = value
+            elif lower == b"x-forwarded-for":
+                if prior_xff is None:
+                    prior_xff = value
+            else:  # Transfer-Encoding, Upgrade, Expect, HTTP2-Settings
                 return None
-            length = int(value)
-        elif lower == b"host":
-            if host is not None:
-                return None
-            host = value
-        elif lower == b"connection":
-            connection.append(value)
-        elif lower == b"x-request-id":
-            if request_id is None:
-                request_id = value
-        elif lower == b"x-forwarded-for":
-            if prior_xff is None:
-                prior_xff = value
-        headers.append((lower, name, value))
-    if size > max_header_bytes:
-        return None
-    tokens: frozenset[bytes] = frozenset()
+        append((lower, name, value))
+    tokens = _NO_TOKENS
     keep_alive = True
     if connection:
         tokens = frozenset(
@@ -194,12 +223,12 @@ def parse_head(head: bytes, max_line: int, max_header_bytes: int) -> tuple[Any, 
         if b"upgrade" in tokens:
             return None
         keep_alive = b"close" not in tokens
-    if b"x-request-id" in tokens:
-        request_id = None
-    if b"x-forwarded-for" in tokens:
-        prior_xff = None
-    return (
-        first.group(1).decode(),
+        if b"x-request-id" in tokens:
+            request_id = None
+        if b"x-forwarded-for" in tokens:
+            prior_xff = None
+    return _Request(
+        method.decode(),
         target,
         raw_path.decode("ascii"),
         headers,
@@ -209,6 +238,7 @@ def parse_head(head: bytes, max_line: int, max_header_bytes: int) -> tuple[Any, 
         request_id,
         prior_xff,
         tokens,
+        head[: line_end + 2] if crlf else head + b"\r\n",
     )
 
 
@@ -233,8 +263,10 @@ _REASONS = {502: b"Bad Gateway", 504: b"Gateway Timeout", 413: b"Payload Too Lar
 class _Exchange:
     """State of one request/response on an upstream connection.
 
-    One future per exchange: `waiter` resolves when the response head is in (or fails); a
-    consumer that needs the rest of the body re-arms it with `wait_complete()`.
+    Driven by callbacks (`driver` set: the FastServer answers from the connection's callbacks)
+    or by a coroutine, which waits on `waiter` - created only when someone waits: first for
+    the response head (`wait_head`), then, when needed, for the end of the body
+    (`wait_complete`).
     """
 
     __slots__ = (
@@ -242,7 +274,8 @@ class _Exchange:
         "waiter",
         "status",
         "reason",
-        "headers",
+        "lines",
+        "connection",
         "chunks",
         "sink",
         "length_known",
@@ -252,15 +285,33 @@ class _Exchange:
         "head_done",
         "complete",
         "error",
-        "has_connection",
+        "served_by",
+        "driver",
+        "proto",
+        "request",
+        "match",
+        "target",
+        "breaker",
+        "started",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        driver: FastServer | None = None,
+        proto: FastProtocol | None = None,
+        request: _Request | None = None,
+        match: Match | None = None,
+        target: str = "",
+        breaker: CircuitBreaker | None = None,
+        started: float = 0.0,
+    ) -> None:
         self.loop = loop
-        self.waiter: asyncio.Future[None] = loop.create_future()
+        self.waiter: asyncio.Future[None] | None = None
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []  # response header lines to relay, `Name: value\r\n`
+        self.connection: list[bytes] = []  # values of the response's Connection headers
         self.chunks: list[bytes] = []
         self.sink: Callable[[bytes], None] | None = None
         self.length_known = False
@@ -270,27 +321,83 @@ class _Exchange:
         self.head_done = False
         self.complete = False
         self.error: BaseException | None = None
-        self.has_connection = False
+        self.served_by = False  # the upstream sent its own X-Served-By
+        self.driver = driver  # set: answered from the connection's callbacks (see begin)
+        self.proto = proto
+        self.request = request
+        self.match = match
+        self.target = target
+        self.breaker = breaker
+        self.started = started
 
     def wake(self) -> None:
-        if not self.waiter.done():
-            self.waiter.set_result(None)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def fail(self, exc: BaseException) -> None:
         if self.complete or self.error is not None:
             return
         self.error = exc
-        if not self.waiter.done():
-            self.waiter.set_exception(exc)
-
-    async def wait_complete(self) -> None:
-        """Wait for the end of the body (raises what `fail` recorded)."""
-        if self.complete:
+        driver = self.driver
+        if driver is not None:
+            driver.failed(self, exc)
             return
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    async def _wait(self) -> None:
         if self.error is not None:
             raise self.error
         self.waiter = self.loop.create_future()
         await self.waiter
+
+    async def wait_head(self) -> None:
+        """Wait for the response head (raises what `fail` recorded)."""
+        if not self.head_done:
+            await self._wait()
+
+    async def wait_complete(self) -> None:
+        """Wait for the end of the body (raises what `fail` recorded)."""
+        if not self.complete:
+            await self._wait()
+
+    def small(self) -> bool:
+        """The answer is relayed whole: its length is known and at most SMALL_RESPONSE."""
+        length = self.content_length
+        return self.length_known and length is not None and length <= SMALL_RESPONSE
+
+    def response(self, served_by: bytes | None, close: bool, body: bytes) -> bytes:
+        """The client's response head (+ `body`), relaying the upstream's end-to-end headers."""
+        status, reason = self.status, self.reason
+        status_line = _STATUS_LINES.get((status, reason))
+        if status_line is None:
+            status_line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+            if len(_STATUS_LINES) < 256:
+                _STATUS_LINES[(status, reason)] = status_line
+        lines = self.lines
+        if self.connection:
+            tokens = frozenset(
+                t.strip().lower() for v in self.connection for t in v.split(b",") if t.strip()
+            )
+            lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
+        if self.complete or self.small():
+            framing = b"" if status in (204, 304) else b"Content-Length: %d\r\n" % len(body)
+        elif self.length_known and self.content_length is not None:
+            framing = b"Content-Length: %d\r\n" % self.content_length
+        else:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        return b"".join(
+            (
+                status_line,
+                *lines,
+                served_by or b"",
+                framing,
+                b"Connection: close\r\n\r\n" if close else b"\r\n",
+                body,
+            )
+        )
 
 
 class _UpstreamClosed(ConnectionError):
@@ -308,6 +415,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.informational = False
         self.idle_at = 0.0
+        self.drop_served_by = pool.drop_served_by
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -321,11 +429,35 @@ class UpstreamConnection(asyncio.Protocol):
         return exchange
 
     # httptools callbacks ------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.complete:
+            # A second response to one request: the connection cannot be trusted any more,
+            # and whatever follows goes nowhere.
+            self.usable = False
+            self.exchange = _Exchange(self.pool.loop)
+
     def on_status(self, reason: bytes) -> None:
         self.exchange.reason += reason  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.exchange.headers.append((name, value))  # type: ignore[union-attr]
+        lower = name.lower()
+        if lower in _SPECIAL_RESPONSE:
+            exchange = self.exchange
+            assert exchange is not None
+            if lower == b"content-length":
+                exchange.length_known = True
+                exchange.content_length = int(value) if value.isdigit() else None
+            elif lower == b"transfer-encoding":
+                exchange.length_known = True
+            elif lower == b"connection":
+                if value.lower() not in (b"keep-alive", b"close"):
+                    exchange.connection.append(value)
+            elif lower == b"x-served-by":
+                if not self.drop_served_by:
+                    exchange.lines.append(b"%s: %s\r\n" % (name, value))
+            return  # every other hop-by-hop header is dropped
+        self.exchange.lines.append(b"%s: %s\r\n" % (name, value))  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
@@ -333,25 +465,24 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status < 200:  # 1xx: discard, the real answer follows
             self.informational = True
-            exchange.headers = []
+            exchange.lines = []
+            exchange.connection = []
             exchange.reason = b""
+            exchange.length_known = False
+            exchange.content_length = None
             return
         exchange.status = status
         exchange.keep_alive = self.parser.should_keep_alive()
-        for name, value in exchange.headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                exchange.length_known = True
-                exchange.content_length = int(value) if value.isdigit() else None
-            elif lower == b"transfer-encoding":
-                exchange.length_known = True
-            elif lower == b"connection":
-                exchange.has_connection = True
         if status in (204, 304):
             exchange.length_known = True
             exchange.content_length = 0
         exchange.head_done = True
-        exchange.wake()
+        driver = exchange.driver
+        if driver is not None:
+            if exchange.breaker is not None or not exchange.small():
+                driver.head(self, exchange)
+        else:
+            exchange.wake()
 
     def on_body(self, data: bytes) -> None:
         exchange = self.exchange
@@ -368,7 +499,8 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         assert exchange is not None
         exchange.complete = True
-        exchange.wake()
+        if exchange.driver is None:
+            exchange.wake()
 
     # transport callbacks ------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -381,8 +513,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.usable = False
-            exchange.fail(_UpstreamClosed(f"invalid response: {exc}"))
             self.close()
+            if not exchange.complete:
+                exchange.fail(_UpstreamClosed(f"invalid response: {exc}"))
+                return
+            # A complete answer followed by garbage: relay the answer, drop the connection.
+        if exchange.complete and exchange.driver is not None:
+            exchange.driver.deliver(self, exchange)
 
     def eof_received(self) -> bool | None:
         self._lost(None)
@@ -417,23 +554,38 @@ class UpstreamPool:
     """Keep-alive connections to one plain-http upstream (LIFO: warm connections first)."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, host: str, port: int, connect_timeout: float
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        connect_timeout: float,
+        drop_served_by: bool = False,
     ) -> None:
         self.loop = loop
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self.drop_served_by = drop_served_by
         self.idle: list[UpstreamConnection] = []
         self.host_header = f"Host: {host}:{port}\r\n".encode()
 
-    async def acquire(self) -> tuple[UpstreamConnection, bool]:
+    def take(self) -> UpstreamConnection | None:
+        """A warm idle connection, or None (the caller then connects, on the coroutine path)."""
         idle = self.idle
+        if not idle:
+            return None
         stale_before = self.loop.time() - UPSTREAM_IDLE_S
         while idle:
             conn = idle.pop()
             if conn.usable and conn.idle_at >= stale_before:
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def acquire(self) -> tuple[UpstreamConnection, bool]:
+        conn = self.take()
+        if conn is not None:
+            return conn, True
         _, conn = await asyncio.wait_for(
             self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
             self.connect_timeout,
@@ -464,12 +616,15 @@ class FastProtocol(asyncio.Protocol):
         "busy",
         "closing",
         "remote",
+        "remote_b",
+        "xff_line",
         "task",
         "idle_since",
         "paused",
         "upstream",
         "exchange",
         "write_paused",
+        "deadline",
     )
 
     def __init__(self, server: FastServer) -> None:
@@ -479,17 +634,22 @@ class FastProtocol(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.remote = ""
+        self.remote_b = b""
+        self.xff_line = b""
         self.task: asyncio.Task[None] | None = None
         self.idle_since = 0.0
         self.paused = False
         self.upstream: UpstreamConnection | None = None
         self.exchange: _Exchange | None = None
         self.write_paused = False
+        self.deadline = 0.0  # loop time the current upstream exchange times out (0: none)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = peer[0] if isinstance(peer, tuple) else ""
+        self.remote_b = self.remote.encode()
+        self.xff_line = b"X-Forwarded-For: %s\r\n" % self.remote_b
         self.server.connections.add(self)
         self.idle_since = self.server.loop.time()
 
@@ -498,6 +658,16 @@ class FastProtocol(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+            return
+        exchange = self.exchange
+        if exchange is not None and exchange.driver is not None:
+            # The client left while a callback-driven exchange was in flight: drop it.
+            exchange.driver = None
+            self.server.core.in_flight -= 1
+            if self.upstream is not None:
+                self.upstream.abort()
+            self.exchange = self.upstream = None
+            self.deadline = 0.0
 
     def eof_received(self) -> bool | None:
         if self.busy:
@@ -516,66 +686,68 @@ class FastProtocol(asyncio.Protocol):
             self.upstream.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
+        buffer = self.buffer
         if self.busy:
-            if len(self.buffer) > _HIGH_WATER and not self.paused:
+            buffer += data
+            if len(buffer) > _HIGH_WATER and not self.paused:
                 self.paused = True
                 assert self.transport is not None
                 self.transport.pause_reading()
             return
-        self._next()
+        if buffer:
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        self._take(data)
 
     def _next(self) -> None:
-        """Start the next buffered request, hand the connection off, or wait for more bytes."""
-        buffer = self.buffer
-        end = buffer.find(b"\r\n\r\n")
+        """Start the next buffered request, if any (called when the previous one is done)."""
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Start the request at the start of `data`, hand the connection off, or wait for more.
+
+        `data` is every unprocessed byte of the connection; what is not consumed goes back to
+        the buffer.
+        """
+        end = data.find(b"\r\n\r\n")
         server = self.server
         if end < 0:
+            self.buffer += data
             # Not a complete head yet. Shapes we never accept (bare LF, oversize) go to the
             # full parser now, so it answers them instead of us waiting for more bytes.
-            if len(buffer) > server.head_cap or buffer.count(b"\n") != buffer.count(b"\r\n"):
+            if len(data) > server.head_cap or data.count(b"\n") != data.count(b"\r\n"):
                 self._handoff()
             return
-        parsed = parse_head(bytes(buffer[:end]), server.max_line, server.max_header_bytes)
-        if parsed is None:
+        request = parse_head(data[:end], server.max_line, server.max_header_bytes)
+        if request is None or request.length > server.max_fast_body:
+            self.buffer += data
             self._handoff()
             return
-        length = parsed[4]
-        if length > server.max_fast_body:
-            self._handoff()
-            return
-        start = end + 4
-        if len(buffer) < start + length:
+        stop = end + 4 + request.length
+        if len(data) < stop:
+            self.buffer += data
             return  # wait for the rest of the body
-        method = parsed[0]
-        if length == 0 and method in _BODYLESS_METHODS:
-            body = b""
-        else:
-            body = bytes(buffer[start : start + length])
-        request = _Request(
-            method,
-            parsed[1],
-            parsed[2],
-            parsed[3],
-            body,
-            parsed[5],
-            parsed[6],
-            parsed[7],
-            parsed[8],
-            parsed[9],
-        )
-        plan = server.plan(request, self.remote)
-        if plan is None:
+        if request.length:
+            request.body = data[end + 4 : stop]
+        match = server.core.table.match(request.method, request.path)
+        target = MONOLITH if match.route is None else server.plan(request, match, self.remote)
+        if target == _HAND_OFF:
+            self.buffer += data
             self._handoff()
             return
-        del buffer[: start + length]
+        if len(data) > stop:
+            self.buffer += data[stop:]
         self.busy = True
-        self.task = server.loop.create_task(self._serve(request, plan))
+        server.begin(self, request, match, target)
 
-    async def _serve(self, request: _Request, plan: tuple[Match, str | None]) -> None:
-        server = self.server
+    async def _run(self, answer: Coroutine[Any, Any, bool]) -> None:
+        """Await one request's answer on the coroutine path, then go on with the connection."""
         try:
-            keep = await server.serve(self, request, plan)
+            keep = await answer
         except asyncio.CancelledError:
             if self.transport is not None:
                 self.transport.abort()
@@ -589,10 +761,15 @@ class FastProtocol(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
-        self.busy = False
         self.task = None
+        self.settle(keep)
+
+    def settle(self, keep: bool) -> None:
+        """The answer is out: close, or wait for (or start) the next request."""
+        self.busy = False
         transport = self.transport
         assert transport is not None
+        server = self.server
         if not keep or self.closing or server.stopping:
             transport.close()
             return
@@ -636,21 +813,35 @@ class FastServer:
         self.max_fast_body = min(SMALL_BODY, limits.max_body_bytes)
         self.head_cap = limits.max_line_bytes + limits.max_header_bytes + 512
         self.total_timeout = config.timeouts.total
+        # Deadlines are checked this often: a timeout fires at most a tenth late (0.25 s cap).
+        self.tick = min(0.25, max(0.005, self.total_timeout / 10))
         self.served_by = config.served_by_header
         self.preserve_host = config.preserve_host
         self.connections: set[FastProtocol] = set()
         self.stopping = False
         self.handoffs = 0
         self.pools: dict[str, UpstreamPool] = {}
+        self.served_by_lines: dict[str, bytes | None] = {}
         for name, base in config.upstreams.items():
+            self.served_by_lines[name] = (
+                b"X-Served-By: %s\r\n" % name.encode() if self.served_by else None
+            )
             parts = urlsplit(base)
             if parts.scheme != "http" or parts.path not in ("", "/"):
                 continue  # https or a base path: the aiohttp path handles these
             self.pools[name] = UpstreamPool(
-                self.loop, parts.hostname or "127.0.0.1", parts.port or 80, config.timeouts.connect
+                self.loop,
+                parts.hostname or "127.0.0.1",
+                parts.port or 80,
+                config.timeouts.connect,
+                drop_served_by=self.served_by,
             )
         self.enabled = MONOLITH in self.pools
+        self.monolith = self.pools.get(MONOLITH)
         self._sweeper: asyncio.Task[None] | None = None
+        # X-Request-ID: a random per-process prefix and a counter (unique, and cheap).
+        self._id_prefix = os.urandom(8).hex().encode()
+        self._id_counter = 0
 
     def __call__(self) -> asyncio.Protocol:
         if not self.enabled or self.stopping:
@@ -658,30 +849,32 @@ class FastServer:
         return FastProtocol(self)
 
     # -- routing ---------------------------------------------------------------------------
-    def plan(self, request: _Request, remote: str) -> tuple[Match, str | None] | None:
-        """(match, first target) or None to hand off; target None = unknown service."""
-        match = self.core.table.match(request.method, request.path)
+    def plan(self, request: _Request, match: Match, remote: str) -> str | None:
+        """The first target for a declared route: a name, None for a service this proxy does
+        not know, or `_HAND_OFF`."""
         route = match.route
-        kind = match.mode.kind
-        if route is None or kind == MODE_MONOLITH:
-            return match, MONOLITH
+        if route is None:
+            return MONOLITH
+        kind = route.mode.kind
+        if kind == MODE_MONOLITH:
+            return MONOLITH
         if kind == MODE_EXTRACTED:
-            return self._service_plan(match, route)
+            return self._service_plan(route)
         if kind == MODE_CANARY:
             if route.sticky_cookie:
-                return None
+                return _HAND_OFF
             if self._canary_hit(request, route, match, remote):
-                return self._service_plan(match, route)
-            return match, MONOLITH
-        return None  # shadow (and anything new) stays on the full-featured path
+                return self._service_plan(route)
+            return MONOLITH
+        return _HAND_OFF  # shadow (and anything new) stays on the full-featured path
 
-    def _service_plan(self, match: Match, route: Route) -> tuple[Match, str | None] | None:
+    def _service_plan(self, route: Route) -> str | None:
         service = route.service
         if service not in self.core.breakers:
-            return match, None
-        if service not in self.pools:
             return None
-        return match, service
+        if service not in self.pools:
+            return _HAND_OFF
+        return service
 
     @staticmethod
     def _canary_hit(request: _Request, route: Route, match: Match, remote: str) -> bool:
@@ -698,18 +891,184 @@ class FastServer:
             key = remote
         return canary_bucket(key) < threshold
 
-    # -- serving ---------------------------------------------------------------------------
+    # -- serving: the callback flow ----------------------------------------------------------
+    def begin(
+        self, proto: FastProtocol, request: _Request, match: Match, target: str | None
+    ) -> None:
+        """Start answering `request`: by callbacks when a warm upstream connection is at hand
+        and the route needs no fallback, else on the coroutine path."""
+        breaker: CircuitBreaker | None = None
+        if target == MONOLITH:
+            pool = self.monolith
+        elif target is None or (
+            match.route.fallback  # type: ignore[union-attr]
+            and request.method in IDEMPOTENT_METHODS
+        ):
+            pool = None
+        else:
+            pool = self.pools[target]
+            breaker = self.core.breakers[target]
+        conn = None
+        if pool is not None and pool.idle:
+            idle = pool.idle
+            now = self.loop.time()
+            stale_before = now - UPSTREAM_IDLE_S
+            while idle:
+                conn = idle.pop()
+                if conn.usable and conn.idle_at >= stale_before:
+                    break
+                conn.close()
+                conn = None
+        if conn is None:
+            proto.task = self.loop.create_task(
+                proto._run(self.serve(proto, request, match, target))
+            )
+            return
+        assert target is not None and conn.transport is not None
+        started = time.perf_counter()
+        head = self._upstream_head(request, proto)
+        head[1] = (
+            b"Host: %s\r\n" % request.host
+            if self.preserve_host and request.host
+            else pool.host_header  # type: ignore[union-attr]
+        )
+        head.append(b"\r\n")
+        if request.body:
+            head.append(request.body)
+        self.core.in_flight += 1
+        exchange = conn.exchange = _Exchange(
+            self.loop, self, proto, request, match, target, breaker, started
+        )
+        conn.transport.write(b"".join(head))
+        proto.exchange = exchange
+        proto.upstream = conn
+        proto.deadline = now + self.total_timeout
+
+    def head(self, conn: UpstreamConnection, exchange: _Exchange) -> None:
+        """A callback-driven exchange got its response head: note it for the breaker, and
+        hand a streamed answer to the coroutine path."""
+        breaker = exchange.breaker
+        if breaker is not None:
+            if exchange.status >= 500:
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+        if exchange.small():
+            return
+        exchange.driver = None
+        proto = exchange.proto
+        assert proto is not None
+        proto.task = self.loop.create_task(proto._run(self._stream(proto, conn, exchange)))
+
+    async def _stream(
+        self, proto: FastProtocol, conn: UpstreamConnection, exchange: _Exchange
+    ) -> bool:
+        """The rest of a callback-started exchange whose answer must be streamed."""
+        request, match, target = exchange.request, exchange.match, exchange.target
+        assert request is not None and match is not None
+        try:
+            status, proxy_error = await self._relay(proto, request, conn, exchange, target, match)
+        finally:
+            self.core.in_flight -= 1
+            proto.deadline = 0.0
+        self._observe(match, target, status, exchange.started, proxy_error)
+        return request.keep_alive
+
+    def deliver(self, conn: UpstreamConnection, exchange: _Exchange) -> None:
+        """A callback-driven exchange is complete: one write to the client, and done."""
+        exchange.driver = None
+        proto = exchange.proto
+        request = exchange.request
+        assert proto is not None and request is not None and proto.transport is not None
+        chunks = exchange.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        target = exchange.target
+        proto.transport.write(
+            exchange.response(self.served_by_lines[target], not request.keep_alive, body)
+        )
+        proto.exchange = proto.upstream = None
+        proto.deadline = 0.0
+        if exchange.keep_alive:
+            self.pools[target].release(conn)
+        else:
+            conn.abort()
+        core = self.core
+        core.in_flight -= 1
+        core.stats.observe(
+            exchange.match.pattern,  # type: ignore[union-attr]
+            target,
+            exchange.status,
+            (time.perf_counter() - exchange.started) * 1000,
+        )
+        proto.settle(request.keep_alive)
+
+    def failed(self, exchange: _Exchange, exc: BaseException) -> None:
+        """A callback-driven exchange failed before anything reached the client."""
+        exchange.driver = None
+        proto = exchange.proto
+        request = exchange.request
+        match = exchange.match
+        assert proto is not None and request is not None and match is not None
+        if proto.upstream is not None:
+            proto.upstream.abort()
+        proto.exchange = proto.upstream = None
+        proto.deadline = 0.0
+        core = self.core
+        core.in_flight -= 1
+        if (
+            isinstance(exc, _UpstreamClosed)
+            and not exchange.received
+            and request.method in IDEMPOTENT_METHODS
+        ):
+            # A pooled connection the upstream had closed: try again on a fresh one.
+            proto.task = self.loop.create_task(
+                proto._run(self.serve(proto, request, match, exchange.target))
+            )
+            return
+        target = exchange.target
+        if exchange.breaker is not None and not exchange.head_done:
+            exchange.breaker.record_failure()
+        timeout = isinstance(exc, TimeoutError)
+        if exchange.head_done:
+            detail = (
+                f"{target} timed out while sending its body"
+                if timeout
+                else f"{target} failed while sending its body: {exc.__class__.__name__}"
+            )
+        else:
+            detail = (
+                f"{target} did not answer in time"
+                if timeout
+                else f"{target} unreachable: {exc.__class__.__name__}"
+            )
+        status = self._write_failure(
+            proto, request, UpstreamFailure(timeout, detail), match, target
+        )
+        self._observe(match, target, status, exchange.started, True)
+        proto.settle(request.keep_alive)
+
+    def _observe(
+        self, match: Match, target: str, status: int, started: float, proxy_error: bool
+    ) -> None:
+        self.core.stats.observe(
+            match.pattern,
+            target,
+            status,
+            (time.perf_counter() - started) * 1000,
+            proxy_error=proxy_error,
+        )
+
+    # -- serving: the coroutine path ---------------------------------------------------------
     async def serve(
-        self, proto: FastProtocol, request: _Request, plan: tuple[Match, str | None]
+        self, proto: FastProtocol, request: _Request, match: Match, target: str | None
     ) -> bool:
         """Answer one request; returns whether the client connection may be kept."""
         core = self.core
         started = time.perf_counter()
         core.in_flight += 1
-        match, target = plan
         proxy_error = False
         try:
-            head = self._upstream_head(request, proto.remote)
+            head = self._upstream_head(request, proto)
             if target is None:
                 service = match.service
                 status = 502
@@ -733,37 +1092,38 @@ class FastServer:
                 )
         finally:
             core.in_flight -= 1
-        core.stats.observe(
-            match.pattern,
-            target,
-            status,
-            (time.perf_counter() - started) * 1000,
-            proxy_error=proxy_error,
-        )
+        self._observe(match, target, status, started, proxy_error)
         return request.keep_alive
 
-    def _upstream_head(self, request: _Request, remote: str) -> list[bytes]:
-        """Everything of the upstream request head except the Host line and final CRLF."""
-        tokens = request.tokens
-        out = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.target)]
+    def _upstream_head(self, request: _Request, proto: FastProtocol) -> list[bytes]:
+        """The upstream request head, pieces to join: [1] is left for the Host line, and the
+        final CRLF is not included."""
+        out = [request.line, b""]
         append = out.append
+        tokens = request.tokens
         for lower, name, value in request.headers:
             if lower in _REQUEST_SKIP or lower in tokens:
                 continue
             append(b"%s: %s\r\n" % (name, value))
-        remote_b = remote.encode()
         prior = request.prior_xff
         append(
-            b"X-Forwarded-For: %s, %s\r\n" % (prior, remote_b)
-            if prior
-            else b"X-Forwarded-For: %s\r\n" % remote_b
+            b"X-Forwarded-For: %s, %s\r\n" % (prior, proto.remote_b) if prior else proto.xff_line
         )
-        append(b"X-Forwarded-Proto: http\r\n")
         host = request.host
-        if host:
-            append(b"X-Forwarded-Host: %s\r\n" % host)
+        append(
+            b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: %s\r\n" % host
+            if host
+            else b"X-Forwarded-Proto: http\r\n"
+        )
         if request.request_id is None:
-            append(b"X-Request-ID: %s\r\n" % os.urandom(16).hex().encode())
+            id_line = request.id_line
+            if id_line is None:
+                self._id_counter += 1
+                id_line = request.id_line = b"X-Request-ID: %s%016x\r\n" % (
+                    self._id_prefix,
+                    self._id_counter,
+                )
+            append(id_line)
         if request.body or request.method not in _BODYLESS_METHODS:
             append(b"Content-Length: %d\r\n" % len(request.body))
         return out
@@ -778,9 +1138,12 @@ class FastServer:
     ) -> tuple[UpstreamConnection, _Exchange]:
         """Send the request and wait for the response head (retry once on a stale socket)."""
         pool = self.pools[target]
-        data = b"".join((head[0], self._host_line(request, target), *head[1:], b"\r\n"))
+        parts = list(head)
+        parts[1] = self._host_line(request, target)
+        parts.append(b"\r\n")
         if request.body:
-            data += request.body
+            parts.append(request.body)
+        data = b"".join(parts)
         for attempt in (0, 1):
             try:
                 conn, reused = await pool.acquire()
@@ -794,7 +1157,7 @@ class FastServer:
             proto.exchange = exchange
             proto.upstream = conn
             try:
-                await exchange.waiter
+                await exchange.wait_head()
             except TimeoutError as exc:
                 conn.abort()
                 raise UpstreamFailure(True, f"{target} did not answer in time") from exc
@@ -816,42 +1179,11 @@ class FastServer:
             return conn, exchange
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _response_head(
-        self, exchange: _Exchange, target: str, framing: bytes, close: bool
-    ) -> bytes:
-        tokens: frozenset[bytes] = frozenset()
-        headers = exchange.headers
-        if exchange.has_connection:
-            tokens = frozenset(
-                t.strip().lower()
-                for name, value in headers
-                if name.lower() == b"connection"
-                for t in value.split(b",")
-                if t.strip()
-            )
-        out = [b"HTTP/1.1 %d %s\r\n" % (exchange.status, exchange.reason)]
-        append = out.append
-        served_by = self.served_by
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _RESPONSE_SKIP or lower in tokens:
-                continue
-            if served_by and lower == b"x-served-by":
-                continue
-            append(b"%s: %s\r\n" % (name, value))
-        if served_by:
-            append(b"X-Served-By: %s\r\n" % target.encode())
-        append(framing)
-        if close:
-            append(b"Connection: close\r\n")
-        append(b"\r\n")
-        return b"".join(out)
-
     async def _forward(
         self, proto: FastProtocol, request: _Request, head: list[bytes], target: str, match: Match
     ) -> tuple[int, bool]:
         """Send to `target` and relay its answer; (status the client saw, proxy error?)."""
-        timer = self.loop.call_later(self.total_timeout, _expire, proto)
+        proto.deadline = self.loop.time() + self.total_timeout
         try:
             try:
                 conn, exchange = await self._send(proto, request, head, target)
@@ -859,7 +1191,7 @@ class FastServer:
                 return self._write_failure(proto, request, failure, match, target), True
             return await self._relay(proto, request, conn, exchange, target, match)
         finally:
-            timer.cancel()
+            proto.deadline = 0.0
 
     async def _relay(
         self,
@@ -873,12 +1205,10 @@ class FastServer:
         transport = proto.transport
         assert transport is not None
         close = not request.keep_alive
+        served_by = self.served_by_lines[target]
         clean = False
         try:
-            length = exchange.content_length
-            if exchange.complete or (
-                length is not None and exchange.length_known and length <= SMALL_RESPONSE
-            ):
+            if exchange.complete or exchange.small():
                 try:
                     await exchange.wait_complete()
                 except (_UpstreamClosed, TimeoutError) as exc:
@@ -890,20 +1220,13 @@ class FastServer:
                         else f"{target} failed while sending its body: {exc.__class__.__name__}",
                     )
                     return self._write_failure(proto, request, failure, match, target), True
-                body = b"".join(exchange.chunks) if exchange.chunks else b""
-                if exchange.status in (204, 304):
-                    framing = b""
-                else:
-                    framing = b"Content-Length: %d\r\n" % len(body)
-                transport.write(self._response_head(exchange, target, framing, close) + body)
+                body = b"".join(exchange.chunks)
+                transport.write(exchange.response(served_by, close, body))
                 clean = True
                 return exchange.status, False
             # Streaming: large or unknown length.
-            chunked = not exchange.length_known or length is None
-            framing = (
-                b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % length
-            )
-            transport.write(self._response_head(exchange, target, framing, close))
+            chunked = exchange.content_length is None
+            transport.write(exchange.response(served_by, close, b""))
             write = transport.write
             if chunked:
 
@@ -977,13 +1300,12 @@ class FastServer:
         assert route is not None
         breaker = core.breakers[service]
         can_fallback = route.fallback and request.method in IDEMPOTENT_METHODS
-        timer = self.loop.call_later(self.total_timeout, _expire, proto)
         try:
             if can_fallback and not breaker.allow():
                 core.stats.incr("breaker_short_circuits")
-                timer.cancel()
                 status, err = await self._forward(proto, request, head, MONOLITH, match)
                 return MONOLITH, status, err
+            proto.deadline = self.loop.time() + self.total_timeout
             try:
                 conn, exchange = await self._send(proto, request, head, service)
             except UpstreamFailure as failure:
@@ -995,7 +1317,6 @@ class FastServer:
                         True,
                     )
                 core.stats.incr("fallbacks")
-                timer.cancel()
                 status, err = await self._forward(proto, request, head, MONOLITH, match)
                 return MONOLITH, status, err
             if exchange.status >= 500:
@@ -1003,7 +1324,6 @@ class FastServer:
                 if can_fallback:
                     conn.abort()
                     core.stats.incr("fallbacks")
-                    timer.cancel()
                     status, err = await self._forward(proto, request, head, MONOLITH, match)
                     return MONOLITH, status, err
             else:
@@ -1011,26 +1331,34 @@ class FastServer:
             status, err = await self._relay(proto, request, conn, exchange, service, match)
             return service, status, err
         finally:
-            timer.cancel()
+            proto.deadline = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start_sweeper(self) -> None:
-        """Idle keep-alive connections are closed by one periodic sweep, not a timer each."""
-        self._sweeper = self.loop.create_task(self._sweep(), name="fastpath-idle-sweeper")
+        """Deadlines and idle keep-alive connections are checked by one periodic sweep."""
+        self._sweeper = self.loop.create_task(self._sweep(), name="fastpath-sweeper")
 
     async def _sweep(self) -> None:
+        loop = self.loop
+        next_idle_check = loop.time() + IDLE_TIMEOUT / 5
         while True:
-            await asyncio.sleep(IDLE_TIMEOUT / 5)
-            cutoff = self.loop.time() - IDLE_TIMEOUT
+            await asyncio.sleep(self.tick)
+            now = loop.time()
             for proto in list(self.connections):
-                if not proto.busy and proto.idle_since < cutoff and proto.transport is not None:
-                    proto.transport.close()
+                deadline = proto.deadline
+                if deadline and deadline <= now:
+                    proto.deadline = 0.0
+                    _expire(proto)
+            if now >= next_idle_check:
+                next_idle_check = now + IDLE_TIMEOUT / 5
+                cutoff = now - IDLE_TIMEOUT
+                for proto in list(self.connections):
+                    if not proto.busy and proto.idle_since < cutoff and proto.transport is not None:
+                        proto.transport.close()
 
     async def drain(self, timeout: float) -> None:
         """Stop taking new requests; wait for in-flight ones (fast and handed-off)."""
         self.stopping = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         self.fallback.pre_shutdown()
         for proto in list(self.connections):
             if not proto.busy and proto.transport is not None:
@@ -1038,6 +1366,8 @@ class FastServer:
         deadline = self.loop.time() + timeout
         while any(p.busy for p in self.connections) and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.abort()
@@ -1049,9 +1379,9 @@ class FastServer:
 def _expire(proto: FastProtocol) -> None:
     """Total timeout: fail the upstream exchange this connection is waiting on, drop its socket."""
     exchange = proto.exchange
+    conn = proto.upstream
     if exchange is not None:
         exchange.fail(TimeoutError("upstream timeout"))
-    conn = proto.upstream
     if conn is not None:
         conn.abort()
 

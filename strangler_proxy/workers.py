@@ -5,16 +5,20 @@ uses all of them. Each worker is a fresh interpreter (`python -m strangler_proxy
 never a fork of a process with threads and open database connections) that binds the proxy
 port with SO_REUSEPORT (the kernel spreads new connections across workers; the supervisor
 holds a bound, non-listening socket so the port stays reserved across worker restarts), has
-its own upstream pools, its own route-table poller and its own shadow dispatcher.
+its own upstream pools and its own shadow dispatcher. Workers never open the route store:
+the supervisor polls it (one poller per proxy instance) and pushes each new table to them, so
+a worker process does not load SQLAlchemy at all (less memory per worker, fewer database
+connections).
 
 Supervisor <-> worker talk over a socketpair, length-prefixed pickles (trusted: our own
 children). Workers send their stats *deltas* (a fresh `Stats` is swapped in at each report, so
 merging is exact), gauges (in flight, shadow queue, route version, breaker states) and shadow
 pairs every `REPORT_INTERVAL`; the supervisor merges the deltas into its runtime's `Stats`,
 feeds the pairs to its sinks (one JSON Lines writer, the ring buffer, the parity comparator),
-and exposes the gauges, so the admin API and dashboard read one aggregated view. A route change
-made through the admin API sends SIGUSR1 so workers reload at once (they poll anyway). SIGTERM
-to the supervisor drains every worker; a worker that dies is replaced.
+and exposes the gauges, so the admin API and dashboard read one aggregated view. The setup
+message carries the current route table; every table the supervisor swaps in (its poller, or
+a change made through the admin API) is sent to every worker at once. SIGTERM to the
+supervisor drains every worker; a worker that dies is replaced.
 """
 
 from __future__ import annotations
@@ -141,7 +145,18 @@ class WorkerPool:
         reader, writer = await asyncio.open_connection(sock=parent_sock)
         worker.writer = writer
         worker.ready = False
-        writer.write(_frame({"config": self.config, "port": self.port, "slot": worker.slot}))
+        table = self.runtime.core.table
+        writer.write(
+            _frame(
+                {
+                    "config": self.config,
+                    "port": self.port,
+                    "slot": worker.slot,
+                    "routes": table.routes,
+                    "version": table.version,
+                }
+            )
+        )
         await writer.drain()
         ready = asyncio.get_running_loop().create_future()
         worker.reader_task = asyncio.create_task(
@@ -235,11 +250,13 @@ class WorkerPool:
         ]
 
     def nudge(self) -> None:
-        """Ask every ready worker to reload the route table now (SIGUSR1)."""
+        """Send the runtime's current route table to every worker (they swap it in at once)."""
+        table = self.runtime.core.table
+        message = _frame({"routes": table.routes, "version": table.version})
         for worker in self.slots:
-            if worker.ready and worker.proc is not None and worker.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.proc.pid, signal.SIGUSR1)
+            writer = worker.writer
+            if writer is not None and not writer.is_closing():
+                writer.write(message)
 
     async def stop(self) -> None:
         """SIGTERM every worker (each drains its in-flight requests), wait, then reap."""
@@ -287,28 +304,16 @@ class _ChannelSink(ShadowSink):
 
 async def worker_main(sock: socket.socket, setup: dict[str, Any]) -> None:
     """Serve the proxy port until SIGTERM (or the supervisor goes away), reporting as we go."""
-    from strangler_proxy.store import RouteStore
-
     config: ProxyConfig = setup["config"]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    reload_now = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, reload_now.set)
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
-    store = RouteStore.from_url(config.store_url, create=False)
     sink = _ChannelSink()
-    core = ProxyCore(config, RouteTable((), version=0), Stats(), sink)
-
-    async def reload(force: bool = False) -> None:
-        version = await asyncio.to_thread(store.version)
-        if force or version != core.table.version:
-            version, routes = await asyncio.to_thread(store.load)
-            core.swap_table(RouteTable(routes, version))
-
-    await reload(force=True)
+    table = RouteTable(setup["routes"], setup["version"])
+    core = ProxyCore(config, table, Stats(), sink)
     await core.start()
     listener = ProxyListener(core)
     await listener.start(make_listening_socket(config.listen_host, setup["port"], reuse_port=True))
@@ -338,34 +343,24 @@ async def worker_main(sock: socket.socket, setup: dict[str, Any]) -> None:
             )
         )
 
-    async def poll() -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reload_now.wait(), config.poll_interval)
-            reload_now.clear()
-            try:
-                await reload()
-            except Exception:  # noqa: BLE001 - keep serving with the last good table
-                log.warning("route table reload failed; keeping the current table", exc_info=True)
-
     async def reporter() -> None:
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
             report()
             await writer.drain()
 
-    async def supervisor_gone() -> None:
-        with contextlib.suppress(Exception):
-            await reader.read()  # EOF: the supervisor died or closed the channel
+    async def channel() -> None:
+        """Route tables from the supervisor; EOF means it died or closed the channel."""
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, EOFError):
+            while True:
+                message = await _read_message(reader)
+                if "routes" in message:
+                    core.swap_table(RouteTable(message["routes"], message["version"]))
         stop.set()
 
     report(ready=True)
     await writer.drain()
-    tasks = [
-        asyncio.create_task(poll()),
-        asyncio.create_task(reporter()),
-        asyncio.create_task(supervisor_gone()),
-    ]
+    tasks = [asyncio.create_task(reporter()), asyncio.create_task(channel())]
     await stop.wait()
     await listener.stop()
     for task in tasks:
@@ -376,7 +371,6 @@ async def worker_main(sock: socket.socket, setup: dict[str, Any]) -> None:
         report()
         await writer.drain()
         writer.close()
-    await asyncio.to_thread(store.close)
 
 
 def main(argv: list[str] | None = None) -> None:

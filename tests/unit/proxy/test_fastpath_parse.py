@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from strangler_proxy.fastpath import parse_head
+from strangler_proxy.fastpath import _Request, parse_head
 from strangler_proxy.stats import Stats
 
 
-def _parse(head: bytes) -> tuple | None:
+def _parse(head: bytes) -> _Request | None:
     return parse_head(head, 8192, 16384)
 
 
@@ -18,23 +18,60 @@ def test_a_plain_get_is_accepted_with_its_parts() -> None:
         b"X-Forwarded-For: 10.0.0.1\r\nAccept: */*"
     )
     assert parsed is not None
-    method, target, path, headers, length, keep_alive, host, request_id, xff, tokens = parsed
-    assert (method, target, path) == ("GET", b"/products/1?x=%20y", "/products/1")
-    assert (length, keep_alive, host, request_id, xff) == (0, True, b"shop", b"r1", b"10.0.0.1")
-    assert [h[0] for h in headers] == [b"host", b"x-request-id", b"x-forwarded-for", b"accept"]
-    assert tokens == frozenset()
+    assert (parsed.method, parsed.target, parsed.path) == (
+        "GET",
+        b"/products/1?x=%20y",
+        "/products/1",
+    )
+    assert (parsed.length, parsed.keep_alive, parsed.host) == (0, True, b"shop")
+    assert (parsed.request_id, parsed.prior_xff) == (b"r1", b"10.0.0.1")
+    assert [h[0] for h in parsed.headers] == [
+        b"host",
+        b"x-request-id",
+        b"x-forwarded-for",
+        b"accept",
+    ]
+    assert parsed.tokens == frozenset()
+    assert parsed.line == b"GET /products/1?x=%20y HTTP/1.1\r\n"  # forwarded verbatim
 
 
 def test_connection_tokens_and_close_are_understood() -> None:
     parsed = _parse(b"POST /a HTTP/1.1\r\nConnection: close, X-Secret\r\nContent-Length: 3")
     assert parsed is not None
-    assert parsed[4] == 3 and parsed[5] is False
-    assert parsed[9] == frozenset({b"close", b"x-secret"})
+    assert parsed.length == 3 and parsed.keep_alive is False
+    assert parsed.tokens == frozenset({b"close", b"x-secret"})
+
+
+def test_header_values_lose_surrounding_blanks_and_keep_inner_ones() -> None:
+    parsed = _parse(
+        b"GET / HTTP/1.1\r\nX-A:  a b \t\r\nX-B:\r\nX-C: \t \r\nX-D:\tv\xe9\r\nHost: h "
+    )
+    assert parsed is not None
+    assert [(h[1], h[2]) for h in parsed.headers] == [
+        (b"X-A", b"a b"),
+        (b"X-B", b""),
+        (b"X-C", b""),
+        (b"X-D", b"v\xe9"),  # obs-text is allowed in values
+        (b"Host", b"h"),
+    ]
+    assert parsed.host == b"h"
+
+
+def test_a_head_without_header_lines_is_accepted() -> None:
+    parsed = _parse(b"DELETE /orders/1 HTTP/1.1")
+    assert parsed is not None
+    assert (parsed.method, parsed.path, parsed.headers, parsed.host) == (
+        "DELETE",
+        "/orders/1",
+        [],
+        None,
+    )
+    assert parsed.line == b"DELETE /orders/1 HTTP/1.1\r\n"
 
 
 def test_a_request_id_named_in_connection_is_not_kept() -> None:
     parsed = _parse(b"GET / HTTP/1.1\r\nConnection: X-Request-ID\r\nX-Request-ID: r1")
-    assert parsed is not None and parsed[7] is None
+    assert parsed is not None and parsed.request_id is None
 
 
 @pytest.mark.parametrize(
@@ -53,6 +90,14 @@ def test_a_request_id_named_in_connection_is_not_kept() -> None:
         b"GET / HTTP/1.1\nHost: x",  # bare LF
         b"GET / HTTP/1.1\r\nHost: x\rY",  # bare CR
         b"GET / HTTP/1.1\r\nX-A: a\x00b",  # NUL
+        b"GET / HTTP/1.1\r\nX-A: a\rb\r\nX-B: c",  # bare CR inside a value, CRLF after it
+        b"GET / HTTP/1.1\r\nX-A: a\nX-B: b\r\nX-C: c",  # bare LF inside a value
+        b"GET / HTTP/1.1\r\nX-A: a\x7fb",  # DEL
+        b"GET / HTTP/1.1\r\nX-A: a\x1bb",  # ESC
+        b"GET / HTTP/1.1\r\nX-\x01A: a",  # control character in a name
+        b"GET / HTTP/1.1\r\n: a",  # empty name
+        b"GET / HTTP/1.1\r\nX-A a",  # no colon
+        b"GET /\x01 HTTP/1.1\r\nHost: x",  # control character in the target
         b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4",  # duplicate CL
         b"POST / HTTP/1.1\r\nContent-Length: +4",
         b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked",

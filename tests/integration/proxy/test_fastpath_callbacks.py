@@ -1,0 +1,154 @@
+"""The fast path's callback flow (a warm pooled upstream connection, no Task per request):
+retries, timeouts, streamed answers and vanished clients behave as on the coroutine path."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from proxy_helpers import ProxyThread, Upstream, base_config, wait_for
+
+from strangler_proxy.config import Timeouts
+
+pytestmark = pytest.mark.integration
+
+
+class _OneAnswerHandler(socketserver.BaseRequestHandler):
+    """Answers the first request of each connection (keep-alive), then reads the second one
+    and closes without a word: an upstream dropping an idle keep-alive connection just as the
+    proxy reuses it."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        self.server.answered += 1  # type: ignore[attr-defined]
+        body = b'{"answer":%d}' % self.server.answered  # type: ignore[attr-defined]
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        sock.recv(65536)  # the next request on this connection: never answered
+        self.server.dropped += 1  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def one_answer_upstream() -> Iterator[socketserver.ThreadingTCPServer]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _OneAnswerHandler)
+    server.daemon_threads = True
+    server.answered = 0  # type: ignore[attr-defined]
+    server.dropped = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_reused_connection_the_upstream_dropped_is_retried_for_idempotent_requests_only(
+    tmp_path: Path,
+    one_answer_upstream: socketserver.ThreadingTCPServer,
+    proxy_factory: Callable[..., ProxyThread],
+) -> None:
+    port = one_answer_upstream.server_address[1]
+    proxy = proxy_factory(base_config(tmp_path, {"monolith": f"http://127.0.0.1:{port}"}))
+    with httpx.Client(base_url=proxy.url, trust_env=False, timeout=10) as client:
+        assert client.get("/first").json() == {"answer": 1}  # opens the pooled connection
+        # Reuses it (callback flow); the upstream drops it unanswered; a GET is safe to
+        # send again on a fresh connection.
+        assert client.get("/second").json() == {"answer": 2}
+        # A POST is not: the client gets a clean 502 naming the route, never a hang.
+        dropped = client.post("/orders", content=b"{}")
+        assert dropped.status_code == 502
+        assert dropped.json()["error"]["code"] == "upstream_unavailable"
+        assert dropped.json()["error"]["route"] == "<default>"
+        assert client.get("/after").status_code == 200  # the proxy keeps serving
+    assert one_answer_upstream.dropped >= 2  # type: ignore[attr-defined]
+    assert proxy.runtime.core.stats.counters["slow_path_handoffs"] == 0
+
+
+@pytest.fixture
+def slow_proxy(
+    tmp_path: Path,
+    fresh_upstreams: dict[str, Upstream],
+    proxy_factory: Callable[..., ProxyThread],
+) -> Iterator[ProxyThread]:
+    config = base_config(
+        tmp_path,
+        {name: up.url for name, up in fresh_upstreams.items()},
+        timeouts=Timeouts(connect=1.0, total=0.5).__dict__,
+    )
+    yield proxy_factory(config)
+    fresh_upstreams["monolith"].control(reset=True)
+
+
+def test_a_timeout_on_a_warm_connection_gives_504_and_the_client_connection_lives_on(
+    slow_proxy: ProxyThread, fresh_upstreams: dict[str, Upstream]
+) -> None:
+    monolith = fresh_upstreams["monolith"]
+    with httpx.Client(base_url=slow_proxy.url, trust_env=False, timeout=10) as client:
+        assert client.get("/warm").status_code == 200  # the pool now holds a connection
+        monolith.control(delay=3)
+        started = time.monotonic()
+        slow = client.get("/slow")
+        waited = time.monotonic() - started
+        assert slow.status_code == 504
+        assert slow.json()["error"] | {"message": ""} == {
+            "code": "upstream_timeout",
+            "message": "",
+            "route": "<default>",
+            "service": "monolith",
+        }
+        assert waited < 3  # answered at the proxy's deadline, not the upstream's delay
+        monolith.control(reset=True)
+        assert client.get("/again").json()["path"] == "/again"
+    assert slow_proxy.runtime.core.in_flight == 0
+
+
+def test_a_large_answer_started_on_a_warm_connection_is_streamed_whole(
+    shop_proxy: ProxyThread, client: httpx.Client
+) -> None:
+    assert client.get("/warm").status_code == 200
+    for _ in range(2):
+        response = client.get("/stream", params={"n": 1_000_000})
+        assert response.status_code == 200
+        assert response.content == b"x" * 1_000_000
+    assert shop_proxy.runtime.core.in_flight == 0
+
+
+def test_a_client_that_leaves_mid_request_costs_nothing_else(
+    slow_proxy: ProxyThread, fresh_upstreams: dict[str, Upstream]
+) -> None:
+    port = int(slow_proxy.url.rsplit(":", 1)[1])
+    with httpx.Client(base_url=slow_proxy.url, trust_env=False, timeout=10) as client:
+        assert client.get("/warm").status_code == 200
+        fresh_upstreams["monolith"].control(delay=0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")  # a fresh client...
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # ...warms its own way
+            sock.sendall(b"GET /left HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # ...and leaves (a reset) while its answer is on the way.
+        wait_for(lambda: slow_proxy.runtime.core.in_flight == 0)
+        fresh_upstreams["monolith"].control(reset=True)
+        for i in range(3):
+            assert client.get(f"/still/{i}").status_code == 200
