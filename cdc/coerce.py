@@ -158,6 +158,7 @@ def coercer(column_type: sqltypes.TypeEngine[Any]) -> Callable[[Any], Any]:
         def convert_exact(v: Any) -> Any:
             return v if v is None or type(v) is exact else fn(v)
 
+        convert_exact.exact = exact  # type: ignore[attr-defined]  # generated code inlines the check
         return convert_exact
 
     def convert(v: Any) -> Any:

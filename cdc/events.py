@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -405,12 +406,25 @@ def decode_envelope(
     exactly as json.loads would; with ``exact_source=False`` source values other than
     ``ts_ms`` may be read by orjson's rules (an integer beyond 64 bits as a float).
     """
+    return decode_envelope_plain(value, topic, exact_source)[0]
+
+
+def decode_envelope_plain(
+    value: bytes | str | None, topic: str = "", exact_source: bool = True
+) -> tuple[Envelope | None, bool]:
+    """decode_envelope, plus whether the common fast path answered: then the row images hold
+    nothing but strings, integers, booleans and nulls (no bytes, decimals, nested values),
+    which lets the sink skip checks those other values would need."""
     if value is None:
-        return None
+        return None, False
     if _orjson_loads is not None:
         fast = _fast_envelope(value, topic, exact_source)
         if fast is not None:
-            return fast
+            return fast, True
+    return _decode_general(value, topic, exact_source), False
+
+
+def _decode_general(value: bytes | str, topic: str, exact_source: bool) -> Envelope | None:
     try:
         doc = _loads_event(value, exact_source)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -442,4 +456,6 @@ def decode_envelope(
     elif op != "d" and after is None:
         raise EventDecodeError(f"op {op!r} event without an 'after' image")
     ts = payload.get("ts_ms")
-    return op, table, before, after, source, int(ts) if isinstance(ts, int | float) else None
+    if isinstance(ts, float):  # Infinity/NaN (the standard library reads them) have no int
+        ts = int(ts) if math.isfinite(ts) else None
+    return op, table, before, after, source, int(ts) if isinstance(ts, int) else None

@@ -53,6 +53,20 @@ def _t_scale(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
     return result
 
 
+def _scale_by(args: Mapping[str, Any]) -> Callable[[Any], Any]:
+    """_t_scale for one column: the exponent read once, integers scaled down directly."""
+    exp = int(args["exp"])
+    if exp >= 0:
+        return lambda value: _t_scale((value,), args)
+
+    def scale(value: Any) -> Any:
+        if type(value) is int:
+            return Decimal(value).scaleb(exp)  # what _t_scale returns for an int, exp < 0
+        return _t_scale((value,), args)
+
+    return scale
+
+
 def _string_op(fn: Callable[[str], str]) -> TransformFn:
     def apply(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
         value = values[0]
@@ -77,21 +91,31 @@ def _t_join(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
     return args.get("sep", " ").join(kept) if kept else None
 
 
-# Slug words are the runs of [a-z0-9]: every other byte becomes a space, then split.
-_SLUG_BYTES = bytes(c if 48 <= c <= 57 or 97 <= c <= 122 else 32 for c in range(256))
+# Slug words are the runs of [a-z0-9] of the lower-cased text: A-Z become a-z (what
+# bytes.lower() does), every other byte becomes a space, then split.
+_SLUG_FORMATS: dict[int, str] = {}
+_SLUG_BYTES = bytes(
+    c if 48 <= c <= 57 or 97 <= c <= 122 else c + 32 if 65 <= c <= 90 else 32 for c in range(256)
+)
 
 
 def _t_slug(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
-    words: list[bytes] = []
-    for value in values:
-        if value is None:
-            continue
-        text = str(value)
-        if text.isascii():  # ASCII text is its own NFKD form: skip the round trip
-            data = text.encode()
-        else:
-            data = unicodedata.normalize("NFKD", text).encode("ascii", "ignore")
-        words.extend(data.lower().translate(_SLUG_BYTES).split())
+    # The values joined by a space give the same words as each value on its own: a space is
+    # a word break, and NFKD works character by character (a space stops the reordering of
+    # combining marks), so one pass over the joined text is enough.
+    if None in values:
+        values = tuple([v for v in values if v is not None])
+    elif type(values) is not tuple:
+        values = tuple(values)
+    fmt = _SLUG_FORMATS.get(len(values))
+    if fmt is None:
+        fmt = _SLUG_FORMATS[len(values)] = " ".join(["%s"] * len(values))
+    text = fmt % values  # " ".join(map(str, values)), at a third of the cost
+    if text.isascii():  # ASCII text is its own NFKD form: skip the round trip
+        data = text.encode()
+    else:
+        data = unicodedata.normalize("NFKD", text).encode("ascii", "ignore")
+    words = data.translate(_SLUG_BYTES).split()
     return b"-".join(words).decode() if words else None
 
 
@@ -122,18 +146,24 @@ def _t_bool(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class TransformSpec:
-    """A registered transform: its function, accepted input counts and required args."""
+    """A registered transform: its function, accepted input counts and required args.
+
+    `unary`, when set, gives for a column's args a function of the one input value that
+    returns exactly what `fn` does (the compiled mapping calls it without building the
+    values tuple).
+    """
 
     fn: TransformFn
     min_inputs: int
     max_inputs: int | None
     required_args: tuple[str, ...] = ()
     optional_args: tuple[str, ...] = ()
+    unary: Callable[[Mapping[str, Any]], Callable[[Any], Any]] | None = None
 
 
 TRANSFORMS: dict[str, TransformSpec] = {
     "copy": TransformSpec(_t_copy, 1, 1),
-    "scale": TransformSpec(_t_scale, 1, 1, ("exp",)),
+    "scale": TransformSpec(_t_scale, 1, 1, ("exp",), unary=_scale_by),
     "lower": TransformSpec(_string_op(str.lower), 1, 1),
     "upper": TransformSpec(_string_op(str.upper), 1, 1),
     "strip": TransformSpec(_string_op(str.strip), 1, 1),
@@ -141,7 +171,7 @@ TRANSFORMS: dict[str, TransformSpec] = {
     "join": TransformSpec(_t_join, 1, None, (), ("sep",)),
     "slug": TransformSpec(_t_slug, 1, None),
     "constant": TransformSpec(_t_constant, 0, 0, ("value",)),
-    "bool": TransformSpec(_t_bool, 1, 1),
+    "bool": TransformSpec(_t_bool, 1, 1, unary=lambda args: to_bool),
 }
 
 
@@ -282,19 +312,9 @@ class TableMapping:
         item lookups for copies and direct transform calls, with no per-row dict or dispatch.
         Any failure re-runs forward(), so errors are exactly the reference ones.
         """
-        ns: dict[str, Any] = {
-            "_forward": self.forward,
-            "_used": frozenset(self.used_source_columns),
-        }
-        exprs = []
-        for i, c in enumerate(self.columns):
-            if c.is_copy:
-                exprs.append(f"row[{c.sources[0]!r}]")
-                continue
-            ns[f"_f{i}"], ns[f"_a{i}"] = TRANSFORMS[c.transform].fn, c.args
-            values = "".join(f"row[{s!r}], " for s in c.sources)
-            exprs.append(f"_f{i}(({values}), _a{i})")
-        drift = "        if not row.keys() <= _used: raise KeyError\n" if self.strict else ""
+        ns: dict[str, Any] = {"_forward": self.forward}
+        drift, exprs = self.forward_code(ns)
+        drift = f"        {drift}\n" if drift else ""
         targets = tuple(c.target for c in self.columns)
         ns["_targets"] = targets
         src = (
@@ -309,6 +329,32 @@ class TableMapping:
         )
         exec(compile(src, f"<mapping {self.source}>", "exec"), ns)  # noqa: S102 - names are repr()-quoted
         return ns["forward_values"]
+
+    def forward_code(self, ns: dict[str, Any]) -> tuple[str, list[str]]:
+        """Source code of forward() for generated functions over a dict named ``row``.
+
+        Returns a statement that raises KeyError on schema drift in strict mode (else "")
+        and one expression per column (in `columns` order); the names they use are put into
+        `ns`. Failures raise whatever the transform raises: callers fall back to forward()
+        for the reference MappingError. Shared by compile_forward and the sink's prepare.
+        """
+        exprs = []
+        for i, c in enumerate(self.columns):
+            if c.is_copy:
+                exprs.append(f"row[{c.sources[0]!r}]")
+                continue
+            spec = TRANSFORMS[c.transform]
+            values = "".join(f"row[{s!r}], " for s in c.sources)
+            if spec.unary is not None and len(c.sources) == 1:
+                ns[f"_fm{i}"] = spec.unary(c.args)
+                exprs.append(f"_fm{i}({values[:-2]})")
+                continue
+            ns[f"_fm{i}"], ns[f"_am{i}"] = spec.fn, c.args
+            exprs.append(f"_fm{i}(({values}), _am{i})")
+        if not self.strict:
+            return "", exprs
+        ns["_used_m"] = frozenset(self.used_source_columns)
+        return "if not row.keys() <= _used_m: raise KeyError", exprs
 
     def compile_matches(self) -> Callable[[Mapping[str, Any]], bool] | None:
         """matches() without the generator per row; None when the table has no filters."""

@@ -29,8 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import groupby
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -56,7 +59,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from cdc.coerce import coercer
-from cdc.events import EventDecodeError, decode_envelope, now_ms
+from cdc.events import EventDecodeError, decode_envelope_plain, now_ms
 from cdc.mapping import MappingError, MappingSpec, TableMapping
 from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
 
@@ -78,7 +81,10 @@ def _may_hold_placeholder(raw: bytes | None) -> bool:
     from base64 decoding under a Kafka Connect schema (the {schema, payload} wrapper). Three
     substring scans are far cheaper than comparing every value of every row.
     """
-    return type(raw) is not bytes or UNAVAILABLE_BYTES in raw or b"\\" in raw or b'"payload"' in raw
+    if type(raw) is not bytes:
+        return True
+    find = raw.find  # `x in raw` first tries x as an int (a raised and cleared TypeError)
+    return find(UNAVAILABLE_BYTES) >= 0 or find(b"\\") >= 0 or find(b'"payload"') >= 0
 
 
 _meta = MetaData()
@@ -205,8 +211,9 @@ class BatchResult:
     row_by_row: bool = False
 
 
-@dataclass(slots=True)
-class _Action:
+# One of each per event: NamedTuples, which the hot path builds with tuple.__new__ (no
+# Python-level __init__ call), several times cheaper than a dataclass.
+class _Action(NamedTuple):
     kind: str  # "upsert" | "delete" | "patch" | "truncate"
     mapping: TableMapping
     key: tuple[Any, ...]
@@ -215,13 +222,40 @@ class _Action:
     after_delete: bool = False  # "patch" collapsed onto a delete: the row is gone
 
 
-@dataclass(slots=True)
-class _Decoded:
+class _Decoded(NamedTuple):
     msg: Message
-    actions: list[_Action] = field(default_factory=list)
-    reason: str | None = None
+    actions: list[_Action]
+    reason: str | None = None  # set: a dead letter
     ts_ms: int | None = None
 
+
+_new = tuple.__new__
+_topic_partition = itemgetter(0, 1)  # of a Message
+_offset = itemgetter(2)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while one batch is polled and applied.
+
+    A batch allocates a dozen containers per event (messages, decoded documents, row tuples,
+    actions) that live until the batch is written and form no cycles, so refcounting frees
+    them all. With the collector on, every 700 allocations start a collection that walks the
+    whole live batch again and promotes it into older generations that get walked again: a
+    third of the sink's CPU time on a snapshot. Whatever cyclic garbage a batch does leave
+    (from the database driver, say) is collected once the collector runs again after it.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
+_EXACT = 2**63  # |int| below this has at most 19 digits: Decimal scales it exactly
 
 _DATETIME_SAMPLES = (
     dt.datetime(2024, 1, 2, 3, 4, 5),
@@ -230,14 +264,34 @@ _DATETIME_SAMPLES = (
 )
 
 
+def _sample(bind: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return bind(value)
+    except Exception:  # noqa: BLE001 - a processor for another type
+        return None
+
+
 def _fast_bind(bind: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-    """A bind processor, or an equivalent faster one for SQLite's naive DATETIME text.
+    """A bind processor, or an equivalent faster one for SQLite's naive DATETIME text and
+    for booleans stored as 0/1.
 
     SQLAlchemy's SQLite DATETIME formats with a %-template; ``isoformat`` gives the same text
-    for naive datetimes. Used only when the processor is shown to agree on sample values.
+    for naive datetimes. Its Boolean processor is two Python calls per value. Each shortcut is
+    used only when the processor is shown to agree on sample values.
     """
     if bind is None:
         return None
+    true, false = _sample(bind, True), _sample(bind, False)
+    if type(true) is int and true == 1 and type(false) is int and false == 0:
+
+        def bind_bool(value: Any) -> Any:
+            if value is True:
+                return 1
+            if value is False:
+                return 0
+            return bind(value)
+
+        return bind_bool
     try:
         same = all(bind(d) == d.isoformat(" ", "microseconds") for d in _DATETIME_SAMPLES)
     except Exception:  # noqa: BLE001 - not a datetime processor
@@ -349,18 +403,21 @@ class _TargetTable:
                     for n in order
                 ]
         self.binds = binds
-        self.prepare = self._compile_prepare(mapping.compile_forward())
+        self.prepare = self._compile_prepare()
 
     def _compile_prepare(
-        self, forward: Callable[[dict[str, Any]], tuple[Any, ...]]
+        self,
     ) -> Callable[[dict[str, Any]], tuple[tuple[Any, ...], tuple[Any, ...]]]:
         """Source row → (coerced target key, statement parameters), generated once.
 
-        Any failure re-runs the reference path (forward, coerce), whose MappingError names the
-        table, column and value.
+        The mapping's expressions (TableMapping.forward_code), the coercers' exact-type check
+        and the bind processors in one function, with no per-row dispatch. Any failure re-runs
+        the reference path (forward, coerce), whose MappingError names table, column, value.
         """
-        ns: dict[str, Any] = {"_forward": forward, "_slow": self._prepare_slow}
-        coerce_lines, params = [], []
+        ns: dict[str, Any] = {"_slow": self._prepare_slow}
+        drift, exprs = self.mapping.forward_code(ns)
+        lines = [f"        {drift}\n"] if drift else []
+        params = []
         fused = {}  # name index → param index: naive DateTime text on SQLite
         for j, name in enumerate(self.param_names):
             col_type = self.table.c[name].type
@@ -371,16 +428,41 @@ class _TargetTable:
                 and not col_type.timezone
             ):
                 fused[self.names.index(name)] = j
+        scaled = self._scaled_to_float()
         for i, name in enumerate(self.names):
             if i in fused:
                 ns[f"_d{i}"] = _datetime_param(self.coercers[name], self.binds[fused[i]])
-                coerce_lines.append(f"        p{i} = _d{i}(v[{i}])\n")
+                lines.append(f"        p{i} = _d{i}({exprs[i]})\n")
                 continue
-            ns[f"_c{i}"] = self.coercers[name]
-            coerce_lines.append(f"        c{i} = _c{i}(v[{i}])\n")
+            coerce = self.coercers[name]
+            ns[f"_c{i}"] = coerce
+            exact = getattr(coerce, "exact", None)
+            if exact is None:
+                lines.append(f"        c{i} = _c{i}({exprs[i]})\n")
+                continue
+            ns[f"_x{i}"] = exact  # the coercer returns a value of this type as it is
+            indent = "        "
+            if i in scaled:
+                # int → Decimal(v).scaleb(-k) → float is v / 10**k exactly (both are the exact
+                # quotient rounded once); anything else takes the general lines below.
+                source, divisor = scaled[i]
+                ns[f"_div{i}"] = divisor
+                lines.append(f"        v{i} = row[{source!r}]\n")
+                lines.append(f"        if type(v{i}) is int and -{_EXACT} < v{i} < {_EXACT}:\n")
+                lines.append(f"            p{i} = v{i} / _div{i}\n")
+                lines.append("        else:\n")
+                indent += "    "
+            j = self.param_names.index(name)
+            lines.append(f"{indent}c{i} = {exprs[i]}\n")
+            lines.append(
+                f"{indent}if c{i} is not None and type(c{i}) is not _x{i}: c{i} = _c{i}(c{i})\n"
+            )
+            if i in scaled:
+                ns[f"_b{j}"] = self.binds[j]
+                lines.append(f"{indent}p{i} = _b{j}(c{i}) if c{i} is not None else None\n")
         for j, name in enumerate(self.param_names):
             i = self.names.index(name)
-            if i in fused:
+            if i in fused or i in scaled:
                 params.append(f"p{i}, ")
             elif self.binds[j] is not None:
                 ns[f"_b{j}"] = self.binds[j]
@@ -391,14 +473,34 @@ class _TargetTable:
         src = (
             "def prepare(row):\n"
             "    try:\n"
-            "        v = _forward(row)\n"
-            f"{''.join(coerce_lines)}"
+            f"{''.join(lines)}"
             f"        return ({key}), ({''.join(params)})\n"
             "    except Exception:\n"
             "        return _slow(row)\n"
         )
-        exec(compile(src, f"<sink {self.mapping.target}>", "exec"), ns)  # noqa: S102 - no outside text
+        exec(compile(src, f"<sink {self.mapping.target}>", "exec"), ns)  # noqa: S102 - names are repr()-quoted
         return ns["prepare"]
+
+    def _scaled_to_float(self) -> dict[int, tuple[str, int]]:
+        """Columns computed by ``scale`` with a negative exponent into a Decimal column whose
+        bind processor stores float(value) (SQLite's Numeric): name index → (source, 10**k)."""
+        out = {}
+        for i, c in enumerate(self.mapping.columns):
+            if c.transform != "scale" or len(c.sources) != 1 or c.target in self.mapping.key:
+                continue
+            exp = c.args.get("exp")
+            if type(exp) is not int or not -22 <= exp < 0:  # 10**22: the last exact power
+                continue
+            if getattr(self.coercers[c.target], "exact", None) is not Decimal:
+                continue
+            bind = self.binds[self.param_names.index(c.target)]
+            samples = (Decimal("10.13"), Decimal("-0.07"), Decimal("123456789.123456789"))
+            if bind is None or any(
+                type(_sample(bind, d)) is not float or _sample(bind, d) != float(d) for d in samples
+            ):
+                continue
+            out[i] = (c.sources[0], 10**-exp)
+        return out
 
     def _prepare_slow(self, row: dict[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         coerced = self.coerce(self.mapping.forward(row))  # raises the precise MappingError
@@ -434,10 +536,9 @@ class _TargetTable:
             return self.key_cols[0].in_([k[0] for k in keys])
         return or_(*(and_(*(c == v for c, v in zip(self.key_cols, k, strict=True))) for k in keys))
 
-    def write_upserts(
-        self, conn: Connection, rows: list[tuple[Any, ...]], keys: list[tuple[Any, ...]]
-    ) -> None:
-        """Upsert `rows` (prepare() parameters); `keys` are their coerced target keys."""
+    def write_upserts(self, conn: Connection, actions: Sequence[_Action]) -> None:
+        """Upsert the rows (prepare() parameters) of "upsert" actions of this table."""
+        rows = [a.row for a in actions if a.row is not None]
         if self.driver_sql is not None:
             conn.exec_driver_sql(self.driver_sql, rows)
             return
@@ -445,7 +546,7 @@ class _TargetTable:
         if self.upsert is not None:
             conn.execute(self.upsert, dicts)
             return
-        conn.execute(delete(self.table).where(self.key_where(keys)))
+        conn.execute(delete(self.table).where(self.key_where([a.key for a in actions])))
         conn.execute(insert(self.table), dicts)
 
     def write_deletes(self, conn: Connection, keys: list[tuple[Any, ...]]) -> None:
@@ -520,23 +621,26 @@ class Sink:
 
     # -- decoding
     def _decode(self, msg: Message) -> _Decoded:
-        d = _Decoded(msg)
+        value = msg.value
         try:
             # the key is in the row image; of the source only table and ts_ms are used
-            env = decode_envelope(msg.value, msg.topic, exact_source=False)
+            env, plain = decode_envelope_plain(value, msg.topic, exact_source=False)
         except EventDecodeError as exc:
-            d.reason = f"undecodable event: {exc}"
-            return d
+            return _Decoded(msg, [], f"undecodable event: {exc}")
         if env is None:
-            return d  # tombstone: nothing to apply
+            return _Decoded(msg, [])  # tombstone: nothing to apply
         op, table, before, after, source, ts_ms = env
         source_ts = source.get("ts_ms")
-        d.ts_ms = source_ts if isinstance(source_ts, int) else ts_ms
+        ts = source_ts if isinstance(source_ts, int) else ts_ms
+        if plain:  # only str/int/bool/None values: just the str placeholder is possible
+            placeholders = after is not None and UNAVAILABLE_VALUE in after.values()
+        else:
+            placeholders = _may_hold_placeholder(value)
         try:
-            d.actions = self._actions(op, table, before, after, _may_hold_placeholder(msg.value))
+            actions = self._actions(op, table, before, after, placeholders)
         except MappingError as exc:
-            d.reason = f"mapping failed: {exc}"
-        return d
+            return _Decoded(msg, [], f"mapping failed: {exc}", ts)
+        return _new(_Decoded, (msg, actions, None, ts))
 
     def _actions(
         self,
@@ -561,17 +665,17 @@ class Sink:
         vals = after.values()
         if placeholders and (UNAVAILABLE_VALUE in vals or UNAVAILABLE_BYTES in vals):
             return self._patch_actions(op, target, before, after)
-        row: tuple[Any, ...] | None = None
         if target.matches is not None and not target.matches(after):
             tm.check_drift(after)
             key = target.coerce_key(target.target_key(after))
+            upsert = _Action("delete", tm, key)
         else:
             key, row = target.prepare(after)
+            upsert = _new(_Action, ("upsert", tm, key, row, None, False))
+        if op != "u" or before is None:
+            return [upsert]
         actions = self._rekey_deletes(op, target, before, key)
-        if row is None:
-            actions.append(_Action("delete", tm, key))
-            return actions
-        actions.append(_Action("upsert", tm, key, row))
+        actions.append(upsert)
         return actions
 
     @staticmethod
@@ -690,9 +794,7 @@ class Sink:
                 return
             target = self._targets[run[0].mapping.source]
             if run[0].kind == "upsert":
-                target.write_upserts(
-                    conn, [a.row for a in run if a.row is not None], [a.key for a in run]
-                )
+                target.write_upserts(conn, run)
                 upserts += len(run)
             elif run[0].kind == "patch":
                 for a in run:
@@ -705,10 +807,13 @@ class Sink:
                 deletes += len(run)
             run.clear()
 
+        kind, mapping = None, None
+        append = run.append
         for a in actions:
-            if run and (run[0].kind != a.kind or run[0].mapping is not a.mapping):
+            if a.kind != kind or a.mapping is not mapping:
                 flush()
-            run.append(a)
+                kind, mapping = a.kind, a.mapping
+            append(a)
         flush()
         return upserts, deletes
 
@@ -716,11 +821,11 @@ class Sink:
         self, conn: Connection, msgs: Sequence[Message], ts: int | None
     ) -> dict[TopicPartition, int]:
         ends: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            k = (m.topic, m.partition)
-            end = m.offset + 1
-            if end > ends.get(k, 0):
-                ends[k] = end
+        # A poll returns each partition's messages as one run: one max() per run, in C.
+        for tp, run in groupby(msgs, _topic_partition):
+            end = max(map(_offset, run)) + 1
+            if end > ends.get(tp, 0):
+                ends[tp] = end
         nxt = {TopicPartition(t, p): o for (t, p), o in ends.items()}
         now = now_ms()
         for tp, off in nxt.items():
@@ -761,23 +866,29 @@ class Sink:
         """Apply one polled batch; returns counts and the next offsets now stored."""
         if not msgs:
             return BatchResult(), {}
-        # Decoding allocates several containers per event and none of them forms a cycle:
-        # the cyclic collector would only rescan the batch again and again (~20% of decode
-        # time), so it waits until the batch is decoded. Refcounting still frees everything.
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
-            decoded = [self._decode(m) for m in msgs]
-        finally:
-            if paused:
-                gc.enable()
-        ts = max((d.ts_ms for d in decoded if d.ts_ms is not None), default=None)
+        with _no_cyclic_gc():
+            return self._apply(msgs)
+
+    def _apply(self, msgs: Sequence[Message]) -> tuple[BatchResult, dict[TopicPartition, int]]:
+        decode = self._decode
+        decoded = [decode(m) for m in msgs]
+        ts: int | None = None
+        dead: list[_Decoded] = []
+        skipped = 0
         # Collapse: the last action per (target table, key) decides the final state; the dict
         # keeps keys in the order of their last action (pop + re-insert moves a key to the end).
         last: dict[tuple[str, tuple[Any, ...]], _Action] = {}
         for d in decoded:
-            for a in d.actions:
+            _msg, d_actions, reason, d_ts = d
+            if d_ts is not None and (ts is None or d_ts > ts):
+                ts = d_ts
+            if reason:
+                dead.append(d)
+                continue
+            if not d_actions:
+                skipped += 1
+                continue
+            for a in d_actions:
                 k = (a.mapping.target, a.key)
                 if k in last:
                     if a.kind == "patch":
@@ -788,10 +899,7 @@ class Sink:
                         del last[gone]
                 last[k] = a
         actions = list(last.values())
-        dead = [d for d in decoded if d.reason]
-        result = BatchResult(
-            dead=len(dead), skipped=sum(1 for d in decoded if not d.actions and not d.reason)
-        )
+        result = BatchResult(dead=len(dead), skipped=skipped)
         try:
             with self.begin() as conn:
                 result.applied, result.deleted = self._write_actions(conn, actions)
@@ -834,14 +942,16 @@ class Sink:
         if self.consumer is None:
             self.start()
         assert self.consumer is not None
-        msgs = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
-        result, offsets = self.apply(msgs)
+        with _no_cyclic_gc():
+            msgs = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
+            result, offsets = self.apply(msgs)
+            self.last_batch_size = len(msgs)
+            del msgs  # freed while the collector still waits: it never has to walk them
         if offsets and self.config.commit_to_transport:
             try:
                 self.consumer.commit(offsets)
             except Exception:  # noqa: BLE001 - the target DB holds the authoritative offsets
                 pass
-        self.last_batch_size = len(msgs)
         return result
 
     def run(

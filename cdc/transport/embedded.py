@@ -33,7 +33,6 @@ use one active member per group, and separate groups to fan out.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
@@ -41,7 +40,7 @@ import sqlite3
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,35 +179,7 @@ def _scan(buf: bytes | memoryview, start: int = 0):
         pos = end
 
 
-def _message_maker() -> Callable[[str, int, int, bytes | None, bytes | None, int], Message]:
-    """A Message constructor for the read loop, without the frozen dataclass __init__.
-
-    The generated __init__ sets each field through object.__setattr__; filling the instance
-    dict directly gives the same (still frozen, equal, hashable) object at half the cost. Falls
-    back to Message itself should the port's class change shape.
-    """
-    names = tuple(f.name for f in dataclasses.fields(Message))
-    if (
-        names != ("topic", "partition", "offset", "key", "value", "timestamp_ms")
-        or hasattr(Message, "__post_init__")
-        or "__slots__" in vars(Message)
-    ):
-        return Message
-    new = object.__new__
-
-    def make(
-        topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int
-    ) -> Message:
-        m = new(Message)
-        vars(m).update(
-            topic=topic, partition=partition, offset=offset, key=key, value=value, timestamp_ms=ts
-        )
-        return m
-
-    return make
-
-
-_new_message = _message_maker()
+_tuple_new = tuple.__new__  # Message is a NamedTuple: the read loop builds it directly
 
 
 def _segments(pdir: Path) -> list[int]:
@@ -438,14 +409,18 @@ class _PartitionReader:
             if self.fd is None:
                 return []
         out: list[Message] = []
+        append = out.append
         unpack_header, unpack_body, crc32 = HEADER.unpack_from, BODY.unpack_from, zlib.crc32
         hsize, bsize = HEADER.size, BODY.size
+        new, message = _tuple_new, Message
         want = READ_CHUNK
-        while len(out) < limit:
+        remaining = limit
+        while remaining > 0:
             buf = os.pread(self.fd, want, self.pos)
             view = memoryview(buf)
             consumed = 0
             n = len(buf)
+            nxt = self.next_offset
             # The same frame checks as _scan, inlined: this loop reads every event the sink sees.
             while consumed + hsize <= n:
                 length, crc = unpack_header(buf, consumed)
@@ -454,16 +429,22 @@ class _PartitionReader:
                 if length < bsize or end > n or crc32(view[start:end]) != crc:
                     break
                 offset, ts, klen, vlen = unpack_body(buf, start)
-                p = start + bsize
-                key = None if klen < 0 else buf[p : p + klen]
-                p += max(klen, 0)
-                value = None if vlen < 0 else buf[p : p + vlen]
                 consumed = end
-                if offset >= self.next_offset:
-                    out.append(_new_message(topic, partition, offset, key, value, ts))
-                    self.next_offset = offset + 1
-                    if len(out) >= limit:
-                        break
+                if offset < nxt:
+                    continue
+                p = start + bsize
+                if klen < 0:
+                    key = None
+                else:
+                    key = buf[p : p + klen]
+                    p += klen
+                value = None if vlen < 0 else buf[p : p + vlen]
+                append(new(message, (topic, partition, offset, key, value, ts)))  # Message(...)
+                nxt = offset + 1
+                remaining -= 1
+                if not remaining:
+                    break
+            self.next_offset = nxt
             view.release()
             self.pos += consumed
             if consumed:

@@ -61,7 +61,9 @@ def test_run_for_a_service_catches_a_difference_in_the_service_database(shop, tm
     catalog = make_engine(shop.manifest.services["catalog"].database_url)
     try:
         with catalog.begin() as connection:
-            connection.execute(text("UPDATE catalog_product SET price_amount = price_amount + 0.01"))
+            connection.execute(
+                text("UPDATE catalog_product SET price_amount = price_amount + 0.01")
+            )
     finally:
         catalog.dispose()
     out = tmp_path / "report.json"
@@ -76,9 +78,7 @@ def test_run_for_a_service_catches_a_difference_in_the_service_database(shop, tm
 
 def test_learn_noise_for_a_service_counts_steady_answers(shop, tmp_path):
     rules = tmp_path / "noise.toml"
-    result = CliRunner().invoke(
-        cli, ["learn-noise", "--service", "catalog", "--out", str(rules)]
-    )
+    result = CliRunner().invoke(cli, ["learn-noise", "--service", "catalog", "--out", str(rules)])
     assert result.exit_code == 0, result.output
     assert rules.exists()
     last = [line for line in result.stderr.splitlines() if line.startswith("learn-noise:")][-1]

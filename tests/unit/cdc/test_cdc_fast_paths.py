@@ -8,6 +8,7 @@ snapshot values SQLite builds vs ``encode_value_raw``.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import re
 import unicodedata
@@ -16,8 +17,15 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc.events import _loads_event, decode_envelope, encode_value_raw
+from cdc.events import (
+    _loads_event,
+    build_event,
+    decode_envelope,
+    decode_envelope_plain,
+    encode_value_raw,
+)
 from cdc.mapping import TRANSFORMS, MappingError
+from cdc.ports import Message, TopicPartition
 from cdc.sink import UNAVAILABLE_VALUE, _may_hold_placeholder, _TargetTable
 from tests.unit.cdc.synthetic import Pipeline, make_target, write_mapping
 
@@ -236,3 +244,104 @@ def test_placeholder_prefilter_never_misses_a_placeholder() -> None:
         assert _may_hold_placeholder(raw.encode())
     ordinary = json.dumps({**event, "after": {"id": 1, "d": "x"}}).encode()
     assert not _may_hold_placeholder(ordinary)
+
+
+def test_prepare_scaled_amounts_match_the_reference_at_the_edges(tmp_path: Path) -> None:
+    # price_cents → Decimal(v).scaleb(-2) → float is compiled to v / 100 for integers that
+    # Decimal scales exactly; the edges of that range and beyond must agree as well.
+    engine = make_target(f"sqlite:///{tmp_path / 'tgt.db'}")
+    tm = write_mapping(tmp_path / "mapping.toml").for_source("products")
+    target = _TargetTable(engine, tm)
+    binds = [
+        target.table.c[n].type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+        for n in target.param_names
+    ]
+
+    def reference(r: dict) -> tuple:  # SQLAlchemy's own bind processors, no shortcuts
+        coerced = target.coerce(tm.forward(r))
+        params = [
+            bind(coerced[n]) if bind is not None and coerced[n] is not None else coerced[n]
+            for n, bind in zip(target.param_names, binds, strict=True)
+        ]
+        return tuple(coerced[k] for k in tm.key), tuple(params)
+
+    row = {"id": 1, "sku": "S", "name": "N", "currency": "EUR", "active": 1, "created_at": None}
+    edges = (0, 1, -1, 7, 1013, 2**53 + 1, 2**63 - 1, -(2**63) + 1, 2**63, -(2**63), 10**30 + 7)
+    try:
+        for value in (*edges, True, "1013", 10.5, None, "x"):
+            for active in (1, 0, True, "no"):
+                r = {**row, "price_cents": value, "active": active}
+                assert _outcome(target.prepare, r) == _outcome(reference, r), (value, active)
+    finally:
+        engine.dispose()
+
+
+def test_decode_envelope_plain_tells_which_events_took_the_fast_path() -> None:
+    event = {"before": None, "after": {"id": 1, "n": "x"}, "source": {"table": "t"}, "op": "c"}
+    env, plain = decode_envelope_plain(json.dumps(event).encode())
+    assert plain and env is not None and env[3] == {"id": 1, "n": "x"}
+    wrapped = json.dumps({"schema": None, "payload": event}).encode()
+    assert decode_envelope_plain(wrapped) == (env, False)
+    decimal = {**event, "after": {"id": 1, "n": {"scale": 2, "value": "A/E="}}}
+    assert decode_envelope_plain(json.dumps(decimal).encode())[1] is False
+    assert decode_envelope_plain(None) == (None, False)
+
+
+def test_sink_stores_the_highest_offset_per_partition_whatever_the_message_order(
+    tmp_path: Path,
+) -> None:
+    pipe = Pipeline(tmp_path)
+    try:
+        sink = pipe.sink
+        sink.start()
+        topic = "mono.main.products"
+
+        def msg(partition: int, offset: int, pid: int) -> Message:
+            key, value = build_event(
+                "c",
+                None,
+                {
+                    "id": pid,
+                    "sku": f"S{pid}",
+                    "name": "N",
+                    "price_cents": 1,
+                    "currency": "EUR",
+                    "active": 1,
+                    "created_at": None,
+                },
+                key_columns=["id"],
+                source={"table": "products", "ts_ms": offset},
+            )
+            return Message(topic, partition, offset, key, value, 0)
+
+        # partitions interleaved and out of order within one batch
+        msgs = [msg(0, 5, 1), msg(1, 9, 2), msg(0, 7, 3), msg(1, 3, 4), msg(0, 6, 5)]
+        _result, offsets = sink.apply(msgs)
+        expected = {TopicPartition(topic, 0): 8, TopicPartition(topic, 1): 10}
+        assert offsets == expected
+        assert sink.stored_offsets() == expected
+        assert len(pipe.target_rows()) == 5
+    finally:
+        pipe.close()
+
+
+def test_sink_batches_leave_the_garbage_collector_as_they_found_it(tmp_path: Path) -> None:
+    pipe = Pipeline(tmp_path)
+    try:
+        pipe.sink.run_once()
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            pipe.sink.run_once()
+            assert not gc.isenabled()  # a caller's choice is kept
+        finally:
+            gc.enable()
+    finally:
+        pipe.close()
+
+
+def test_a_non_finite_ts_ms_is_no_timestamp_rather_than_a_crash() -> None:
+    for text in (b"Infinity", b"-Infinity", b"NaN"):
+        raw = b'{"before":null,"after":{"id":1},"source":{"table":"t"},"op":"c","ts_ms":' + text
+        env = decode_envelope(raw + b"}")
+        assert env is not None and env[5] is None
