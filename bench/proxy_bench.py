@@ -145,9 +145,20 @@ def system_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / TICK
 
 
+#: CPU sets for `--split-cores`: the upstream on one side, wrk and the proxies on the other.
+CPUS: dict[str, set[int] | None] = {"upstream": None, "front": None}
+
+
+def pinned(role: str) -> Any:
+    """A preexec_fn pinning a child (and what it forks) to the role's CPUs, or None."""
+    cpus = CPUS[role]
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
 def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        preexec_fn=pinned("front"),
         check=True,
         capture_output=True,
         text=True,
@@ -243,6 +254,7 @@ jsonl_path = "{work / "shadow.jsonl"}"
             text=True,
             cwd=ROOT,
             env=env,
+            preexec_fn=pinned("front"),
         )
         assert self.proc.stdout is not None
         if not select.select([self.proc.stdout], [], [], 60)[0]:
@@ -279,6 +291,7 @@ def start_nginx(
         [nginx_binary(), "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir)],
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=pinned("front"),
     )
     wait_port(static_port)
     wait_port(proxy_port)
@@ -322,6 +335,7 @@ def start_monolith(
         env={**os.environ, "MONOLITH_DATABASE_URL": url},
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=pinned("upstream"),
     )
     wait_port(port)
     return proc, port
@@ -460,6 +474,13 @@ def main() -> None:
     parser.add_argument("--latency-duration", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--skip-monolith", action="store_true")
+    parser.add_argument(
+        "--split-cores",
+        metavar="UPSTREAM:FRONT",
+        help="monolith scenario only: pin gunicorn to the first CPU list and wrk, nginx and the"
+        " proxies to the second (e.g. 0:1), as when the proxy does not share the upstream's"
+        " cores; the static scenario (one nginx serves and proxies) is not pinned",
+    )
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
     args.variants = args.variants.split(",")
@@ -473,6 +494,13 @@ def main() -> None:
     try:
         if not args.skip_static:
             report += scenario("static", work, "127.0.0.1", 0, ["/static"], args)
+        if args.split_cores:
+            upstream_cpus, _, front_cpus = args.split_cores.partition(":")
+            CPUS["upstream"] = {int(c) for c in upstream_cpus.split(",")}
+            CPUS["front"] = {int(c) for c in front_cpus.split(",")}
+            report.append(
+                f"monolith scenario pinned: gunicorn on CPUs {upstream_cpus}, the rest on {front_cpus}"
+            )
         for flavour in [] if args.skip_monolith else args.gunicorn:
             monolith, port = start_monolith(work, flavour, args)
             title = f"monolith gunicorn {' '.join(gunicorn_flags(flavour, args.gunicorn_workers, args.gunicorn_threads))}"
