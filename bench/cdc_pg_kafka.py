@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -95,6 +96,20 @@ def _pct(values: list[int], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def steady_writes(cur: Any, rate: float, seconds: float) -> tuple[int, float]:
+    """Insert one row at a time at `rate` per second for `seconds`; (writes, achieved rate)."""
+    interval = 1.0 / rate
+    writes = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        cur.execute("INSERT INTO events (payload, amount) VALUES ('x', 1.00)")
+        writes += 1
+        delay = t0 + writes * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return writes, writes / (time.monotonic() - t0)
 
 
 def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) -> dict:
@@ -184,16 +199,7 @@ def run_pipeline(name: str, url: str, transport: Transport, work: Path, args) ->
     # 2. lag at a steady write rate
     sink.lags_ms.clear()
     base = sink.applied
-    interval = 1.0 / args.rate
-    writes = 0
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < args.seconds:
-        cur.execute("INSERT INTO events (payload, amount) VALUES ('x', 1.00)")
-        writes += 1
-        delay = t0 + writes * interval - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    achieved = writes / (time.monotonic() - t0)
+    writes, achieved = steady_writes(cur, args.rate, args.seconds)
     wait_applied(base + writes)
     stop.set()
     for t in threads:
@@ -381,16 +387,7 @@ def run_processes(name: str, url: str, spec: dict, work: Path, args) -> dict:
         done = wait_applied(args.rows)
         throughput = args.rows / (done - started)
         # 2. lag at a steady write rate
-        interval = 1.0 / args.rate
-        writes = 0
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < args.seconds:
-            cur.execute("INSERT INTO events (payload, amount) VALUES ('x', 1.00)")
-            writes += 1
-            delay = t0 + writes * interval - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        achieved = writes / (time.monotonic() - t0)
+        writes, achieved = steady_writes(cur, args.rate, args.seconds)
         wait_applied(args.rows + writes)
         reader.close()
     finally:

@@ -136,7 +136,8 @@ class HttpBackend(Backend):
         self._port = parts.port or (443 if self._tls else 80)
         self._prefix = parts.path.rstrip("/")
         self._timeout = timeout
-        self._fixed = _header_lines([("Host", parts.netloc), *(headers or {}).items()])
+        host = parts.netloc.rpartition("@")[2]  # never user:password@ in a Host header
+        self._fixed = _header_lines([("Host", host), *(headers or {}).items()])
         self._max_connections = max_connections
         self._idle: list[_Connection] = []
         self._count = 0

@@ -136,13 +136,14 @@ class _Targets:
 
     control: str | None
     candidate: str | None
+    proxy: str | None
     rules: RuleSet | None
     endpoints: tuple[str, ...]
 
     @classmethod
     def of(cls, service: str | None) -> _Targets:
         if not service:
-            return cls(None, None, None, ())
+            return cls(None, None, None, None, ())
         from kit.manifest import ManifestError, load_manifest, parity_rules
 
         try:
@@ -154,7 +155,8 @@ class _Targets:
         reads = tuple(e.label for e in spec.read_endpoints)
         if not reads:
             raise click.ClickException(f"service {service!r} declares no read endpoints")
-        return cls(manifest.monolith.url, spec.url, rules, reads)
+        proxy = f"http://{manifest.proxy.listen}"
+        return cls(manifest.monolith.url, spec.url, proxy, rules, reads)
 
     def source(self, source: _Source) -> _Source:
         """The user's source, limited to the service's read endpoints unless --endpoint says."""
@@ -492,10 +494,7 @@ def record_cmd(
 ) -> None:
     """Send requests through a URL and record the exchanges (redacted) to a JSON Lines file."""
     targets = _Targets.of(service)
-    if not target and service:
-        from kit.manifest import load_manifest
-
-        target = f"http://{load_manifest(None).proxy.listen}"
+    target = target or targets.proxy
     if not target:
         raise click.UsageError("give --target (or --service to record through the proxy)")
     resolver = EndpointResolver(list(targets.endpoints))

@@ -139,7 +139,8 @@ def test_forwarded_headers_and_body(raw_server):
         headers={"X-Trace": "t-1", "Accept-Encoding": "gzip", "Host": "evil.example"},
         body=b'{"sku": "A"}',
     )
-    with HttpBackend(server.url + "/api", headers={"Authorization": "Bearer s3cret"}) as backend:
+    api = server.url.replace("http://", "http://user:pw@") + "/api"
+    with HttpBackend(api, headers={"Authorization": "Bearer s3cret"}) as backend:
         backend.send(request)
     head = server.heads[0].decode().lower()
     lines = head.split("\r\n")
