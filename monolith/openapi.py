@@ -14,6 +14,7 @@ from monolith.customers import service as customers_service
 from monolith.db import MAX_INT
 from monolith.inventory import service as inventory_service
 from monolith.orders import service as orders_service
+from shoplib.openapi import list_params
 
 Schema = dict[str, Any]
 
@@ -246,23 +247,6 @@ def query(name: str, schema: Schema, description: str, required: bool = False) -
 
 def path_id(name: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": _ID}
-
-
-def list_params(sorts: tuple[str, ...]) -> list[Schema]:
-    sort_values = [*sorts, *(f"-{s}" for s in sorts)]
-    return [
-        query("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page number"),
-        query(
-            "per_page",
-            {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-            "items per page",
-        ),
-        query(
-            "sort",
-            {"type": "string", "enum": sort_values, "default": sorts[0]},
-            "sort field, `-` prefix for descending; ties broken by id ascending",
-        ),
-    ]
 
 
 _DATE: Schema = {"type": "string", "format": "date"}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify
+
+from shoplib.pagination import DEFAULT_PER_PAGE, MAX_PER_PAGE
 
 _CONVERTER = re.compile(r"<(?:[a-z]+:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 UNDOCUMENTED_PATHS = frozenset({"/openapi.json", "/static/<path:filename>"})
@@ -116,9 +118,38 @@ def path_id(name: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
-def list_params() -> list[Schema]:
-    """`page`, `per_page` and `sort`, which every list endpoint takes."""
-    return [query_param("page"), query_param("per_page"), query_param("sort", "string")]
+def list_params(sorts: Sequence[str]) -> list[Schema]:
+    """`page`, `per_page` and `sort` (one of `sorts`, `-` for descending), which every list
+    endpoint takes; the same bounds and defaults as `shoplib.pagination`."""
+    sort_values = [*sorts, *(f"-{s}" for s in sorts)]
+    return [
+        {
+            "name": "page",
+            "in": "query",
+            "required": False,
+            "description": "1-based page number",
+            "schema": {"type": "integer", "minimum": 1, "default": 1},
+        },
+        {
+            "name": "per_page",
+            "in": "query",
+            "required": False,
+            "description": "items per page",
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PER_PAGE,
+                "default": DEFAULT_PER_PAGE,
+            },
+        },
+        {
+            "name": "sort",
+            "in": "query",
+            "required": False,
+            "description": "sort field, `-` prefix for descending; ties broken by id ascending",
+            "schema": {"type": "string", "enum": sort_values, "default": sorts[0]},
+        },
+    ]
 
 
 def json_body() -> Schema:

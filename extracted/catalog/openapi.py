@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from extracted.catalog.service import CATEGORY_SORTS, PRODUCT_SORTS
 from shoplib import openapi as oa
 
 CATEGORY = {
@@ -36,8 +37,8 @@ def openapi_document() -> dict[str, Any]:
     paths = {
         "/categories": {
             "get": {
-                "summary": "list categories (sort id, name; filter parent_id)",
-                "parameters": [*oa.list_params(), oa.query_param("parent_id")],
+                "summary": "list categories (filter parent_id)",
+                "parameters": [*oa.list_params(tuple(CATEGORY_SORTS)), oa.query_param("parent_id")],
                 "responses": {
                     "200": oa.json_response(oa.page_of("Category")),
                     **oa.error_responses(400),
@@ -61,9 +62,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "/products": {
             "get": {
-                "summary": "list products (sort id, name, price, created_at)",
+                "summary": "list products",
                 "parameters": [
-                    *oa.list_params(),
+                    *oa.list_params(tuple(PRODUCT_SORTS)),
                     oa.query_param("category_id"),
                     oa.query_param("active", "boolean"),
                     oa.query_param("min_price"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from extracted.customers.service import CUSTOMER_SORTS
 from shoplib import openapi as oa
 
 CUSTOMER = {
@@ -25,9 +26,9 @@ def openapi_document() -> dict[str, Any]:
     paths = {
         "/customers": {
             "get": {
-                "summary": "list customers (sort id, name, email, created_at)",
+                "summary": "list customers",
                 "parameters": [
-                    *oa.list_params(),
+                    *oa.list_params(tuple(CUSTOMER_SORTS)),
                     oa.query_param("email", "string"),
                     oa.query_param("q", "string"),
                 ],
