@@ -253,6 +253,11 @@ def _plain(obj: Any) -> bool:
     return type(obj) is dict and _PLAIN.issuperset(map(type, obj.values()))
 
 
+def _plain_ts(source: Any) -> bool:
+    """None, or an object whose ts_ms is a string, integer, boolean or null."""
+    return source is None or (type(source) is dict and type(source.get("ts_ms")) in _PLAIN)
+
+
 def _loads_event(value: bytes | str, exact_source: bool = True) -> Any:
     """An event document, decoded exactly as json.loads would, as fast as possible.
 
@@ -275,11 +280,7 @@ def _loads_event(value: bytes | str, exact_source: bool = True) -> Any:
                 and type(doc.get("ts_ms")) is not float
                 and _plain(doc.get("after"))
                 and _plain(doc.get("before"))
-                and (
-                    _plain(doc.get("source"))
-                    if exact_source
-                    else type((doc.get("source") or {}).get("ts_ms")) in _PLAIN
-                )
+                and (_plain(doc.get("source")) if exact_source else _plain_ts(doc.get("source")))
             ):
                 return doc
     return _loads(value)

@@ -430,10 +430,8 @@ class KafkaProducerAdapter(Producer):
 
         if not messages:
             return
-        known = self.transport._known_topics
         for topic in {m.topic for m in messages}:
-            if topic not in known:
-                self.transport.ensure_topic(topic)
+            self.transport.ensure_topic(topic)  # a set lookup once the topic is known
         timeout_s = self.transport.config.request_timeout_ms / 1000
         send = self._producer.send
         current = messages[0].topic

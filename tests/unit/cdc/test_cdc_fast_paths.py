@@ -14,10 +14,12 @@ import re
 import unicodedata
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc.events import (
+    EventDecodeError,
     _loads_event,
     build_event,
     decode_envelope,
@@ -345,3 +347,22 @@ def test_a_non_finite_ts_ms_is_no_timestamp_rather_than_a_crash() -> None:
         raw = b'{"before":null,"after":{"id":1},"source":{"table":"t"},"op":"c","ts_ms":' + text
         env = decode_envelope(raw + b"}")
         assert env is not None and env[5] is None
+
+
+def test_a_non_object_source_is_dead_lettered_not_a_crash(tmp_path: Path) -> None:
+    raws = [
+        b'{"before":null,"after":{"id":1},"op":"c","source":' + source + b"}"
+        for source in (b'"x"', b"[1]", b"7")
+    ]
+    for raw in raws:
+        for exact_source in (True, False):  # the sink decodes with exact_source=False
+            with pytest.raises(EventDecodeError, match="'source' must be an object"):
+                decode_envelope(raw, "mono.main.products", exact_source)
+    pipe = Pipeline(tmp_path)
+    try:
+        msgs = [Message("mono.main.products", 0, i, None, raw, 0) for i, raw in enumerate(raws)]
+        result, offsets = pipe.sink.apply(msgs)
+        assert result.dead == len(raws)
+        assert offsets == {TopicPartition("mono.main.products", 0): len(raws)}
+    finally:
+        pipe.close()
