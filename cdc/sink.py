@@ -140,16 +140,18 @@ def ensure_pg_origin(engine: Engine, name: str) -> str:
     """Create the replication origin `name` once (needs superuser or the origin functions
     granted); commits made after `pg_replication_origin_session_setup(name)` carry it, pgoutput
     announces it, and a capture with ``origin = "none"`` skips them."""
+    lookup = "SELECT pg_replication_origin_oid(%(n)s)"
     with engine.connect() as conn:
-        found = conn.exec_driver_sql(
-            "SELECT pg_replication_origin_oid(%(n)s)", {"n": name}
-        ).scalar()
-        if found is None:
+        if conn.exec_driver_sql(lookup, {"n": name}).scalar() is None:
             try:
                 conn.exec_driver_sql("SELECT pg_replication_origin_create(%(n)s)", {"n": name})
                 conn.commit()
-            except DBAPIError:  # created by another process meanwhile
+            except DBAPIError:
                 conn.rollback()
+                # another process may have created it meanwhile; anything else (no permission)
+                # is the real error, raised here rather than at the first apply
+                if conn.exec_driver_sql(lookup, {"n": name}).scalar() is None:
+                    raise
     return name
 
 
