@@ -56,7 +56,7 @@ from strangler_proxy.server import (
     SMALL_RESPONSE,
     ProxyCore,
     UpstreamFailure,
-    canary_bucket,
+    canary_hit,
 )
 
 log = logging.getLogger("strangler_proxy")
@@ -365,8 +365,8 @@ class _Exchange:
 
     def small(self) -> bool:
         """The answer is relayed whole: its length is known and at most SMALL_RESPONSE."""
-        length = self.content_length
-        return self.length_known and length is not None and length <= SMALL_RESPONSE
+        length = self.content_length  # never set without length_known
+        return length is not None and length <= SMALL_RESPONSE
 
     def response(self, served_by: bytes | None, close: bool, body: bytes) -> bytes:
         """The client's response head (+ `body`), relaying the upstream's end-to-end headers."""
@@ -384,7 +384,7 @@ class _Exchange:
             lines = [line for line in lines if line.split(b":", 1)[0].lower() not in tokens]
         if self.complete or self.small():
             framing = b"" if status in (204, 304) else b"Content-Length: %d\r\n" % len(body)
-        elif self.length_known and self.content_length is not None:
+        elif self.content_length is not None:
             framing = b"Content-Length: %d\r\n" % self.content_length
         else:
             framing = b"Transfer-Encoding: chunked\r\n"
@@ -569,12 +569,13 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.host_header = f"Host: {host}:{port}\r\n".encode()
 
-    def take(self) -> UpstreamConnection | None:
-        """A warm idle connection, or None (the caller then connects, on the coroutine path)."""
+    def take(self, now: float) -> UpstreamConnection | None:
+        """A warm idle connection (`now`: the loop's time), or None (the caller then connects,
+        on the coroutine path)."""
         idle = self.idle
         if not idle:
             return None
-        stale_before = self.loop.time() - UPSTREAM_IDLE_S
+        stale_before = now - UPSTREAM_IDLE_S
         while idle:
             conn = idle.pop()
             if conn.usable and conn.idle_at >= stale_before:
@@ -583,7 +584,7 @@ class UpstreamPool:
         return None
 
     async def acquire(self) -> tuple[UpstreamConnection, bool]:
-        conn = self.take()
+        conn = self.take(self.loop.time())
         if conn is not None:
             return conn, True
         _, conn = await asyncio.wait_for(
@@ -878,18 +879,14 @@ class FastServer:
 
     @staticmethod
     def _canary_hit(request: _Request, route: Route, match: Match, remote: str) -> bool:
-        threshold = match.mode.threshold
-        if threshold <= 0:
-            return False
-        if threshold >= 10000:
-            return True
-        key: str | None = None
-        if route.sticky_header:
-            raw = request.header(route.sticky_header.lower().encode())
-            key = raw.decode("latin-1") if raw else None
-        if not key:
-            key = remote
-        return canary_bucket(key) < threshold
+        def key() -> str:
+            raw = None
+            if route.sticky_header:
+                raw = request.header(route.sticky_header.lower().encode())
+            # Decoded as aiohttp decodes header values, so both paths pick the same bucket.
+            return raw.decode("utf-8", "surrogateescape") if raw else remote
+
+        return canary_hit(match.mode.threshold, key)
 
     # -- serving: the callback flow ----------------------------------------------------------
     def begin(
@@ -908,30 +905,17 @@ class FastServer:
         else:
             pool = self.pools[target]
             breaker = self.core.breakers[target]
-        conn = None
-        if pool is not None and pool.idle:
-            idle = pool.idle
-            now = self.loop.time()
-            stale_before = now - UPSTREAM_IDLE_S
-            while idle:
-                conn = idle.pop()
-                if conn.usable and conn.idle_at >= stale_before:
-                    break
-                conn.close()
-                conn = None
+        now = self.loop.time()
+        conn = pool.take(now) if pool is not None else None
         if conn is None:
             proto.task = self.loop.create_task(
                 proto._run(self.serve(proto, request, match, target))
             )
             return
-        assert target is not None and conn.transport is not None
+        assert pool is not None and target is not None and conn.transport is not None
         started = time.perf_counter()
         head = self._upstream_head(request, proto)
-        head[1] = (
-            b"Host: %s\r\n" % request.host
-            if self.preserve_host and request.host
-            else pool.host_header  # type: ignore[union-attr]
-        )
+        head[1] = self._host_line(request, pool)
         head.append(b"\r\n")
         if request.body:
             head.append(request.body)
@@ -1128,10 +1112,10 @@ class FastServer:
             append(b"Content-Length: %d\r\n" % len(request.body))
         return out
 
-    def _host_line(self, request: _Request, target: str) -> bytes:
+    def _host_line(self, request: _Request, pool: UpstreamPool) -> bytes:
         if self.preserve_host and request.host:
             return b"Host: %s\r\n" % request.host
-        return self.pools[target].host_header
+        return pool.host_header
 
     async def _send(
         self, proto: FastProtocol, request: _Request, head: list[bytes], target: str
@@ -1139,7 +1123,7 @@ class FastServer:
         """Send the request and wait for the response head (retry once on a stale socket)."""
         pool = self.pools[target]
         parts = list(head)
-        parts[1] = self._host_line(request, target)
+        parts[1] = self._host_line(request, pool)
         parts.append(b"\r\n")
         if request.body:
             parts.append(request.body)

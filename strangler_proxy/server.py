@@ -97,6 +97,16 @@ def canary_bucket(key: str) -> int:
     return int.from_bytes(digest, "big") % 10000
 
 
+def canary_hit(threshold: int, key: Callable[[], str]) -> bool:
+    """Whether a request goes to the canary's service at `threshold` (0..10000): by the
+    bucket of its sticky `key` (asked for only when the threshold is neither 0 nor 100 %)."""
+    if threshold <= 0:
+        return False
+    if threshold >= 10000:
+        return True
+    return canary_bucket(key()) < threshold
+
+
 def _connection_tokens(headers: Any) -> frozenset[str]:
     values = headers.getall("Connection", ())
     if not values:
@@ -619,19 +629,15 @@ class ProxyCore:
 
     # -- modes ---------------------------------------------------------------------------
     def _canary_hit(self, request: web.BaseRequest, route: Route, match: Match) -> bool:
-        threshold = match.mode.threshold
-        if threshold <= 0:
-            return False
-        if threshold >= 10000:
-            return True
-        key: str | None = None
-        if route.sticky_header:
-            key = request.headers.get(route.sticky_header)
-        elif route.sticky_cookie:
-            key = request.cookies.get(route.sticky_cookie)
-        if not key:
-            key = request.remote or ""
-        return canary_bucket(key) < threshold
+        def key() -> str:
+            key: str | None = None
+            if route.sticky_header:
+                key = request.headers.get(route.sticky_header)
+            elif route.sticky_cookie:
+                key = request.cookies.get(route.sticky_cookie)
+            return key or request.remote or ""
+
+        return canary_hit(match.mode.threshold, key)
 
     async def _to_service(
         self, request: web.BaseRequest, route: Route, headers: CIMultiDict[str], match: Match

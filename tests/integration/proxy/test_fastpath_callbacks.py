@@ -146,9 +146,14 @@ def test_a_client_that_leaves_mid_request_costs_nothing_else(
             sock.sendall(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")  # a fresh client...
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # ...warms its own way
             sock.sendall(b"GET /left HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(lambda: slow_proxy.runtime.core.in_flight == 1)  # sent upstream
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         # ...and leaves (a reset) while its answer is on the way.
         wait_for(lambda: slow_proxy.runtime.core.in_flight == 0)
         fresh_upstreams["monolith"].control(reset=True)
         for i in range(3):
             assert client.get(f"/still/{i}").status_code == 200
+    # The abandoned exchange was dropped, never answered late nor timed out: only the five
+    # requests that got an answer were counted.
+    series = slow_proxy.runtime.core.stats.series
+    assert sum(s.requests for (_, target), s in series.items() if target == "monolith") == 5

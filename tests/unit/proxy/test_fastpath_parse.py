@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from strangler_proxy.fastpath import _Request, parse_head
+from strangler_proxy.fastpath import FastServer, _Request, parse_head
+from strangler_proxy.server import canary_bucket
 from strangler_proxy.stats import Stats
 
 
@@ -113,6 +116,20 @@ def test_a_request_id_named_in_connection_is_not_kept() -> None:
 )
 def test_unusual_heads_are_handed_to_the_full_parser(head: bytes) -> None:
     assert _parse(head) is None
+
+
+def test_a_non_ascii_sticky_key_lands_in_the_bucket_the_aiohttp_path_picks() -> None:
+    request = _parse(b"GET / HTTP/1.1\r\nX-User: \xc3\xa9\xff")
+    assert request is not None
+    route = SimpleNamespace(sticky_header="X-User")
+    bucket = canary_bucket("\u00e9\udcff")  # aiohttp's reading of those bytes (UTF-8)
+    assert bucket > 0
+
+    def hit(threshold: int) -> bool:
+        match = SimpleNamespace(mode=SimpleNamespace(threshold=threshold))
+        return FastServer._canary_hit(request, route, match, "10.0.0.1")  # type: ignore[arg-type]
+
+    assert hit(bucket + 1) and not hit(bucket)
 
 
 def test_stats_exports_merge_exactly() -> None:
