@@ -17,7 +17,6 @@ import atexit
 import datetime as dt
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,13 +25,12 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _procs import ROOT, peak_rss_mb, stop_processes  # also puts ROOT on sys.path for tests.*
 
-from cdc.capture.sqlite import enable_capture, request_snapshot  # noqa: E402
-from cdc.db import make_engine  # noqa: E402
-from cdc.mapping import load_mapping  # noqa: E402
-from tests.unit.cdc.synthetic import (  # noqa: E402
+from cdc.capture.sqlite import enable_capture, request_snapshot
+from cdc.db import make_engine
+from cdc.mapping import load_mapping
+from tests.unit.cdc.synthetic import (
     SOURCE_DDL,
     TARGET_DDL,
     write_mapping,
@@ -119,16 +117,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (FileNotFoundError, IndexError, ValueError):
         return 0.0
-
-
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
 
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen:
@@ -285,14 +273,7 @@ def main() -> None:
         mon.join(timeout=60)
         conn.close()
     finally:
-        for proc in (capture, sink):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        stop_processes(capture, sink, timeout=30)
 
     print(f"raw batched insert      : {raw_rate:>10,.0f} rows/s ({raw_s:.1f} s)")
     print(f"CDC snapshot end to end : {snap_rate:>10,.0f} rows/s ({snap_s:.1f} s)")

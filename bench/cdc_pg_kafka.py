@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -34,27 +33,24 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import psycopg2
+from _procs import ROOT, stop_processes  # also puts ROOT on sys.path for tests.*
+from sqlalchemy import text
 
-import psycopg2  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-
-from cdc.capture.postgres import (  # noqa: E402
+from cdc.capture.postgres import (
     PgCaptureConfig,
     PgCaptureWorker,
     enable_capture,
     install_stop_signals,
 )
-from cdc.db import make_engine  # noqa: E402
-from cdc.mapping import parse_mapping  # noqa: E402
-from cdc.ports import Transport  # noqa: E402
-from cdc.sink import Sink, SinkConfig  # noqa: E402
-from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig  # noqa: E402
-from cdc.transport.kafka import KafkaConfig, KafkaTransport  # noqa: E402
-from tests.fixtures.kafka import FAST_GROUP_SETTINGS, start_kafka_broker  # noqa: E402
-from tests.fixtures.postgres import start_postgres  # noqa: E402
+from cdc.db import make_engine
+from cdc.mapping import parse_mapping
+from cdc.ports import Transport
+from cdc.sink import Sink, SinkConfig
+from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
+from cdc.transport.kafka import KafkaConfig, KafkaTransport
+from tests.fixtures.kafka import FAST_GROUP_SETTINGS, start_kafka_broker
+from tests.fixtures.postgres import start_postgres
 
 MAPPING = parse_mapping(
     {
@@ -391,15 +387,7 @@ def run_processes(name: str, url: str, spec: dict, work: Path, args) -> dict:
         wait_applied(args.rows + writes)
         reader.close()
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(*procs, timeout=30)
         conn.close()
     captured_at = json.loads(Path(cfg["capture_result"]).read_text())["captured_at"]
     lags = [

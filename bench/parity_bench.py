@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,15 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _procs import ROOT, stop_processes  # also puts ROOT on sys.path for tests.*
 
-from parity.compare import Comparator  # noqa: E402
-from parity.model import Request, Response  # noqa: E402
-from parity.rules import RuleSet  # noqa: E402
-from parity.runner import HttpBackend, Runner  # noqa: E402
-from parity.sources import from_list  # noqa: E402
-from shoplib.testing import free_port, wait_http_ok  # noqa: E402
+from parity.compare import Comparator
+from parity.model import Request, Response
+from parity.rules import RuleSet
+from parity.runner import HttpBackend, Runner
+from parity.sources import from_list
+from shoplib.testing import free_port, wait_http_ok
 
 
 def _body(n_items: int, change: int = 0) -> bytes:
@@ -147,18 +145,9 @@ def _start(app: str, database_url: str, threads: int) -> tuple[subprocess.Popen,
     try:
         wait_http_ok(url + "/readyz", timeout_s=30)
     except TimeoutError:
-        _stop(proc)
+        stop_processes(proc, timeout=10)
         raise
     return proc, url
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _backend_throughput(url: str, reqs: list[Request], concurrency: int) -> float:
@@ -240,9 +229,9 @@ def bench_replay(
                         }
                     )
             finally:
-                _stop(candidate)
+                stop_processes(candidate, timeout=10)
         finally:
-            _stop(control)
+            stop_processes(control, timeout=10)
     return out
 
 

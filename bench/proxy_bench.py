@@ -39,8 +39,6 @@ import re
 import resource
 import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,13 +46,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _procs import (
+    ROOT,
+    free_port,
+    peak_rss_mb,
+    process_tree,
+    pss_mb,
+    start_proxy_cli,
+    wait_port,
+)
+from _procs import stop_processes as stop
 
 
 def ensure_tools() -> None:
@@ -75,17 +76,6 @@ def ensure_tools() -> None:
 
 def nginx_binary() -> str:
     return shutil.which("nginx") or "/usr/sbin/nginx"
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
 
 
 NGINX_CONF = """
@@ -180,47 +170,6 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str
     }
 
 
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return pids
-    for child in children:
-        pids += process_tree(int(child))
-    return pids
-
-
-def pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def peak_rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class Proxy:
     """`kit proxy run` in front of one upstream, with a given worker count and variant."""
 
@@ -240,22 +189,7 @@ monolith = "{upstream}"
 [shadow]
 jsonl_path = "{work / "shadow.jsonl"}"
 """)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from kit.commands.proxy import cli; cli()",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=env,
-            preexec_fn=pinned("front"),
-        )
+        self.proc = start_proxy_cli(config, cwd=ROOT, preexec_fn=pinned("front"))
         assert self.proc.stdout is not None
         if not select.select([self.proc.stdout], [], [], 60)[0]:
             stop(self.proc)

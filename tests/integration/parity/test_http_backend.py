@@ -3,11 +3,6 @@ connections, what is forwarded, and that a non-idempotent request is never sent 
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-
 import pytest
 
 from parity.model import Request
@@ -16,102 +11,16 @@ from parity.runner import BackendError, HttpBackend
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class RawServer:
-    """A loopback HTTP/1.1 server that answers `per_connection` requests on each connection
-    and then closes it *without answering* the next one (as a server whose keep-alive timer
-    fires just as a request arrives). Every request head it reads is kept."""
-
-    per_connection: int
-    heads: list[bytes] = field(default_factory=list)
-    connections: int = 0
-    status_line: bytes = b"HTTP/1.1 200 OK"
-    extra_headers: bytes = b""
-    answer: bytes | None = None  # sent as-is instead of the JSON answer
-    close_after_answer: bool = False
-
-    def __post_init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            buffer = b""
-            answered = 0
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffer) < length:
-                    buffer += conn.recv(65536)
-                buffer = buffer[length:]
-                self.heads.append(head)
-                if answered == self.per_connection:
-                    return  # close without an answer
-                answered += 1
-                if self.answer is not None:
-                    conn.sendall(self.answer)
-                    if self.close_after_answer:
-                        return
-                    continue
-                body = b'{"n": %d}' % len(self.heads)
-                conn.sendall(
-                    self.status_line
-                    + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                    + str(len(body)).encode()
-                    + b"\r\n"
-                    + self.extra_headers
-                    + b"\r\n"
-                    + body
-                )
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def raw_server() -> Iterator[type[RawServer]]:
-    started: list[RawServer] = []
-
-    def start(**kwargs) -> RawServer:
-        server = RawServer(**kwargs)
-        started.append(server)
-        return server
-
-    yield start  # type: ignore[misc]
-    for server in started:
-        server.close()
-
-
-def test_requests_reuse_one_kept_alive_connection(raw_server):
-    server = raw_server(per_connection=100)
+def test_requests_reuse_one_kept_alive_connection(scripted_server):
+    server = scripted_server(per_connection=100)
     with HttpBackend(server.url) as backend:
         statuses = [backend.send(Request("GET", f"/products/{i}")).status for i in range(5)]
     assert statuses == [200] * 5
     assert server.connections == 1
 
 
-def test_a_get_on_a_connection_the_server_dropped_is_retried_on_a_new_one(raw_server):
-    server = raw_server(per_connection=1)
+def test_a_get_on_a_connection_the_server_dropped_is_retried_on_a_new_one(scripted_server):
+    server = scripted_server(per_connection=1)
     with HttpBackend(server.url) as backend:
         first = backend.send(Request("GET", "/products/1"))
         second = backend.send(Request("GET", "/products/2"))
@@ -120,8 +29,8 @@ def test_a_get_on_a_connection_the_server_dropped_is_retried_on_a_new_one(raw_se
     assert second.json() == {"n": 3}  # the dropped attempt reached the server, then the retry
 
 
-def test_a_post_on_a_dropped_connection_is_an_error_and_never_sent_twice(raw_server):
-    server = raw_server(per_connection=1)
+def test_a_post_on_a_dropped_connection_is_an_error_and_never_sent_twice(scripted_server):
+    server = scripted_server(per_connection=1)
     with HttpBackend(server.url) as backend:
         backend.send(Request("GET", "/products/1"))
         with pytest.raises(BackendError, match="closed the kept-alive connection"):
@@ -130,8 +39,8 @@ def test_a_post_on_a_dropped_connection_is_an_error_and_never_sent_twice(raw_ser
     assert len(posts) == 1
 
 
-def test_forwarded_headers_and_body(raw_server):
-    server = raw_server(per_connection=10)
+def test_forwarded_headers_and_body(scripted_server):
+    server = scripted_server(per_connection=10)
     request = Request(
         "POST",
         "/orders",
@@ -151,8 +60,8 @@ def test_forwarded_headers_and_body(raw_server):
     assert "accept-encoding: identity" in lines and "accept-encoding: gzip" not in lines
 
 
-def test_a_redirect_is_an_answer_to_compare_not_followed(raw_server):
-    server = raw_server(
+def test_a_redirect_is_an_answer_to_compare_not_followed(scripted_server):
+    server = scripted_server(
         per_connection=10, status_line=b"HTTP/1.1 302 Found", extra_headers=b"Location: /x\r\n"
     )
     with HttpBackend(server.url) as backend:
@@ -172,8 +81,8 @@ def test_a_redirect_is_an_answer_to_compare_not_followed(raw_server):
     ],
     ids=["chunked", "close-delimited", "no-content"],
 )  # fmt: skip
-def test_every_body_framing_is_read_whole(raw_server, answer, close, body):
-    server = raw_server(per_connection=10, answer=answer, close_after_answer=close)
+def test_every_body_framing_is_read_whole(scripted_server, answer, close, body):
+    server = scripted_server(per_connection=10, answer=answer, close_after_answer=close)
     with HttpBackend(server.url) as backend:
         first = backend.send(Request("GET", "/a"))
         second = backend.send(Request("GET", "/b"))
@@ -181,8 +90,10 @@ def test_every_body_framing_is_read_whole(raw_server, answer, close, body):
     assert server.connections == (2 if close else 1)
 
 
-def test_a_head_answer_carries_no_body_and_keeps_the_connection(raw_server):
-    server = raw_server(per_connection=10, answer=b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n")
+def test_a_head_answer_carries_no_body_and_keeps_the_connection(scripted_server):
+    server = scripted_server(
+        per_connection=10, answer=b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"
+    )
     with HttpBackend(server.url) as backend:
         heads = [backend.send(Request("HEAD", "/products/1")) for _ in range(2)]
     assert [(r.status, r.body, r.headers["content-length"]) for r in heads] == [
@@ -191,8 +102,8 @@ def test_a_head_answer_carries_no_body_and_keeps_the_connection(raw_server):
     assert server.connections == 1
 
 
-def test_a_header_that_would_split_the_request_is_refused_unsent(raw_server):
-    server = raw_server(per_connection=10)
+def test_a_header_that_would_split_the_request_is_refused_unsent(scripted_server):
+    server = scripted_server(per_connection=10)
     with HttpBackend(server.url) as backend:
         with pytest.raises(BackendError, match="not a valid header"):
             backend.send(Request("GET", "/a", headers={"X-Evil": "1\r\nX-Injected: yes"}))
@@ -200,8 +111,8 @@ def test_a_header_that_would_split_the_request_is_refused_unsent(raw_server):
     assert len(server.heads) == 1
 
 
-def test_a_closed_backend_refuses_new_requests(raw_server):
-    server = raw_server(per_connection=10)
+def test_a_closed_backend_refuses_new_requests(scripted_server):
+    server = scripted_server(per_connection=10)
     backend = HttpBackend(server.url)
     backend.send(Request("GET", "/a"))
     backend.close()

@@ -117,26 +117,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def start_proxy_cli(config: Path, **popen: Any) -> subprocess.Popen[str]:
-    """`kit proxy run --config CONFIG` as a child process (stdout piped: it prints its
-    addresses as one JSON line), with no `KIT_PROXY_*` variable of ours leaking in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIT_PROXY_")}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from kit.commands.proxy import cli; cli()",
-            "run",
-            "--config",
-            str(config),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        **popen,
-    )
-
-
 def shop_config(tmp_path: Path, upstreams: dict[str, Upstream], **overrides: Any) -> ProxyConfig:
     """`base_config` in front of these upstreams with the catalog routes."""
     return base_config(

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from proxy_helpers import TOKEN, ProxyThread, Upstream, start_proxy_cli
+from proxy_helpers import TOKEN, ProxyThread, Upstream
 
 from kit.commands.route import cli as route_cli
+from tests.fixtures.process import start_proxy_cli
 
 pytestmark = pytest.mark.integration
 

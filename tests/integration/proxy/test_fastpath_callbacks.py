@@ -4,9 +4,7 @@ retries, timeouts, streamed answers and vanished clients behave as on the corout
 from __future__ import annotations
 
 import socket
-import socketserver
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,73 +14,33 @@ import pytest
 from proxy_helpers import ProxyThread, Upstream, base_config, wait_for
 
 from strangler_proxy.config import Timeouts
+from tests.fixtures.scripted_http import ScriptedHttpServer
 
 pytestmark = pytest.mark.integration
 
 
-class _OneAnswerHandler(socketserver.BaseRequestHandler):
-    """Answers the first request of each connection (keep-alive), then reads the second one
-    and closes without a word: an upstream dropping an idle keep-alive connection just as the
-    proxy reuses it."""
-
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(rest) < length:
-            rest += sock.recv(65536)
-        self.server.answered += 1  # type: ignore[attr-defined]
-        body = b'{"answer":%d}' % self.server.answered  # type: ignore[attr-defined]
-        sock.sendall(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
-        )
-        sock.recv(65536)  # the next request on this connection: never answered
-        self.server.dropped += 1  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def one_answer_upstream() -> Iterator[socketserver.ThreadingTCPServer]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _OneAnswerHandler)
-    server.daemon_threads = True
-    server.answered = 0  # type: ignore[attr-defined]
-    server.dropped = 0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
 def test_a_reused_connection_the_upstream_dropped_is_retried_for_idempotent_requests_only(
     tmp_path: Path,
-    one_answer_upstream: socketserver.ThreadingTCPServer,
+    scripted_server: Callable[..., ScriptedHttpServer],
     proxy_factory: Callable[..., ProxyThread],
 ) -> None:
-    port = one_answer_upstream.server_address[1]
-    proxy = proxy_factory(base_config(tmp_path, {"monolith": f"http://127.0.0.1:{port}"}))
+    # Answers the first request of each connection (keep-alive), then reads the second one
+    # and closes without a word: an upstream dropping an idle keep-alive connection just as
+    # the proxy reuses it.
+    upstream = scripted_server(per_connection=1)
+    proxy = proxy_factory(base_config(tmp_path, {"monolith": upstream.url}))
     with httpx.Client(base_url=proxy.url, trust_env=False, timeout=10) as client:
-        assert client.get("/first").json() == {"answer": 1}  # opens the pooled connection
-        # Reuses it (callback flow); the upstream drops it unanswered; a GET is safe to
-        # send again on a fresh connection.
-        assert client.get("/second").json() == {"answer": 2}
+        assert client.get("/first").json() == {"n": 1}  # opens the pooled connection
+        # Reuses it (callback flow); the upstream reads /second and drops it unanswered; a
+        # GET is safe to send again on a fresh connection: the answer is to the third head.
+        assert client.get("/second").json() == {"n": 3}
         # A POST is not: the client gets a clean 502 naming the route, never a hang.
         dropped = client.post("/orders", content=b"{}")
         assert dropped.status_code == 502
         assert dropped.json()["error"]["code"] == "upstream_unavailable"
         assert dropped.json()["error"]["route"] == "<default>"
         assert client.get("/after").status_code == 200  # the proxy keeps serving
-    assert one_answer_upstream.dropped >= 2  # type: ignore[attr-defined]
+    assert upstream.dropped >= 2
     assert proxy.runtime.core.stats.counters["slow_path_handoffs"] == 0
 
 
@@ -121,7 +79,8 @@ def test_a_timeout_on_a_warm_connection_gives_504_and_the_client_connection_live
         assert waited < 3  # answered at the proxy's deadline, not the upstream's delay
         monolith.control(reset=True)
         assert client.get("/again").json()["path"] == "/again"
-    assert slow_proxy.runtime.core.in_flight == 0
+    # the count drops on the proxy's loop right after the answer is written: wait for it
+    wait_for(lambda: slow_proxy.runtime.core.in_flight == 0)
 
 
 def test_a_large_answer_started_on_a_warm_connection_is_streamed_whole(
@@ -132,7 +91,7 @@ def test_a_large_answer_started_on_a_warm_connection_is_streamed_whole(
         response = client.get("/stream", params={"n": 1_000_000})
         assert response.status_code == 200
         assert response.content == b"x" * 1_000_000
-    assert shop_proxy.runtime.core.in_flight == 0
+    wait_for(lambda: shop_proxy.runtime.core.in_flight == 0)
 
 
 def test_a_client_that_leaves_mid_request_costs_nothing_else(

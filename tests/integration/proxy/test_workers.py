@@ -20,9 +20,10 @@ from proxy_helpers import (
     Upstream,
     admin_client,
     shop_config,
-    start_proxy_cli,
     wait_for,
 )
+
+from tests.fixtures.process import start_proxy_cli
 
 pytestmark = pytest.mark.integration
 
