@@ -15,10 +15,10 @@ import datetime as dt
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 ENVELOPE_VERSION = "strangler-cdc-0.1"
 CONNECTOR = "sqlite"
@@ -233,70 +233,47 @@ def _unwrap(doc: Any) -> tuple[Any, Mapping[str, Any] | None]:
     return doc, None
 
 
-_scan_json = json.JSONDecoder().scan_once
-
 try:  # the sink decodes every event: orjson is several times faster than json
-    from orjson import JSONDecodeError as _OrjsonError
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - optional speed-up
     _orjson_loads = None
 
 
-_PLAIN = frozenset({str, int, bool, type(None)})
-_PLAIN_OK = _PLAIN.issuperset
-
-
-def _plain(obj: Any) -> bool:
-    """None, or an object whose values are all strings, integers, booleans or null."""
-    if obj is None:
-        return True
-    return type(obj) is dict and _PLAIN.issuperset(map(type, obj.values()))
-
-
-def _plain_ts(source: Any) -> bool:
-    """None, or an object whose ts_ms is a string, integer, boolean or null."""
-    return source is None or (type(source) is dict and type(source.get("ts_ms")) in _PLAIN)
-
-
-def _loads_event(value: bytes | str, exact_source: bool = True) -> Any:
-    """An event document, decoded exactly as json.loads would, as fast as possible.
-
-    orjson is several times faster, but reads integers beyond 64 bits as floats: its result is
-    used only for an unwrapped envelope whose row images and source hold no floats or nested
-    values (the common case); anything else, and whatever orjson refuses (NaN, invalid text),
-    is decoded again by the standard library, whose error messages the dead letters keep.
-    With ``exact_source=False`` (the sink) only ``source.ts_ms`` of the source block is checked:
-    the sink reads nothing else numeric from it.
-    """
-    if _orjson_loads is not None:
-        try:
-            doc = _orjson_loads(value)
-        except _OrjsonError:
-            pass
-        else:
-            if (
-                type(doc) is dict
-                and "payload" not in doc  # Debezium's {schema, payload}: the slow, exact way
-                and type(doc.get("ts_ms")) is not float
-                and _plain(doc.get("after"))
-                and _plain(doc.get("before"))
-                and (_plain(doc.get("source")) if exact_source else _plain_ts(doc.get("source")))
-            ):
-                return doc
-    return _loads(value)
-
-
 def _loads(value: bytes | str) -> Any:
-    """json.loads without its per-call overhead on the common case (one compact document)."""
-    try:
-        text = value.decode() if isinstance(value, bytes) else value
-        doc, end = _scan_json(text, 0)
-        if end == len(text):
-            return doc
-    except (StopIteration, ValueError, UnicodeDecodeError):
-        pass
-    # Leading/trailing whitespace, or not JSON at all: json.loads decides (and says why).
+    """json.loads of the text as UTF-8, the wire encoding (json.loads would guess UTF-16/32)."""
     return json.loads(value.decode() if isinstance(value, bytes) else value)
+
+
+class JsonReaders(NamedTuple):
+    """The JSON readers that decode event values (a seam: tests count reads through them).
+
+    ``fast`` (orjson, several times faster) reads every event it can; its document is used
+    as it is unless the text may hold an integer beyond 64 bits, which it reads as a float.
+    ``exact`` (the standard library's rules) reads only text that ``fast`` refused (not JSON,
+    or NaN, Infinity, numbers beyond the float range, lone surrogate escapes), or that may
+    hold such an integer, or every event when there is no ``fast``.
+    """
+
+    fast: Callable[[bytes | str], Any] | None
+    exact: Callable[[bytes | str], Any]
+
+
+READERS = JsonReaders(_orjson_loads, _loads)
+
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_TWENTY_DIGITS = b"0" * 20
+_MINUS_NINETEEN_DIGITS = b"-" + b"0" * 19
+
+
+def _may_hold_big_int(value: bytes | str) -> bool:
+    """False when the text holds no integer beyond 64 bits, so orjson read it exactly.
+
+    Such an integer needs at least 20 digits, or a minus sign and 19 (orjson reads all of
+    int64 and uint64 exactly); a byte scan, several times cheaper than a second parse.
+    """
+    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    digits = raw.translate(_DIGITS_AS_ZERO)
+    return digits.find(_TWENTY_DIGITS) >= 0 or digits.find(_MINUS_NINETEEN_DIGITS) >= 0
 
 
 def _field_schema(schema: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
@@ -350,18 +327,18 @@ def parse_event(
 
 Envelope = tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any], int | None]
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+_PLAIN_OK = _PLAIN.issuperset
 
-def _fast_envelope(value: bytes | str, topic: str, exact_source: bool) -> Envelope | None:
-    """decode_envelope for the common event, or None to take the general (exact) path.
 
-    Only an unwrapped envelope whose row images and source hold no floats or nested values,
-    and that is valid as it stands, is answered here: exactly what the general path returns
-    for it. Everything else (tombstones, Debezium's wrapper, errors) gets None.
+def _fast_envelope(doc: Any, topic: str, exact_source: bool) -> Envelope | None:
+    """The envelope of the common event, or None to take the general path (_decode_doc).
+
+    Only an unwrapped document whose row images and source hold no floats or nested values
+    (so orjson read them exactly), and that is valid as it stands, is answered here: exactly
+    what the general path returns for it. Everything else (tombstones, Debezium's wrapper,
+    truncates, errors) gets None.
     """
-    try:
-        doc = _orjson_loads(value)
-    except _OrjsonError:
-        return None
     if type(doc) is not dict or "payload" in doc:
         return None
     op = doc.get("op")
@@ -411,25 +388,41 @@ def decode_envelope(
 
 
 def decode_envelope_plain(
-    value: bytes | str | None, topic: str = "", exact_source: bool = True
+    value: bytes | str | None,
+    topic: str = "",
+    exact_source: bool = True,
+    readers: JsonReaders = READERS,
 ) -> tuple[Envelope | None, bool]:
     """decode_envelope, plus whether the common fast path answered: then the row images hold
     nothing but strings, integers, booleans and nulls (no bytes, decimals, nested values),
-    which lets the sink skip checks those other values would need."""
+    which lets the sink skip checks those other values would need.
+
+    The text is read once (see JsonReaders): only text orjson refuses, or that may hold an
+    integer beyond 64 bits, is read again by the exact reader, whose errors dead letters keep.
+    """
     if value is None:
         return None, False
-    if _orjson_loads is not None:
-        fast = _fast_envelope(value, topic, exact_source)
-        if fast is not None:
-            return fast, True
-    return _decode_general(value, topic, exact_source), False
-
-
-def _decode_general(value: bytes | str, topic: str, exact_source: bool) -> Envelope | None:
+    fast = readers.fast
+    if fast is not None:
+        try:
+            doc = fast(value)
+        except ValueError:  # orjson's JSONDecodeError: the exact reader decides, says why
+            pass
+        else:
+            env = _fast_envelope(doc, topic, exact_source)
+            if env is not None:
+                return env, True
+            if not _may_hold_big_int(value):
+                return _decode_doc(doc, topic), False
     try:
-        doc = _loads_event(value, exact_source)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = readers.exact(value)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise EventDecodeError(f"value is not JSON: {exc}") from None
+    return _decode_doc(doc, topic), False
+
+
+def _decode_doc(doc: Any, topic: str) -> Envelope | None:
+    """The envelope of a document read exactly as json.loads reads it (any wire shape)."""
     if doc is None:
         return None
     payload, schema = _unwrap(doc)

@@ -17,6 +17,13 @@ target tables (cdc/capture/sqlite.py) skip the sink's own writes and CDC running
 (forward and reverse after write cut-over) never loops an event back. On PostgreSQL the
 sink's commits carry a replication origin instead (``pg_origin_name``), which the pgoutput
 capture skips with ``PgCaptureConfig(origin="none")``.
+
+PostgreSQL rights: every apply transaction sets ``session_replication_role = replica``, as
+PostgreSQL's own logical replication does, which takes a superuser or, on PostgreSQL 15+,
+``GRANT SET ON PARAMETER session_replication_role``; the origin takes a superuser or EXECUTE
+on the origin functions. Building a Sink checks both, so a role without them fails at once,
+not at the first apply: SinkPermissionError names the parameter and its remedies (the
+origin's own permission error comes from creating it, ensure_pg_origin).
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from cdc.coerce import coercer
-from cdc.events import EventDecodeError, decode_envelope_plain, now_ms
+from cdc.events import READERS, EventDecodeError, JsonReaders, decode_envelope_plain, now_ms
 from cdc.mapping import MappingError, MappingSpec, TableMapping
 from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
 
@@ -116,7 +123,12 @@ apply_marker = Table(APPLY_MARKER, _meta, Column("origin", String(200), primary_
 
 
 class SinkError(RuntimeError):
-    """The sink cannot start: the target schema does not fit the mapping."""
+    """The sink cannot start: the target schema does not fit the mapping, or (a
+    SinkPermissionError) the target role lacks a right every apply needs."""
+
+
+class SinkPermissionError(SinkError):
+    """The target database role may not do what every apply transaction does."""
 
 
 class UnavailableRowError(SQLAlchemyError):
@@ -139,20 +151,78 @@ def pg_origin_name(engine: Engine, group: str) -> str:
 def ensure_pg_origin(engine: Engine, name: str) -> str:
     """Create the replication origin `name` once (needs superuser or the origin functions
     granted); commits made after `pg_replication_origin_session_setup(name)` carry it, pgoutput
-    announces it, and a capture with ``origin = "none"`` skips them."""
+    announces it, and a capture with ``origin = "none"`` skips them. A role without the rights
+    gets SinkPermissionError here, not at the first apply."""
     lookup = "SELECT pg_replication_origin_oid(%(n)s)"
     with engine.connect() as conn:
-        if conn.exec_driver_sql(lookup, {"n": name}).scalar() is None:
+        try:
+            if conn.exec_driver_sql(lookup, {"n": name}).scalar() is not None:
+                return name
             try:
                 conn.exec_driver_sql("SELECT pg_replication_origin_create(%(n)s)", {"n": name})
                 conn.commit()
             except DBAPIError:
                 conn.rollback()
-                # another process may have created it meanwhile; anything else (no permission)
-                # is the real error, raised here rather than at the first apply
+                # another process may have created it meanwhile; anything else is the error
                 if conn.exec_driver_sql(lookup, {"n": name}).scalar() is None:
                     raise
+        except DBAPIError as exc:
+            if _sqlstate(exc) != _INSUFFICIENT_PRIVILEGE:
+                raise
+            conn.rollback()
+            role = conn.exec_driver_sql("SELECT current_user").scalar()
+            raise SinkPermissionError(
+                f"the sink's database role {role!r} may not use the replication origin "
+                f"{name!r}, which tags the sink's own commits so reverse CDC skips them "
+                "(origin_tag). Make the role a superuser, or grant it EXECUTE on "
+                "pg_replication_origin_create, pg_replication_origin_oid, "
+                "pg_replication_origin_session_setup and pg_replication_origin_session_reset. "
+                f"The server said: {str(exc.orig).strip()}"
+            ) from None
     return name
+
+
+_INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of "permission denied ..."
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    """The SQLSTATE of a driver error (psycopg 3 names it `sqlstate`, psycopg2 `pgcode`)."""
+    orig = exc.orig
+    return getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+
+
+def check_pg_replica_role(engine: Engine) -> None:
+    """Fail before the first event if the role may not set ``session_replication_role``.
+
+    Every apply transaction sets it to ``replica`` (see _pg_apply_transaction), which takes a
+    superuser or, on PostgreSQL 15 and later, ``GRANT SET ON PARAMETER``. Probed in a
+    transaction that is rolled back, so the check changes nothing; without it a role lacking
+    the right would only fail at the first apply, mid-stream. Raises SinkPermissionError.
+    """
+    with engine.connect() as conn:
+        role = str(conn.exec_driver_sql("SELECT current_user").scalar())
+        version = int(conn.exec_driver_sql("SHOW server_version_num").scalar() or 0)
+        conn.rollback()
+        try:
+            with conn.begin() as probe:
+                conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+                probe.rollback()
+        except DBAPIError as exc:
+            orig = exc.orig
+            if _sqlstate(exc) != _INSUFFICIENT_PRIVILEGE:
+                raise
+            quoted = engine.dialect.identifier_preparer.quote(role)
+            this_server = "" if version >= 150000 else f" (this server runs {version // 10000})"
+            raise SinkPermissionError(
+                f"the sink's database role {role!r} may not set session_replication_role, "
+                "which every apply transaction sets to replica (foreign keys are not checked "
+                "row by row, as in PostgreSQL's logical replication: events of different "
+                "tables arrive in no global order). Fix it as a superuser: make the role a "
+                f"superuser (`ALTER ROLE {quoted} SUPERUSER;`) or, on PostgreSQL 15 and later"
+                f"{this_server}, grant it the parameter "
+                f"(`GRANT SET ON PARAMETER session_replication_role TO {quoted};`). "
+                f"The server said: {str(orig).strip()}"
+            ) from None
 
 
 @contextmanager
@@ -162,7 +232,9 @@ def _pg_apply_transaction(engine: Engine, origin: str | None) -> Iterator[Connec
     of different tables and partitions arrive in no global order, and the source already
     enforced them), and, with `origin`, a commit record carrying that replication origin
     (set up for the session, reset right after the commit so a pooled connection never
-    leaks it). Both need a superuser (or the grants) on the target."""
+    leaks it). The first needs a superuser or, on PostgreSQL 15+, ``GRANT SET ON PARAMETER
+    session_replication_role`` (checked when the Sink is built: check_pg_replica_role); the
+    second a superuser or EXECUTE on the replication origin functions."""
     with engine.connect() as conn:
         try:
             with conn.begin():
@@ -557,7 +629,14 @@ class _TargetTable:
 
 
 class Sink:
-    """Consumes change events from the transport and applies them to one target database."""
+    """Consumes change events from the transport and applies them to one target database.
+
+    Built, it checks what every apply needs (the target tables and columns, SinkError; on
+    PostgreSQL the role's rights), so a sink that could not apply fails at once.
+    """
+
+    # reads each event value once (cdc.events.JsonReaders); tests swap in counting readers
+    json_readers: JsonReaders = READERS
 
     def __init__(
         self,
@@ -573,6 +652,8 @@ class Sink:
         self.consumer: Consumer | None = None
         self._dlq_producer: Producer | None = None
         self._targets: dict[str, _TargetTable] = {}
+        if engine.dialect.name == "postgresql":
+            check_pg_replica_role(engine)  # before anything is created: fail fast, clearly
         ensure_sink_tables(engine)
         for tm in mapping.tables:
             self._targets[tm.source] = _TargetTable(engine, tm)
@@ -626,7 +707,7 @@ class Sink:
         value = msg.value
         try:
             # the key is in the row image; of the source only table and ts_ms are used
-            env, plain = decode_envelope_plain(value, msg.topic, exact_source=False)
+            env, plain = decode_envelope_plain(value, msg.topic, False, self.json_readers)
         except EventDecodeError as exc:
             return _Decoded(msg, [], f"undecodable event: {exc}")
         if env is None:

@@ -247,6 +247,7 @@ def worker_list() -> None:
 def worker_run(name: str) -> None:
     """Run CDC worker NAME (capture:monolith, sink:<svc>, capture:<svc>, sink:<svc>:reverse)
     until SIGTERM/SIGINT; waits while another process holds the worker."""
+    from cdc.sink import SinkError
     from kit.playbook.pipelines import PipelineError, run_worker
 
     m = manifest()
@@ -256,7 +257,7 @@ def worker_run(name: str) -> None:
     click.echo(f"worker {name}: running", err=True)
     try:
         run_worker(m, name, stop)
-    except PipelineError as exc:
+    except (PipelineError, SinkError) as exc:  # SinkError: a sink that cannot start
         raise click.ClickException(str(exc)) from None
     click.echo(f"worker {name}: stopped cleanly", err=True)
 

@@ -8,12 +8,20 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 
 from cdc.capture.postgres import PgCaptureConfig, PgCaptureWorker, enable_capture
 from cdc.ports import Transport
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
+
+
+def as_role(url: str, role: str) -> str:
+    """The same server and database, logged in as `role` (the test server trusts loopback)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 def execute(url: str, *statements: str, params: tuple | None = None) -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from cdc.events import (
     EventDecodeError,
-    _loads_event,
+    _decode_doc,
     build_event,
     decode_envelope,
     decode_envelope_plain,
@@ -111,20 +111,26 @@ JSON = st.recursive(
 )
 
 
+def _decoded_or_error(decode, *args) -> str:
+    try:
+        return repr(decode(*args))
+    except EventDecodeError as exc:
+        return f"EventDecodeError: {exc}"
+
+
 @settings(max_examples=300, deadline=None)
 @given(after=st.dictionaries(st.text(max_size=6), JSON, max_size=6), ts=JSON, wrap=st.booleans())
 def test_fast_event_decoding_equals_json_loads(after: dict, ts: object, wrap: bool) -> None:
+    # Floats, Infinity, integers beyond 64 bits, nested values: whatever reader took the
+    # text, the envelope is the one json.loads's document gives.
     doc = {"before": None, "after": after, "source": {"table": "t", "ts_ms": ts}, "op": "c"}
     if wrap:
         doc = {"schema": {"type": "struct"}, "payload": doc}
     raw = json.dumps(doc).encode()
-    assert repr(_loads_event(raw)) == repr(json.loads(raw))
-    # The sink's mode: row images and source.ts_ms exact, other source values by orjson's rules.
-    fast, ref = _loads_event(raw, exact_source=False), json.loads(raw)
-    if wrap:
-        fast, ref = fast["payload"], ref["payload"]
-    assert repr(fast["after"]) == repr(ref["after"])
-    assert repr(fast["source"]["ts_ms"]) == repr(ref["source"]["ts_ms"])
+    reference = _decoded_or_error(_decode_doc, json.loads(raw), "")
+    assert _decoded_or_error(decode_envelope, raw) == reference
+    # The sink's mode reads the source's ts_ms exactly too (and this source holds no more).
+    assert _decoded_or_error(decode_envelope, raw, "", False) == reference
 
 
 def test_fast_event_decoding_keeps_json_errors() -> None:
@@ -364,5 +370,29 @@ def test_a_non_object_source_is_dead_lettered_not_a_crash(tmp_path: Path) -> Non
         result, offsets = pipe.sink.apply(msgs)
         assert result.dead == len(raws)
         assert offsets == {TopicPartition("mono.main.products", 0): len(raws)}
+    finally:
+        pipe.close()
+
+
+def test_integers_at_the_64_bit_edges_decode_exactly_beside_a_float() -> None:
+    # A float keeps the event off the fast path, so the document orjson read is used as it
+    # is unless the text may hold an integer beyond 64 bits (orjson reads those as floats).
+    edges = (2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**19, -(10**18))
+    for n in edges:
+        doc = {"before": None, "after": {"id": n, "f": 0.5}, "source": {"table": "t"}, "op": "c"}
+        for raw in (json.dumps(doc).encode(), json.dumps(doc, indent=1).encode()):
+            env = decode_envelope(raw)
+            assert env is not None and type(env[3]["id"]) is int and env[3]["id"] == n
+
+
+def test_a_value_nested_too_deep_to_read_is_dead_lettered_not_a_crash(tmp_path: Path) -> None:
+    raw = b'{"op":"c","source":{"table":"products"},"after":{"id":1,"x":' + b"[" * 5000
+    raw += b"]" * 5000 + b"}}"
+    with pytest.raises(EventDecodeError, match="value is not JSON: maximum recursion depth"):
+        decode_envelope(raw)
+    pipe = Pipeline(tmp_path)
+    try:
+        result, _ = pipe.sink.apply([Message("mono.main.products", 0, 0, None, raw, 0)])
+        assert result.dead == 1
     finally:
         pipe.close()
