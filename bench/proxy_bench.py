@@ -1,27 +1,31 @@
 """Proxy overhead benchmark: direct vs strangler_proxy vs nginx, in the same run, as ratios.
 
-    .venv/bin/python bench/proxy_bench.py [--duration 5] [--rounds 3] [--connections 32]
+    .venv/bin/python bench/proxy_bench.py [--duration 5] [--rounds 5] [--connections 32]
                                           [--workers 1,2] [--variants fast] [--skip-monolith]
-                                          [--skip-static]
+                                          [--skip-static] [--no-reuse-port]
+                                          [--split-cores 0:1]
 
 Two upstreams, each measured directly, through nginx configured as an equivalent reverse
-proxy, and through strangler_proxy (one run per `--workers` count and `--variants` entry:
-`fast` = lean hot path, `aiohttp` = fast_path off; add `asyncio` to force the stock loop):
+proxy, through a blind byte relay (`blind_relay.py`: the cheapest possible Python hop, no
+parsing at all, the floor any Python proxy pays), and through strangler_proxy (one run per
+`--workers` count and `--variants` entry: `fast` = lean hot path, `aiohttp` = fast_path off;
+add `asyncio` to force the stock loop):
 
 * a trivial static answer served by nginx (the cheapest upstream: proxy cost dominates);
   target: proxy >= 0.5 x nginx's throughput;
-* the gunicorn-served monolith (`gunicorn -w 2 'monolith.app:create_app()'` on a seeded SQLite
-  database) on cheap endpoints (GET /healthz, GET /products/1); targets: proxy >= 0.9 x direct
-  throughput, added latency <= 0.5 ms p50 and <= 2 ms p99.
+* the gunicorn-served monolith (`kit up`'s gunicorn command line: 2 gthread workers x 4
+  threads, keep-alive, on a seeded SQLite database, plus `--reuse-port`, see below) on cheap
+  endpoints (GET /healthz, GET /products/1); targets: proxy >= 0.9 x direct throughput, added
+  latency <= 0.5 ms p50 and <= 2 ms p99.
 
-Every target is measured in `--rounds` interleaved rounds (direct, nginx, each proxy, then
-again) and its best round is the figure (req/s, and p50/p99 of that round): the machine is
-shared, and gunicorn spreads a burst of new connections unevenly over its workers (often all
-on one, which halves direct throughput), so one run of each is a coin toss and a median can
-still land on such runs; noise only ever lowers a round, so the best round of each target is
-the like-for-like comparison. Every round's req/s is listed, with, for the monolith, the CPU
-share of each gunicorn worker (a lopsided split shows such a run) and the CPU used by
-processes outside the bench during the best round ("others").
+Every target is measured in `--rounds` interleaved rounds (direct, nginx, relay, each proxy,
+then again); the figure is each target's median round (req/s, and p50/p99 of that round), and
+the best round is listed beside it. `--reuse-port` gives each gunicorn worker its own listening
+socket, so the kernel spreads connections over the workers: without it the workers race for
+every accept, and in some rounds all of wrk's 32 connections land on one worker, which halves
+direct throughput (`--no-reuse-port` shows it: the CPU share of each gunicorn worker is listed
+per round, e.g. `2037 [0/104]`). Every round's req/s is listed, and the CPU used by processes
+outside the bench during the median round ("others").
 
 Peak RSS (VmHWM) of every proxy process (supervisor + workers) is reported, with their total,
 and the total PSS (shared library pages counted once across the processes, i.e. what the
@@ -56,6 +60,8 @@ from _procs import (
     wait_port,
 )
 from _procs import stop_processes as stop
+
+from kit.runtime.plan import gunicorn_argv
 
 
 def ensure_tools() -> None:
@@ -170,6 +176,29 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str
     }
 
 
+class Relay:
+    """`blind_relay.py` in front of one upstream (see the module docstring)."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "blind_relay.py"), str(port), upstream_host,
+             str(upstream_port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=pinned("front"),
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        if not select.select([self.proc.stdout], [], [], 30)[0]:
+            stop(self.proc)
+            raise RuntimeError("blind relay did not start")
+        self.proc.stdout.readline()
+        self.url = f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
 class Proxy:
     """`kit proxy run` in front of one upstream, with a given worker count and variant."""
 
@@ -232,15 +261,20 @@ def start_nginx(
     return proc, static_port, proxy_port
 
 
-def gunicorn_flags(flavour: str, workers: int, threads: int) -> list[str]:
-    """`sync`: gunicorn's default (one request per connection, closes after each answer);
-    `gthread`: what `kit up` runs (keep-alive, so a proxy's pooled connections are reused)."""
-    flags = ["-w", str(workers)]
+def gunicorn_command(flavour: str, port: int, args: argparse.Namespace) -> list[str]:
+    """`gthread`: `kit up`'s command line (keep-alive, so a proxy's pooled connections are
+    reused); `sync`: gunicorn's default (one request per connection, closes after each
+    answer). Both with `--reuse-port` unless `--no-reuse-port` (see the module docstring)."""
+    extra = ["--log-level", "warning", *(["--reuse-port"] if args.reuse_port else [])]
+    bind = f"127.0.0.1:{port}"
+    app = "monolith.app:create_app()"
     if flavour == "gthread":
-        flags += ["--worker-class", "gthread", "--threads", str(threads), "--keep-alive", "75"]
-    elif flavour != "sync":
-        raise SystemExit(f"unknown gunicorn flavour {flavour!r} (sync, gthread)")
-    return flags
+        workers, threads = args.gunicorn_workers, args.gunicorn_threads
+        return list(gunicorn_argv(sys.executable, app, bind, workers, threads, *extra))
+    if flavour == "sync":
+        workers = str(args.gunicorn_workers)
+        return [sys.executable, "-m", "gunicorn", "-w", workers, "-b", bind, *extra, app]
+    raise SystemExit(f"unknown gunicorn flavour {flavour!r} (sync, gthread)")
 
 
 def start_monolith(
@@ -254,17 +288,8 @@ def start_monolith(
         subprocess.run([*kit, "db", "upgrade", "monolith", "--url", url], **quiet)
         subprocess.run([*kit, "seed", "--url", url], **quiet)
     port = free_port()
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     proc = subprocess.Popen(
-        [
-            gunicorn,
-            *gunicorn_flags(flavour, args.gunicorn_workers, args.gunicorn_threads),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            "monolith.app:create_app()",
-        ],
+        gunicorn_command(flavour, port, args),
         cwd=ROOT,
         env={**os.environ, "MONOLITH_DATABASE_URL": url},
         stderr=subprocess.DEVNULL,
@@ -306,6 +331,11 @@ class Meter:
         return result
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median req/s (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["rps"])[(len(runs) - 1) // 2]
+
+
 def latency(url: str, args: argparse.Namespace) -> dict[str, float]:
     run_wrk(url, 1, 1, 1)  # warm-up
     return run_wrk(url, args.latency_duration, 1, 1)
@@ -325,6 +355,7 @@ def scenario(
     upstream_port = upstream_port or static_port
     lines = [f"== {title} (upstream 127.0.0.1:{upstream_port}) =="]
     proxies: dict[str, Proxy] = {}
+    relay = Relay(upstream_host, upstream_port)
     try:
         for workers in args.workers:
             for variant in args.variants:
@@ -333,24 +364,26 @@ def scenario(
                 )
         upstream_root = upstream_proc.pid if upstream_proc is not None else nginx.pid
         gunicorn_workers = process_tree(upstream_proc.pid)[1:] if upstream_proc else []
-        roots = {upstream_root, nginx.pid, *(p.proc.pid for p in proxies.values())}
+        roots = {upstream_root, nginx.pid, relay.proc.pid, *(p.proc.pid for p in proxies.values())}
         meter = Meter(sorted(roots), gunicorn_workers)
         for path in paths:
             urls = {"direct": f"http://{upstream_host}:{upstream_port}{path}"}
             urls["nginx"] = f"http://127.0.0.1:{nginx_port}{path}"
+            urls["blind relay (floor)"] = relay.url + path
             for label, proxy in proxies.items():
                 urls[label] = proxy.url + path
             rounds: dict[str, list[dict[str, Any]]] = {label: [] for label in urls}
             for _ in range(args.rounds):  # interleaved: every target sees the same noise
                 for label, url in urls.items():
                     rounds[label].append(meter.run(url, args))
-            results = {label: max(runs, key=lambda r: r["rps"]) for label, runs in rounds.items()}
+            results = {label: median_run(runs) for label, runs in rounds.items()}
+            best = {label: max(run["rps"] for run in runs) for label, runs in rounds.items()}
             direct, ngx = results["direct"], results["nginx"]
-            lines.append(f"GET {path}  (best of {args.rounds} interleaved rounds)")
+            lines.append(f"GET {path}  (median of {args.rounds} interleaved rounds; best beside)")
             lines.append(
                 f"  {'target':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}"
                 f"{'/direct':>9}{'/nginx':>8}{'+p50 ms':>9}{'+p99 ms':>9}{'others%':>9}"
-                "  rounds: req/s [upstream worker CPU %]"
+                f"{'best':>8}{'/direct':>9}  rounds: req/s [upstream worker CPU %]"
             )
             for label, r in results.items():
                 each = "  ".join(
@@ -362,7 +395,8 @@ def scenario(
                     f"  {label:<26}{r['rps']:>9.0f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
                     f"{r['non_2xx']:>8.0f}{r['rps'] / direct['rps']:>9.3f}"
                     f"{r['rps'] / ngx['rps']:>8.3f}{r['p50_ms'] - direct['p50_ms']:>+9.3f}"
-                    f"{r['p99_ms'] - direct['p99_ms']:>+9.3f}{r['others_pct']:>9.0f}  {each}"
+                    f"{r['p99_ms'] - direct['p99_ms']:>+9.3f}{r['others_pct']:>9.0f}"
+                    f"{best[label]:>8.0f}{best[label] / best['direct']:>9.3f}  {each}"
                 )
             # Added latency is a property of one request, not of a saturated upstream (where
             # queueing dominates p50): measured again with a single connection.
@@ -384,6 +418,7 @@ def scenario(
     finally:
         for proxy in proxies.values():
             proxy.close()
+        relay.close()
         stop(nginx)
     return lines
 
@@ -391,7 +426,7 @@ def scenario(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
@@ -405,6 +440,12 @@ def main() -> None:
     )
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gunicorn-threads", type=int, default=4)
+    parser.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one listening socket per gunicorn worker (kernel-balanced accepts)",
+    )
     parser.add_argument("--latency-duration", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true")
     parser.add_argument("--skip-monolith", action="store_true")
@@ -437,7 +478,8 @@ def main() -> None:
             )
         for flavour in [] if args.skip_monolith else args.gunicorn:
             monolith, port = start_monolith(work, flavour, args)
-            title = f"monolith gunicorn {' '.join(gunicorn_flags(flavour, args.gunicorn_workers, args.gunicorn_threads))}"
+            command = gunicorn_command(flavour, port, args)
+            title = "monolith " + " ".join(command[command.index("gunicorn") :])
             try:
                 report += scenario(
                     title,
