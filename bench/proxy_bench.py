@@ -263,18 +263,21 @@ def start_nginx(
 
 def gunicorn_command(flavour: str, port: int, args: argparse.Namespace) -> list[str]:
     """`gthread`: `kit up`'s command line (keep-alive, so a proxy's pooled connections are
-    reused); `sync`: gunicorn's default (one request per connection, closes after each
-    answer). Both with `--reuse-port` unless `--no-reuse-port` (see the module docstring)."""
-    extra = ["--log-level", "warning", *(["--reuse-port"] if args.reuse_port else [])]
-    bind = f"127.0.0.1:{port}"
-    app = "monolith.app:create_app()"
+    reused; a listening socket per worker); `sync`: gunicorn's default (one request per
+    connection, closes after each answer), also with `--reuse-port`. `--no-reuse-port` takes
+    it out of both, to show the shared socket's accept race (see the module docstring)."""
+    bind, app = f"127.0.0.1:{port}", "monolith.app:create_app()"
     if flavour == "gthread":
         workers, threads = args.gunicorn_workers, args.gunicorn_threads
-        return list(gunicorn_argv(sys.executable, app, bind, workers, threads, *extra))
-    if flavour == "sync":
+        command = list(gunicorn_argv(sys.executable, app, bind, workers, threads))
+    elif flavour == "sync":
         workers = str(args.gunicorn_workers)
-        return [sys.executable, "-m", "gunicorn", "-w", workers, "-b", bind, *extra, app]
-    raise SystemExit(f"unknown gunicorn flavour {flavour!r} (sync, gthread)")
+        command = [sys.executable, "-m", "gunicorn", "-w", workers, "--reuse-port", "-b", bind, app]
+    else:
+        raise SystemExit(f"unknown gunicorn flavour {flavour!r} (sync, gthread)")
+    if not args.reuse_port:
+        command.remove("--reuse-port")
+    return [*command[:-1], "--log-level", "warning", command[-1]]
 
 
 def start_monolith(

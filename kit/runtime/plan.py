@@ -42,15 +42,21 @@ GUNICORN_KEEP_ALIVE_S = 75
 def gunicorn_argv(
     python: str, app: str, bind: str, workers: int, threads: int, *extra: str
 ) -> tuple[str, ...]:
-    """gunicorn with threaded (gthread) workers and HTTP keep-alive.
+    """gunicorn with threaded (gthread) workers, HTTP keep-alive and a socket per worker.
 
     Why not gunicorn's default sync workers: they close the connection after every answer, so
     a proxy in front pays a new TCP connection and a gunicorn accept per request; with keep-alive
     the proxy's pooled upstream connections are reused (docs/proxy.md, docs/benchmarks.md).
+    Why `--reuse-port`: each worker listens on its own socket and the kernel spreads new
+    connections over them. With one shared socket the workers race for every accept, and a
+    burst of connections (a proxy filling its pool) can all land on one worker, which then
+    serves everything for as long as the pool keeps them while the other idles. The price: a
+    second server on the same port would not fail to bind, so the supervisor checks the port
+    is free before starting (`ProcessSpec.bind`).
     """
     return (
         python, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "gthread",
-        "--threads", str(threads), "--keep-alive", str(GUNICORN_KEEP_ALIVE_S),
+        "--threads", str(threads), "--keep-alive", str(GUNICORN_KEEP_ALIVE_S), "--reuse-port",
         "--bind", bind, *extra, app,
     )  # fmt: skip
 
@@ -72,6 +78,7 @@ def gunicorn_spec(
     )  # fmt: skip
     return ProcessSpec(
         name=name,
+        bind=bind_of(url),
         argv=argv,
         env=env,
         cwd=str(cwd),

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ class ProcessSpec:
     ready_url: str | None = None
     ready_timeout_s: float = 30.0
     kind: str = "app"
+    bind: str | None = None  # `host:port` it listens on: checked free before it starts
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_CHARS:
@@ -165,10 +167,37 @@ class RunDir:
         return None
 
 
+class PortInUse(Exception):
+    """A process's listening address is taken by a process kit does not know about."""
+
+
+def ensure_port_free(bind: str, name: str) -> None:
+    """Refuse to start `name` on `bind` (`host:port`) while anything listens there.
+
+    A plain bind (without SO_REUSEPORT) fails whenever another socket holds the address, even
+    one that set SO_REUSEPORT; gunicorn with `--reuse-port` would instead share the port with a
+    leftover server and split the traffic between old and new code.
+    """
+    host, _, port = bind.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise PortInUse(
+                f"{name}: {bind} is already in use by a process kit did not start ({exc.strerror});"
+                " stop it first (`ss -ltnp` names it), or pick another port in the manifest"
+            ) from None
+
+
 def start_detached(
     spec: ProcessSpec, rundir: RunDir, base_env: Mapping[str, str] | None = None
 ) -> ProcessRecord:
-    """Start `spec` in a new session, output appended to its log; record it; return the record."""
+    """Start `spec` in a new session, output appended to its log; record it; return the record.
+    Raises PortInUse (nothing started) when its `bind` address is taken."""
+    if spec.bind is not None:
+        ensure_port_free(spec.bind, spec.name)
     rundir.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = rundir.log_path(spec.name)
     env = {**(os.environ if base_env is None else base_env), **spec.env}

@@ -27,6 +27,7 @@ def test_apps_run_threaded_keep_alive_workers_from_the_manifest() -> None:
         assert _flag(spec.argv, "--threads") == "4"
         assert _flag(spec.argv, "--keep-alive") == str(GUNICORN_KEEP_ALIVE_S)
         assert spec.argv[-1].endswith("create_app()")
+        assert spec.bind == _flag(spec.argv, "--bind")  # checked free before it starts
 
 
 def test_threads_setting_is_read_and_validated() -> None:
@@ -46,3 +47,4 @@ def test_upstream_keep_alive_outlives_the_proxy_idle_pool() -> None:
     assert GUNICORN_KEEP_ALIVE_S > UPSTREAM_IDLE_S
     argv = gunicorn_argv("py", "app:create()", "127.0.0.1:1", 3, 2, "--name", "x")
     assert argv[:3] == ("py", "-m", "gunicorn") and argv[-3:] == ("--name", "x", "app:create()")
+    assert "--reuse-port" in argv  # each worker accepts on its own socket

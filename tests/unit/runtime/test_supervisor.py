@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from kit.runtime.procs import ProcessSpec, RunDir, is_running, proc_start_ticks, stop_record
+from kit.runtime.procs import (
+    PortInUse,
+    ProcessSpec,
+    RunDir,
+    is_running,
+    proc_start_ticks,
+    stop_record,
+)
 from kit.runtime.supervisor import StartFailed, Supervisor, stop_all
 from kit.runtime.watchdog import WantedWorker, Watchdog, process_name, read_state
 from shoplib.testing import free_port
@@ -81,6 +89,26 @@ def test_a_process_that_dies_at_start_fails_with_its_log(tmp_path: Path, rundir:
     )
     with pytest.raises(StartFailed, match="cannot bind: address in use"):
         Supervisor([spec], rundir).up()
+
+
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["plain", "SO_REUSEPORT"])
+def test_an_app_whose_port_is_taken_is_refused_before_it_starts(
+    tmp_path: Path, rundir: RunDir, reuse_port: bool
+) -> None:
+    # gunicorn runs with --reuse-port, so a leftover server holding the port with
+    # SO_REUSEPORT would not make it fail: it would share the port and split the traffic.
+    spec = replace(http_server("web-a", tmp_path / "a"), bind=None)
+    port = int(spec.ready_url.rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
+    spec = replace(spec, bind=f"127.0.0.1:{port}")
+    with socket.socket() as squatter:
+        if reuse_port:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(PortInUse, match=f"web-a: 127.0.0.1:{port} is already in use"):
+            Supervisor([spec], rundir).up()
+    assert rundir.records() == []  # nothing was started
+    assert [r.outcome for r in Supervisor([spec], rundir).up()] == ["started"]  # once free
 
 
 def test_a_recycled_pid_is_never_signalled(tmp_path: Path, rundir: RunDir) -> None:
