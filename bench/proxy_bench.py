@@ -176,6 +176,16 @@ def run_wrk(url: str, duration: int, connections: int, threads: int) -> dict[str
     }
 
 
+def first_line(proc: subprocess.Popen[str], timeout: float, what: str) -> str:
+    """The first line a started server prints (it does once it listens); stops it if none
+    comes within `timeout` seconds."""
+    assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        stop(proc)
+        raise RuntimeError(f"{what} did not start")
+    return proc.stdout.readline()
+
+
 class Relay:
     """`blind_relay.py` in front of one upstream (see the module docstring)."""
 
@@ -188,11 +198,7 @@ class Relay:
             text=True,
             preexec_fn=pinned("front"),
         )  # fmt: skip
-        assert self.proc.stdout is not None
-        if not select.select([self.proc.stdout], [], [], 30)[0]:
-            stop(self.proc)
-            raise RuntimeError("blind relay did not start")
-        self.proc.stdout.readline()
+        first_line(self.proc, 30, "blind relay")  # `ready`
         self.url = f"http://127.0.0.1:{port}"
 
     def close(self) -> None:
@@ -219,11 +225,7 @@ monolith = "{upstream}"
 jsonl_path = "{work / "shadow.jsonl"}"
 """)
         self.proc = start_proxy_cli(config, cwd=ROOT, preexec_fn=pinned("front"))
-        assert self.proc.stdout is not None
-        if not select.select([self.proc.stdout], [], [], 60)[0]:
-            stop(self.proc)
-            raise RuntimeError("proxy did not start")
-        self.url = json.loads(self.proc.stdout.readline())["proxy"]
+        self.url = json.loads(first_line(self.proc, 60, "proxy"))["proxy"]
 
     def rss(self) -> list[float]:
         return [peak_rss_mb(pid) for pid in process_tree(self.proc.pid)]

@@ -133,7 +133,7 @@ class ProxyRuntime:
             self.core.swap_table(RouteTable(routes, version))
             self.reloads += 1
             if self.workers is not None:
-                self.workers.nudge()
+                self.workers.push_table()
             return True
 
     async def _poll(self) -> None:

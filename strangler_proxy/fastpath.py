@@ -66,10 +66,14 @@ _REQUEST_LINE = re.compile(rb"(GET|POST|PUT|PATCH|DELETE|OPTIONS) (/[!-\"$-~]*) 
 # surrounding blanks. The value may hold TAB, visible ASCII and obs-text, never another control
 # character (NUL, bare CR or LF, ...), and the line must end at a CRLF (or the end of the head).
 # With the request line regex, this validates every byte of a head: `findall` must match
-# every line, or the head is refused.
+# every line, or the head is refused. The value starts with a non-blank and the trailing
+# blanks are only matched after a value, so the two `[ \t]*` never compete for one run of
+# blanks and a refused line costs linear time (when they did, a value of blanks ending in a
+# control character backtracked quadratically: seconds of CPU for a 16 KB head).
 _HEADER_LINE = re.compile(
     rb"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
-    rb"((?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*(?=\r\n|\Z)"
+    rb"(?:([^\x00-\x20\x7f](?:[^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x20\x7f])?)[ \t]*)?"
+    rb"(?=\r\n|\Z)"
 )
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _HOP = frozenset(h.encode() for h in HOP_BY_HOP)
@@ -421,8 +425,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.usable = True
 
-    def start(self, data: bytes) -> _Exchange:
-        exchange = _Exchange(self.pool.loop)
+    def start(self, data: bytes, exchange: _Exchange) -> _Exchange:
+        """Send a request (`data`, whole); `exchange` receives its response."""
         self.exchange = exchange
         assert self.transport is not None
         self.transport.write(data)
@@ -914,16 +918,11 @@ class FastServer:
             return
         assert pool is not None and target is not None and conn.transport is not None
         started = time.perf_counter()
-        head = self._upstream_head(request, proto)
-        head[1] = self._host_line(request, pool)
-        head.append(b"\r\n")
-        if request.body:
-            head.append(request.body)
+        data = self._wire(request, self._upstream_head(request, proto), pool)
         self.core.in_flight += 1
-        exchange = conn.exchange = _Exchange(
-            self.loop, self, proto, request, match, target, breaker, started
+        exchange = conn.start(
+            data, _Exchange(self.loop, self, proto, request, match, target, breaker, started)
         )
-        conn.transport.write(b"".join(head))
         proto.exchange = exchange
         proto.upstream = conn
         proto.deadline = now + self.total_timeout
@@ -961,9 +960,9 @@ class FastServer:
     def deliver(self, conn: UpstreamConnection, exchange: _Exchange) -> None:
         """A callback-driven exchange is complete: one write to the client, and done."""
         exchange.driver = None
-        proto = exchange.proto
-        request = exchange.request
-        assert proto is not None and request is not None and proto.transport is not None
+        proto, request, match = exchange.proto, exchange.request, exchange.match
+        assert proto is not None and request is not None and match is not None
+        assert proto.transport is not None
         chunks = exchange.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         target = exchange.target
@@ -976,14 +975,8 @@ class FastServer:
             self.pools[target].release(conn)
         else:
             conn.abort()
-        core = self.core
-        core.in_flight -= 1
-        core.stats.observe(
-            exchange.match.pattern,  # type: ignore[union-attr]
-            target,
-            exchange.status,
-            (time.perf_counter() - exchange.started) * 1000,
-        )
+        self.core.in_flight -= 1
+        self._observe(match, target, exchange.status, exchange.started, False)
         proto.settle(request.keep_alive)
 
     def failed(self, exchange: _Exchange, exc: BaseException) -> None:
@@ -1012,22 +1005,8 @@ class FastServer:
         target = exchange.target
         if exchange.breaker is not None and not exchange.head_done:
             exchange.breaker.record_failure()
-        timeout = isinstance(exc, TimeoutError)
-        if exchange.head_done:
-            detail = (
-                f"{target} timed out while sending its body"
-                if timeout
-                else f"{target} failed while sending its body: {exc.__class__.__name__}"
-            )
-        else:
-            detail = (
-                f"{target} did not answer in time"
-                if timeout
-                else f"{target} unreachable: {exc.__class__.__name__}"
-            )
-        status = self._write_failure(
-            proto, request, UpstreamFailure(timeout, detail), match, target
-        )
+        failure = UpstreamFailure.of(target, exc, in_body=exchange.head_done)
+        status = self._write_failure(proto, request, failure, match, target)
         self._observe(match, target, status, exchange.started, True)
         proto.settle(request.keep_alive)
 
@@ -1056,7 +1035,6 @@ class FastServer:
             if target is None:
                 service = match.service
                 status = 502
-                proxy_error = False
                 proto.transport.write(  # type: ignore[union-attr]
                     error_bytes(
                         502,
@@ -1080,9 +1058,9 @@ class FastServer:
         return request.keep_alive
 
     def _upstream_head(self, request: _Request, proto: FastProtocol) -> list[bytes]:
-        """The upstream request head, pieces to join: [1] is left for the Host line, and the
-        final CRLF is not included."""
-        out = [request.line, b""]
+        """The header lines sent upstream, but for Host (it depends on the upstream: see
+        `_wire`, which joins the whole request; a fallback reuses these lines)."""
+        out: list[bytes] = []
         append = out.append
         tokens = request.tokens
         for lower, name, value in request.headers:
@@ -1117,34 +1095,30 @@ class FastServer:
             return b"Host: %s\r\n" % request.host
         return pool.host_header
 
+    def _wire(self, request: _Request, head: list[bytes], pool: UpstreamPool) -> bytes:
+        """The request as sent to `pool`'s upstream: request line, Host, `head`, body."""
+        host = self._host_line(request, pool)
+        return b"".join((request.line, host, *head, b"\r\n", request.body))
+
     async def _send(
         self, proto: FastProtocol, request: _Request, head: list[bytes], target: str
     ) -> tuple[UpstreamConnection, _Exchange]:
         """Send the request and wait for the response head (retry once on a stale socket)."""
         pool = self.pools[target]
-        parts = list(head)
-        parts[1] = self._host_line(request, pool)
-        parts.append(b"\r\n")
-        if request.body:
-            parts.append(request.body)
-        data = b"".join(parts)
+        data = self._wire(request, head, pool)
         for attempt in (0, 1):
             try:
                 conn, reused = await pool.acquire()
-            except TimeoutError as exc:
-                raise UpstreamFailure(True, f"{target} did not answer in time") from exc
-            except OSError as exc:
-                raise UpstreamFailure(
-                    False, f"{target} unreachable: {exc.__class__.__name__}"
-                ) from exc
-            exchange = conn.start(data)
+            except OSError as exc:  # the connect timeout (TimeoutError) included
+                raise UpstreamFailure.of(target, exc) from exc
+            exchange = conn.start(data, _Exchange(self.loop))
             proto.exchange = exchange
             proto.upstream = conn
             try:
                 await exchange.wait_head()
             except TimeoutError as exc:
                 conn.abort()
-                raise UpstreamFailure(True, f"{target} did not answer in time") from exc
+                raise UpstreamFailure.of(target, exc) from exc
             except _UpstreamClosed as exc:
                 conn.abort()
                 if (
@@ -1154,9 +1128,7 @@ class FastServer:
                     and request.method in IDEMPOTENT_METHODS
                 ):
                     continue
-                raise UpstreamFailure(
-                    False, f"{target} unreachable: {exc.__class__.__name__}"
-                ) from exc
+                raise UpstreamFailure.of(target, exc) from exc
             except BaseException:
                 conn.abort()
                 raise
@@ -1196,13 +1168,7 @@ class FastServer:
                 try:
                     await exchange.wait_complete()
                 except (_UpstreamClosed, TimeoutError) as exc:
-                    timeout = isinstance(exc, TimeoutError)
-                    failure = UpstreamFailure(
-                        timeout,
-                        f"{target} timed out while sending its body"
-                        if timeout
-                        else f"{target} failed while sending its body: {exc.__class__.__name__}",
-                    )
+                    failure = UpstreamFailure.of(target, exc, in_body=True)
                     return self._write_failure(proto, request, failure, match, target), True
                 body = b"".join(exchange.chunks)
                 transport.write(exchange.response(served_by, close, body))

@@ -80,6 +80,19 @@ class UpstreamFailure(Exception):
         self.timeout = timeout
         self.detail = detail
 
+    @classmethod
+    def of(cls, target: str, exc: BaseException, *, in_body: bool = False) -> UpstreamFailure:
+        """The failure `exc` means (a TimeoutError is a timeout), met while waiting for
+        `target`'s answer, or (`in_body`) while it was sending its body."""
+        timeout = isinstance(exc, TimeoutError)
+        if in_body:
+            if timeout:
+                return cls(True, f"{target} timed out while sending its body")
+            return cls(False, f"{target} failed while sending its body: {type(exc).__name__}")
+        if timeout:
+            return cls(True, f"{target} did not answer in time")
+        return cls(False, f"{target} unreachable: {type(exc).__name__}")
+
 
 class BodyTooLarge(Exception):
     """The request body exceeded the configured limit while being read."""
@@ -522,11 +535,11 @@ class ProxyCore:
         except BodyTooLarge:
             raise
         except TimeoutError as exc:
-            raise UpstreamFailure(True, f"{target} did not answer in time") from exc
+            raise UpstreamFailure.of(target, exc) from exc
         except (aiohttp.ClientError, OSError) as exc:
             if isinstance(body, _BodyStream) and body.too_large:
                 raise BodyTooLarge() from exc
-            raise UpstreamFailure(False, f"{target} unreachable: {exc.__class__.__name__}") from exc
+            raise UpstreamFailure.of(target, exc) from exc
 
     async def _relay(
         self,
@@ -566,12 +579,8 @@ class ProxyCore:
                 await resp.write(chunk)
             await resp.write_eof()
             return resp
-        except TimeoutError as exc:
-            raise UpstreamFailure(True, f"{target} timed out while sending its body") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamFailure(
-                False, f"{target} failed while sending its body: {exc.__class__.__name__}"
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise UpstreamFailure.of(target, exc, in_body=True) from exc
         finally:
             upstream.release()
 
@@ -630,12 +639,12 @@ class ProxyCore:
     # -- modes ---------------------------------------------------------------------------
     def _canary_hit(self, request: web.BaseRequest, route: Route, match: Match) -> bool:
         def key() -> str:
-            key: str | None = None
+            sticky: str | None = None
             if route.sticky_header:
-                key = request.headers.get(route.sticky_header)
+                sticky = request.headers.get(route.sticky_header)
             elif route.sticky_cookie:
-                key = request.cookies.get(route.sticky_cookie)
-            return key or request.remote or ""
+                sticky = request.cookies.get(route.sticky_cookie)
+            return sticky or request.remote or ""
 
         return canary_hit(match.mode.threshold, key)
 

@@ -84,6 +84,11 @@ async def _read_message(reader: asyncio.StreamReader) -> Any:
     return pickle.loads(await reader.readexactly(size))
 
 
+def _table_fields(table: RouteTable) -> dict[str, Any]:
+    """A route table as the supervisor sends it (in the setup message, then on every swap)."""
+    return {"routes": table.routes, "version": table.version}
+
+
 # -- supervisor side -------------------------------------------------------------------------
 class _Worker:
     """One worker slot: its process, channel and last reported gauges."""
@@ -145,15 +150,13 @@ class WorkerPool:
         reader, writer = await asyncio.open_connection(sock=parent_sock)
         worker.writer = writer
         worker.ready = False
-        table = self.runtime.core.table
         writer.write(
             _frame(
                 {
                     "config": self.config,
                     "port": self.port,
                     "slot": worker.slot,
-                    "routes": table.routes,
-                    "version": table.version,
+                    **_table_fields(self.runtime.core.table),
                 }
             )
         )
@@ -249,10 +252,9 @@ class WorkerPool:
             for w in self.slots
         ]
 
-    def nudge(self) -> None:
+    def push_table(self) -> None:
         """Send the runtime's current route table to every worker (they swap it in at once)."""
-        table = self.runtime.core.table
-        message = _frame({"routes": table.routes, "version": table.version})
+        message = _frame(_table_fields(self.runtime.core.table))
         for worker in self.slots:
             writer = worker.writer
             if writer is not None and not writer.is_closing():

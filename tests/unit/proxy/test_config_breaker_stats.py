@@ -9,7 +9,7 @@ import pytest
 
 from strangler_proxy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from strangler_proxy.config import BreakerSettings, config_from_mapping, load_config
-from strangler_proxy.server import canary_bucket
+from strangler_proxy.server import UpstreamFailure, canary_bucket
 from strangler_proxy.shadow import (
     REDACTED,
     JsonLinesSink,
@@ -148,6 +148,28 @@ def test_canary_buckets_are_deterministic_and_spread_evenly() -> None:
     assert all(0 <= b < 10000 for b in buckets)
     share = sum(b < 2500 for b in buckets) / len(buckets)
     assert 0.23 < share < 0.27
+
+
+@pytest.mark.parametrize(
+    ("exc", "in_body", "timeout", "detail"),
+    [
+        (TimeoutError(), False, True, "catalog did not answer in time"),
+        (ConnectionRefusedError(), False, False, "catalog unreachable: ConnectionRefusedError"),
+        (TimeoutError(), True, True, "catalog timed out while sending its body"),
+        (
+            ConnectionResetError(),
+            True,
+            False,
+            "catalog failed while sending its body: ConnectionResetError",
+        ),
+    ],
+)
+def test_an_upstream_failure_says_which_service_failed_how_and_when(
+    exc: BaseException, in_body: bool, timeout: bool, detail: str
+) -> None:
+    # Both proxy paths (fast and aiohttp) word their 502/504 messages with it.
+    failure = UpstreamFailure.of("catalog", exc, in_body=in_body)
+    assert (failure.timeout, failure.detail, str(failure)) == (timeout, detail, detail)
 
 
 def test_stats_report_percentiles_and_prometheus_text() -> None:

@@ -110,6 +110,9 @@ def test_a_request_id_named_in_connection_is_not_kept() -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b",  # two Hosts
         b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x",  # over max_line_bytes
         b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 17000,  # over max_header_bytes
+        # Blanks, then a control character, within max_header_bytes (refused in linear time;
+        # a backtracking header regex once spent seconds of CPU on this one).
+        b"GET / HTTP/1.1\r\nX-A:" + b" \t" * 8000 + b"\x01",
         b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"X: v",
         b"\x16\x03\x01\x02\x00 hello",
     ],
