@@ -25,6 +25,7 @@ from pathlib import Path
 
 from _procs import ROOT, stop_processes  # also puts ROOT on sys.path for tests.*
 
+from kit.runtime.plan import gunicorn_argv
 from parity.compare import Comparator
 from parity.model import Request, Response
 from parity.rules import RuleSet
@@ -119,25 +120,9 @@ def _start(app: str, database_url: str, threads: int) -> tuple[subprocess.Popen,
     """One gunicorn process (gthread, keep-alive as `kit up` runs it) on a free port."""
     target, variable = APPS[app]
     port = free_port()
+    bind = f"127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "1",
-            "-k",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "75",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            target,
-        ],
+        gunicorn_argv(sys.executable, target, bind, 1, threads, "--log-level", "warning"),
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), variable: database_url},
     )

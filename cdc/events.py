@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from shoplib.jsonscan import may_hold_big_int
+
 ENVELOPE_VERSION = "strangler-cdc-0.1"
 CONNECTOR = "sqlite"
 OPS = frozenset({"c", "u", "d", "r", "t"})  # "t": Debezium's truncate (no row images)
@@ -260,21 +262,6 @@ class JsonReaders(NamedTuple):
 
 READERS = JsonReaders(_orjson_loads, _loads)
 
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_TWENTY_DIGITS = b"0" * 20
-_MINUS_NINETEEN_DIGITS = b"-" + b"0" * 19
-
-
-def _may_hold_big_int(value: bytes | str) -> bool:
-    """False when the text holds no integer beyond 64 bits, so orjson read it exactly.
-
-    Such an integer needs at least 20 digits, or a minus sign and 19 (orjson reads all of
-    int64 and uint64 exactly); a byte scan, several times cheaper than a second parse.
-    """
-    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
-    digits = raw.translate(_DIGITS_AS_ZERO)
-    return digits.find(_TWENTY_DIGITS) >= 0 or digits.find(_MINUS_NINETEEN_DIGITS) >= 0
-
 
 def _field_schema(schema: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
     if not schema:
@@ -412,7 +399,7 @@ def decode_envelope_plain(
             env = _fast_envelope(doc, topic, exact_source)
             if env is not None:
                 return env, True
-            if not _may_hold_big_int(value):
+            if not may_hold_big_int(value):
                 return _decode_doc(doc, topic), False
     try:
         doc = readers.exact(value)

@@ -33,6 +33,7 @@ from parity.rules import (
     EndpointResolver,
     RuleSet,
 )
+from shoplib.jsonscan import may_hold_big_int
 
 MAX_DIFFERENCES = 500
 _SCALARS = (str, int, float, bool, type(None))
@@ -366,10 +367,11 @@ def _norm_header(name: str, value: str) -> str:
 def _try_json(body: bytes) -> tuple[bool, Any]:
     if not body:
         return False, None
-    try:
-        return True, orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass  # NaN/Infinity literals, integers beyond 64 bits...: the stdlib accepts those
+    if not may_hold_big_int(body):  # orjson would read an integer beyond 64 bits as a float
+        try:
+            return True, orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # NaN/Infinity literals, lone surrogates...: the stdlib accepts those
     try:
         return True, json.loads(body)
     except ValueError:

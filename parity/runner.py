@@ -221,7 +221,7 @@ class HttpBackend(Backend):
                     raise _StaleConnection(str(exc)) from exc
                 raise
             if not data:
-                if reader.headers_done and not reader.complete:
+                if reader.headers_done and _close_delimited(reader.headers):
                     break  # a body delimited by the connection's end
                 if conn.used and not received:
                     raise _StaleConnection("the server closed the kept-alive connection")
@@ -275,6 +275,12 @@ def _header_lines(pairs: Iterable[tuple[str, str]]) -> bytes:
     return "".join(out).encode("latin-1")
 
 
+def _close_delimited(headers: list[tuple[str, str]]) -> bool:
+    """True when the answer's body runs to the connection's end: neither a Content-Length
+    nor a Transfer-Encoding frames it (a framed body cut short is an error, not an answer)."""
+    return not any(name.lower() in _FRAMING for name, _ in headers)
+
+
 def _peer_closed(sock: socket.socket) -> bool:
     """True when an idle keep-alive socket is readable: the server closed it (or broke it)."""
     poller = select.poll()
@@ -284,6 +290,7 @@ def _peer_closed(sock: socket.socket) -> bool:
 
 _NOT_FORWARDED = frozenset({"host", "content-length", "accept-encoding", "connection"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET_SAFE = "/?&=%:@!$'()*+,;~-._"

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from kit.manifest import SAFE_METHODS, ManifestError, load_manifest, parity_rules
 from parity.compare import Comparator
 from parity.model import Request
 from parity.noise import NoiseLearner
@@ -34,8 +35,6 @@ SERVICE_HELP = (
     "supplies the monolith and service URLs, limits requests to the service's read endpoints "
     "and uses the manifest's parity rules. Explicit options win over the manifest."
 )
-#: Methods a parity run may send to live backends: it must never write to live data.
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _parse_ids(values: Iterable[str]) -> dict[str, list[Any]]:
@@ -102,6 +101,7 @@ class _Source:
                 reqs = gen.requests
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"cannot read requests: {exc}") from None
+        # a run against live backends must never write to live data
         writes = [r for r in reqs if r.method not in SAFE_METHODS]
         if writes:
             raise click.ClickException(
@@ -144,8 +144,6 @@ class _Targets:
     def of(cls, service: str | None) -> _Targets:
         if not service:
             return cls(None, None, None, None, ())
-        from kit.manifest import ManifestError, load_manifest, parity_rules
-
         try:
             manifest = load_manifest(None)
             spec = manifest.service(service)
@@ -166,6 +164,12 @@ class _Targets:
 
     def rules_or(self, rules_file: str | None) -> RuleSet:
         return _load_rules(rules_file) if rules_file or self.rules is None else self.rules
+
+
+def _write_html(report: RunReport, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(render_html(report), encoding="utf-8")
+    click.echo(f"HTML report: {path}")
 
 
 class _Progress:
@@ -360,9 +364,7 @@ def run_cmd(
         report.save_json(json_out)
         click.echo(f"JSON report: {json_out}")
     if html_out:
-        Path(html_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(html_out).write_text(render_html(report), encoding="utf-8")
-        click.echo(f"HTML report: {html_out}")
+        _write_html(report, html_out)
     if save_noise and runner.noise is not None:
         runner.noise.save(save_noise, base=rules)
         click.echo(f"learned noise saved to {save_noise}")
@@ -532,7 +534,5 @@ def report_cmd(report_file: str, html_out: str | None, threshold: int) -> None:
         raise click.ClickException(f"{report_file}: not a parity report ({exc})") from None
     click.echo(render_table(report))
     if html_out:
-        Path(html_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(html_out).write_text(render_html(report), encoding="utf-8")
-        click.echo(f"HTML report: {html_out}")
+        _write_html(report, html_out)
     sys.exit(report.exit_code(threshold))

@@ -56,6 +56,7 @@ def test_forwarded_headers_and_body(scripted_server):
     assert lines[0] == "post /api/orders?dry=1&tag=a&tag=b http/1.1"
     port = server.url.rsplit(":", 1)[1]
     assert f"host: 127.0.0.1:{port}" in lines and "x-trace: t-1" in lines
+    assert not any(line.startswith("host:") and "evil" in line for line in lines)
     assert "authorization: bearer s3cret" in lines and "content-length: 12" in lines
     assert "accept-encoding: identity" in lines and "accept-encoding: gzip" not in lines
 
@@ -88,6 +89,22 @@ def test_every_body_framing_is_read_whole(scripted_server, answer, close, body):
         second = backend.send(Request("GET", "/b"))
     assert first.body == body and second.body == body
     assert server.connections == (2 if close else 1)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nonly part",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n",
+    ],
+    ids=["content-length", "chunked"],
+)
+def test_a_framed_body_cut_short_by_the_server_is_an_error_not_an_answer(scripted_server, answer):
+    server = scripted_server(per_connection=10, answer=answer, close_after_answer=True)
+    with HttpBackend(server.url) as backend:
+        with pytest.raises(BackendError, match="closed the connection mid-answer"):
+            backend.send(Request("GET", "/a"))
+    assert len(server.heads) == 1  # a fresh connection: nothing to retry
 
 
 def test_a_head_answer_carries_no_body_and_keeps_the_connection(scripted_server):

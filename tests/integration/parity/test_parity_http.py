@@ -121,6 +121,10 @@ def test_cli_learn_noise_then_run_with_learned_rules_has_no_regressions(serve, t
     )
     assert learned.exit_code == 0, learned.output
     assert "$.meta.request_id" in rules.read_text()
+    # every answer carries a fresh request id: progress counts each request as noise
+    last = [line for line in learned.stderr.splitlines() if line.startswith("learn-noise:")][-1]
+    done = int(last.split(":")[1].split("/")[0])
+    assert done > 0 and f"— 0 match, 0 mismatch, {done} noise, 0 errors" in last
     after = runner.invoke(
         cli,
         [

@@ -55,6 +55,23 @@ def test_json_bodies_beyond_what_fast_parsers_take_are_still_compared():
     )
 
 
+def test_integers_past_64_bits_are_compared_exactly_in_otherwise_plain_json():
+    """No NaN to send the body to the standard library: a fast parser reading such an
+    integer as a float would make the last digit, and int versus float, invisible."""
+    request, headers = Request("GET", "/x"), {"Content-Type": "application/json"}
+    control = Response(200, headers, b'{"n": 123456789012345678901234567890, "m": -1}')
+    other = Response(200, headers, b'{"n": 123456789012345678901234567891, "m": -1}')
+    as_float = Response(200, headers, b'{"n": 1.2345678901234568e+29, "m": -1}')
+    comparator = Comparator()
+    assert kinds(comparator.compare(request, control, other).differences) == {
+        (DiffKind.VALUE, "$.n")
+    }
+    assert kinds(comparator.compare(request, control, as_float).differences) == {
+        (DiffKind.TYPE, "$.n")
+    }
+    assert comparator.compare(request, control, control).outcome is Outcome.MATCH
+
+
 def test_a_renamed_key_shows_as_missing_plus_extra():
     diffs = diff_json({"category_id": 3}, {"categoryId": 3})
     assert kinds(diffs) == {(DiffKind.MISSING, "$.category_id"), (DiffKind.EXTRA, "$.categoryId")}
