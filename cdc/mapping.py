@@ -93,10 +93,10 @@ def _t_join(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
 
 # Slug words are the runs of [a-z0-9] of the lower-cased text: A-Z become a-z (what
 # bytes.lower() does), every other byte becomes a space, then split.
-_SLUG_FORMATS: dict[int, str] = {}
 _SLUG_BYTES = bytes(
     c if 48 <= c <= 57 or 97 <= c <= 122 else c + 32 if 65 <= c <= 90 else 32 for c in range(256)
 )
+_SLUG_FORMATS: dict[int, str] = {}  # value count → "%s %s ..." (the values joined by spaces)
 
 
 def _t_slug(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
@@ -308,8 +308,9 @@ class TableMapping:
     def compile_forward(self) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
         """forward() compiled once: a function returning the values in `columns` order.
 
-        The sink and the benchmarks map millions of rows; the generated function does plain
-        item lookups for copies and direct transform calls, with no per-row dict or dispatch.
+        The benchmarks map millions of rows (the sink compiles the same expressions into its
+        prepare, see forward_code); the generated function does plain item lookups for copies
+        and direct transform calls, with no per-row dict or dispatch.
         Any failure re-runs forward(), so errors are exactly the reference ones.
         """
         ns: dict[str, Any] = {"_forward": self.forward}

@@ -331,6 +331,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 _EXACT = 2**63  # |int| below this has at most 19 digits: Decimal scales it exactly
 
+_DECIMAL_SAMPLES = (Decimal("10.13"), Decimal("-0.07"), Decimal("123456789.123456789"))
 _DATETIME_SAMPLES = (
     dt.datetime(2024, 1, 2, 3, 4, 5),
     dt.datetime(2024, 12, 31, 23, 59, 59, 999999),
@@ -568,9 +569,8 @@ class _TargetTable:
             if getattr(self.coercers[c.target], "exact", None) is not Decimal:
                 continue
             bind = self.binds[self.param_names.index(c.target)]
-            samples = (Decimal("10.13"), Decimal("-0.07"), Decimal("123456789.123456789"))
             if bind is None or any(
-                type(_sample(bind, d)) is not float or _sample(bind, d) != float(d) for d in samples
+                type(b := _sample(bind, d)) is not float or b != float(d) for d in _DECIMAL_SAMPLES
             ):
                 continue
             out[i] = (c.sources[0], 10**-exp)

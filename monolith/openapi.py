@@ -14,7 +14,7 @@ from monolith.customers import service as customers_service
 from monolith.db import MAX_INT
 from monolith.inventory import service as inventory_service
 from monolith.orders import service as orders_service
-from shoplib.openapi import list_params
+from shoplib.openapi import list_params, query
 
 Schema = dict[str, Any]
 
@@ -233,16 +233,6 @@ def page_of(item: str) -> Schema:
             "prev": link,
         }
     )
-
-
-def query(name: str, schema: Schema, description: str, required: bool = False) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema,
-    }
 
 
 def path_id(name: str) -> Schema:

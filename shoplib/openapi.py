@@ -118,37 +118,35 @@ def path_id(name: str) -> Schema:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
 
 
+def query(name: str, schema: Schema, description: str, required: bool = False) -> Schema:
+    """A documented query parameter."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
 def list_params(sorts: Sequence[str]) -> list[Schema]:
     """`page`, `per_page` and `sort` (one of `sorts`, `-` for descending), which every list
     endpoint takes; the same bounds and defaults as `shoplib.pagination`."""
     sort_values = [*sorts, *(f"-{s}" for s in sorts)]
+    per_page = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_PER_PAGE,
+        "default": DEFAULT_PER_PAGE,
+    }
     return [
-        {
-            "name": "page",
-            "in": "query",
-            "required": False,
-            "description": "1-based page number",
-            "schema": {"type": "integer", "minimum": 1, "default": 1},
-        },
-        {
-            "name": "per_page",
-            "in": "query",
-            "required": False,
-            "description": "items per page",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_PER_PAGE,
-                "default": DEFAULT_PER_PAGE,
-            },
-        },
-        {
-            "name": "sort",
-            "in": "query",
-            "required": False,
-            "description": "sort field, `-` prefix for descending; ties broken by id ascending",
-            "schema": {"type": "string", "enum": sort_values, "default": sorts[0]},
-        },
+        query("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page number"),
+        query("per_page", per_page, "items per page"),
+        query(
+            "sort",
+            {"type": "string", "enum": sort_values, "default": sorts[0]},
+            "sort field, `-` prefix for descending; ties broken by id ascending",
+        ),
     ]
 
 

@@ -22,7 +22,6 @@ import httpx
 
 from kit import alembic_runner
 from kit.runtime.plan import gunicorn_argv
-from kit.runtime.procs import ensure_port_free
 from monolith.seed import SeedPlan, seed_database
 from shoplib.db import make_engine
 from shoplib.testing import free_port, wait_http_ok
@@ -202,10 +201,8 @@ def start_gunicorn(
 ) -> subprocess.Popen[bytes]:
     """Start gunicorn on 127.0.0.1:`port` as a child process (stop it with `stop_process`);
     the same gthread + keep-alive command line as `kit up`."""
-    bind = f"127.0.0.1:{port}"
-    ensure_port_free(bind, app_spec)  # --reuse-port would share a taken port, not fail
     command = gunicorn_argv(
-        sys.executable, app_spec, bind, workers, threads, "--graceful-timeout", "5"
+        sys.executable, app_spec, f"127.0.0.1:{port}", workers, threads, "--graceful-timeout", "5"
     )
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:

@@ -12,7 +12,6 @@ import click
 
 from kit.manifest import Manifest, ManifestError, load_manifest
 from kit.runtime.plan import admin_url, build_specs, proxy_url, run_dir
-from kit.runtime.procs import PortInUse
 from kit.runtime.supervisor import StartFailed, Supervisor
 from kit.runtime.watchdog import read_state
 
@@ -87,7 +86,7 @@ def cli(manifest_opt: str | None, status_only: bool) -> None:
     started = time.monotonic()
     try:
         results = supervisor.up()
-    except (StartFailed, PortInUse) as exc:
+    except StartFailed as exc:
         raise click.ClickException(
             f"{exc}\n(what did start keeps running: `kit down` stops it)"
         ) from None

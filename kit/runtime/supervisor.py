@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 
 from kit.runtime.procs import (
+    PortInUse,
     ProcessRecord,
     ProcessSpec,
     RunDir,
@@ -114,7 +115,10 @@ class Supervisor:
                         UpResult(spec.name, current.pid, "already running", spec.ready_url, 0.0)
                     )
                     continue
-                record = start_detached(spec, self.rundir, self.base_env)
+                try:
+                    record = start_detached(spec, self.rundir, self.base_env)
+                except PortInUse as exc:
+                    raise StartFailed(str(exc)) from None
                 started.append((spec, record, time.monotonic()))
             for spec, record, t0 in started:  # started together, waited on in turn
                 wait_ready(record, spec.ready_url, spec.ready_timeout_s)

@@ -119,15 +119,16 @@ def test_kit_cdc_run_reports_the_missing_right_without_a_traceback(
     assert "Traceback" not in result.output
 
 
-def test_a_role_granted_set_on_the_parameter_builds_the_sink_and_applies(
+def test_a_role_allowed_to_set_the_parameter_builds_the_sink_and_applies(
     pg_url: str, role: str, mapping: MappingSpec, tmp_path: Path
 ) -> None:
     version = int(scalar(pg_url, "SHOW server_version_num"))
-    if version < 150000:
-        pytest.skip(f"GRANT SET ON PARAMETER needs PostgreSQL 15+; this server is {version}")
+    # The parameter is granted on its own since PostgreSQL 15 (the fixture's server is 16+);
+    # an older server named by PG_URL only lets a superuser set it, the other remedy named.
+    allow = GRANT.format(role=role) if version >= 150000 else f"ALTER ROLE {role} SUPERUSER"
     execute(
         pg_url,
-        GRANT.format(role=role),
+        allow,
         *(f"GRANT EXECUTE ON FUNCTION {fn} TO {role}" for fn in ORIGIN_FUNCTIONS),
     )
     log = embedded(tmp_path)

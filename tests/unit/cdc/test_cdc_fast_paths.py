@@ -69,11 +69,9 @@ def test_compiled_forward_matches_forward(tmp_path: Path) -> None:
     check()
 
 
-def test_sink_prepare_matches_forward_coerce_and_sqlalchemy_binds(tmp_path: Path) -> None:
-    engine = make_target(f"sqlite:///{tmp_path / 'tgt.db'}")
-    tm = write_mapping(tmp_path / "mapping.toml").for_source("products")
-    target = _TargetTable(engine, tm)
-    assert target.driver_sql is not None  # SQLite takes the driver path
+def _reference_prepare(engine, target: _TargetTable):
+    """prepare() the reference way: forward, coerce, SQLAlchemy's own bind processors."""
+    tm = target.mapping
     binds = [
         target.table.c[n].type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
         for n in target.param_names
@@ -86,6 +84,16 @@ def test_sink_prepare_matches_forward_coerce_and_sqlalchemy_binds(tmp_path: Path
             value = coerced[name]
             params.append(bind(value) if bind is not None and value is not None else value)
         return tuple(coerced[k] for k in tm.key), tuple(params)
+
+    return reference
+
+
+def test_sink_prepare_matches_forward_coerce_and_sqlalchemy_binds(tmp_path: Path) -> None:
+    engine = make_target(f"sqlite:///{tmp_path / 'tgt.db'}")
+    tm = write_mapping(tmp_path / "mapping.toml").for_source("products")
+    target = _TargetTable(engine, tm)
+    assert target.driver_sql is not None  # SQLite takes the driver path
+    reference = _reference_prepare(engine, target)
 
     @settings(max_examples=150, deadline=None)
     @given(row=ROWS)
@@ -260,18 +268,9 @@ def test_prepare_scaled_amounts_match_the_reference_at_the_edges(tmp_path: Path)
     engine = make_target(f"sqlite:///{tmp_path / 'tgt.db'}")
     tm = write_mapping(tmp_path / "mapping.toml").for_source("products")
     target = _TargetTable(engine, tm)
-    binds = [
-        target.table.c[n].type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
-        for n in target.param_names
-    ]
-
-    def reference(r: dict) -> tuple:  # SQLAlchemy's own bind processors, no shortcuts
-        coerced = target.coerce(tm.forward(r))
-        params = [
-            bind(coerced[n]) if bind is not None and coerced[n] is not None else coerced[n]
-            for n, bind in zip(target.param_names, binds, strict=True)
-        ]
-        return tuple(coerced[k] for k in tm.key), tuple(params)
+    # the values below go through the compiled `v / 100`, not only the general lines
+    assert target._scaled_to_float() == {target.names.index("price_amount"): ("price_cents", 100)}
+    reference = _reference_prepare(engine, target)
 
     row = {"id": 1, "sku": "S", "name": "N", "currency": "EUR", "active": 1, "created_at": None}
     edges = (0, 1, -1, 7, 1013, 2**53 + 1, 2**63 - 1, -(2**63) + 1, 2**63, -(2**63), 10**30 + 7)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from kit.runtime.procs import (
-    PortInUse,
     ProcessSpec,
     RunDir,
     is_running,
@@ -41,6 +40,7 @@ def http_server(name: str, root: Path, kind: str = "app") -> ProcessSpec:
         ready_url=f"http://127.0.0.1:{port}/readyz",
         ready_timeout_s=15,
         kind=kind,
+        bind=f"127.0.0.1:{port}",
     )
 
 
@@ -97,15 +97,14 @@ def test_an_app_whose_port_is_taken_is_refused_before_it_starts(
 ) -> None:
     # gunicorn runs with --reuse-port, so a leftover server holding the port with
     # SO_REUSEPORT would not make it fail: it would share the port and split the traffic.
-    spec = replace(http_server("web-a", tmp_path / "a"), bind=None)
-    port = int(spec.ready_url.rsplit(":", 1)[1].split("/")[0])  # type: ignore[union-attr]
-    spec = replace(spec, bind=f"127.0.0.1:{port}")
+    spec = http_server("web-a", tmp_path / "a")
+    port = int(spec.bind.rsplit(":", 1)[1])  # type: ignore[union-attr]
     with socket.socket() as squatter:
         if reuse_port:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        with pytest.raises(PortInUse, match=f"web-a: 127.0.0.1:{port} is already in use"):
+        with pytest.raises(StartFailed, match=f"web-a: 127.0.0.1:{port} is already in use"):
             Supervisor([spec], rundir).up()
     assert rundir.records() == []  # nothing was started
     assert [r.outcome for r in Supervisor([spec], rundir).up()] == ["started"]  # once free
