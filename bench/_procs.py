@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from shoplib.testing import free_port  # noqa: E402
+from kitcore.net import free_port  # noqa: E402
 from tests.fixtures.process import start_proxy_cli  # noqa: E402
 
 __all__ = [

@@ -28,8 +28,8 @@ from pathlib import Path
 from _procs import ROOT, peak_rss_mb, stop_processes  # also puts ROOT on sys.path for tests.*
 
 from cdc.capture.sqlite import enable_capture, request_snapshot
-from cdc.db import make_engine
 from cdc.mapping import load_mapping
+from kitcore.db import make_engine
 from tests.unit.cdc.synthetic import (
     SOURCE_DDL,
     TARGET_DDL,

@@ -43,12 +43,12 @@ from cdc.capture.postgres import (
     enable_capture,
     install_stop_signals,
 )
-from cdc.db import make_engine
 from cdc.mapping import parse_mapping
 from cdc.ports import Transport
 from cdc.sink import Sink, SinkConfig
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 from cdc.transport.kafka import KafkaConfig, KafkaTransport
+from kitcore.db import make_engine
 from tests.fixtures.kafka import FAST_GROUP_SETTINGS, start_kafka_broker
 from tests.fixtures.postgres import start_postgres
 

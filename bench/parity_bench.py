@@ -26,12 +26,12 @@ from pathlib import Path
 from _procs import ROOT, stop_processes  # also puts ROOT on sys.path for tests.*
 
 from kit.runtime.plan import gunicorn_argv
+from kitcore.net import free_port, wait_http_ok
 from parity.compare import Comparator
 from parity.model import Request, Response
 from parity.rules import RuleSet
 from parity.runner import HttpBackend, Runner
 from parity.sources import from_list
-from shoplib.testing import free_port, wait_http_ok
 
 
 def _body(n_items: int, change: int = 0) -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from shoplib.jsonscan import may_hold_big_int
+from kitcore.jsonscan import may_hold_big_int
 
 ENVELOPE_VERSION = "strangler-cdc-0.1"
 CONNECTOR = "sqlite"

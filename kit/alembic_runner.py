@@ -19,6 +19,7 @@ Unknown names raise UnknownDatabase (a ValueError) listing the known ones.
 
 from __future__ import annotations
 
+import os
 from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,8 +31,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from shoplib.config import env_database_url
-from shoplib.db import make_engine
+from kitcore.db import make_engine
 
 
 class UnknownDatabase(ValueError):
@@ -75,7 +75,8 @@ def version_table(name: str) -> str:
 
 def default_url(name: str, env: Mapping[str, str] | None = None) -> str:
     """`<NAME>_DATABASE_URL` from the environment, else `sqlite:///var/<name>.db`."""
-    return env_database_url(f"{name.upper()}_DATABASE_URL", f"sqlite:///var/{name}.db", env)
+    source = os.environ if env is None else env
+    return source.get(f"{name.upper()}_DATABASE_URL") or f"sqlite:///var/{name}.db"
 
 
 def _ensure_sqlite_folder(url: str) -> None:

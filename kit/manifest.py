@@ -809,7 +809,7 @@ def _table_columns(metadata_spec: str | None, database_url: str) -> tuple[dict[s
         return {t.name: {c.name for c in t.columns} for t in md.tables.values()}, metadata_spec
     from sqlalchemy import inspect
 
-    from shoplib.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
+    from kitcore.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
 
     engine = make_engine(database_url)
     try:

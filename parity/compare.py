@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from kitcore.jsonscan import may_hold_big_int
 from parity.model import (
     ABSENT,
     ComparisonResult,
@@ -33,7 +34,6 @@ from parity.rules import (
     EndpointResolver,
     RuleSet,
 )
-from shoplib.jsonscan import may_hold_big_int
 
 MAX_DIFFERENCES = 500
 _SCALARS = (str, int, float, bool, type(None))

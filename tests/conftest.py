@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoplib.testing import free_port as _free_port
+from kitcore.net import free_port as _free_port
 
 pytest_plugins = ["tests.fixtures.servers"]
 

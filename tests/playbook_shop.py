@@ -15,7 +15,7 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from shoplib.testing import free_port
+from kitcore.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,8 +109,8 @@ def write_manifest(
 def seed_monolith(url: str) -> None:
     """A small deterministic shop (50 products, 30 customers, 40 orders)."""
     from kit import alembic_runner
+    from kitcore.db import make_engine
     from monolith.seed import SeedPlan, seed_database
-    from shoplib.db import make_engine
 
     alembic_runner.upgrade("monolith", url)
     small = SeedPlan(products=50, customers=30, orders=40, categories=6)

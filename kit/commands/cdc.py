@@ -31,7 +31,6 @@ from cdc.capture.sqlite import (
     request_snapshot,
     snapshot_states,
 )
-from cdc.db import make_engine
 from cdc.dlq import list_any_dead_letters
 from cdc.events import topic_name
 from cdc.mapping import MappingError, MappingSpec, load_mapping
@@ -47,7 +46,7 @@ from cdc.sink import (
 from cdc.status import pipeline_status
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 from cdc.verify import VerifyError, format_key, verify
-from shoplib.db import is_postgres
+from kitcore.db import is_postgres, make_engine
 
 SOURCE_SCHEMA = "main"  # SQLite source; a PostgreSQL source uses the table's schema
 PG_SCHEMA = "public"

@@ -22,9 +22,9 @@ import httpx
 
 from kit import alembic_runner
 from kit.runtime.plan import gunicorn_argv
+from kitcore.db import make_engine
+from kitcore.net import free_port, wait_http_ok
 from monolith.seed import SeedPlan, seed_database
-from shoplib.db import make_engine
-from shoplib.testing import free_port, wait_http_ok
 
 Echo = Callable[[str], None]
 

@@ -9,8 +9,8 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from kit import alembic_runner
+from kitcore.db import make_engine
 from monolith.seed import SeedError, SeedPlan, seed_database
-from shoplib.db import make_engine
 
 
 @click.command("seed")

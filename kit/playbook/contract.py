@@ -40,7 +40,7 @@ def render_contract(m: Manifest, service: str, revision: str | None = None) -> s
     if m.monolith.metadata:
         md = resolve_object(m.monolith.metadata)
     else:
-        from shoplib.db import make_engine
+        from kitcore.db import make_engine
 
         md = MetaData()
         engine = make_engine(m.monolith.database_url)

@@ -49,7 +49,7 @@ from cdc.mapping import ColumnMapping, MappingSpec, TableMapping
 from cdc.ports import Transport
 from kit.manifest import Manifest
 from kit.playbook.state import StateStore
-from shoplib.db import is_postgres
+from kitcore.db import is_postgres
 
 MONOLITH_CAPTURE = "capture:monolith"
 CAPTURE_NAME = "capture"  # position name inside each source database's _cdc_offsets
@@ -187,7 +187,7 @@ def make_transport(m: Manifest) -> Transport:
 
 
 def make_engine(url: str) -> Engine:
-    from cdc.db import make_engine as cdc_engine
+    from kitcore.db import make_engine as cdc_engine
 
     return cdc_engine(url)
 

@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 
-from shoplib.db import make_engine
+from kitcore.db import make_engine
 
 STEPS: tuple[str, ...] = (
     "schema",

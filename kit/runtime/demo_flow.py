@@ -29,8 +29,8 @@ from kit.runtime.procs import RunDir
 from kit.runtime.supervisor import Supervisor, stop_all
 from kit.runtime.traffic import RESOURCES, WRITE_OPS, Traffic, TrafficConfig, TrafficReport
 from kit.runtime.watchdog import read_state
+from kitcore.db import make_engine
 from monolith.seed import SeedPlan, seed_database
-from shoplib.db import make_engine
 
 Echo = Callable[[str], None]
 
@@ -398,9 +398,9 @@ class _Migration:
 def verify_service(m: Manifest, service: str, attempts: int = 10) -> VerifyRow:
     """The CDC verifier (monolith tables vs service tables through the mapping), retried
     briefly so in-flight changes can land."""
-    from cdc.db import make_engine as cdc_engine
     from cdc.mapping import load_mapping
     from cdc.verify import verify
+    from kitcore.db import make_engine as cdc_engine
 
     spec = m.service(service)
     mapping = load_mapping(spec.mapping_path)

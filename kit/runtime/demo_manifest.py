@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from shoplib.testing import free_port
+from kitcore.net import free_port
 
 
 def repo_manifest() -> Path:

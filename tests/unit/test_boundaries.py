@@ -17,7 +17,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-PACKAGES = ("shoplib", "monolith", "extracted", "cdc", "parity", "strangler_proxy", "kit")
+PACKAGES = (
+    "kitcore",
+    "shoplib",
+    "monolith",
+    "extracted",
+    "cdc",
+    "parity",
+    "strangler_proxy",
+    "kit",
+)
 
 
 def _lint(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from cdc.db import make_engine
 from kit.commands.cdc import cli
+from kitcore.db import make_engine
 from tests.integration.cdc_pg.helpers import execute, scalar
 from tests.integration.cdc_pg.test_pg_kafka_processes_crash import MAPPING
 

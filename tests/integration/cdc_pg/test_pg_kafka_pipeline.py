@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from cdc.capture.postgres import PgCaptureConfig, PgCaptureWorker, enable_capture
-from cdc.db import make_engine
 from cdc.dlq import read_topic_dead_letters
 from cdc.events import topic_name
 from cdc.mapping import parse_mapping
@@ -25,6 +24,7 @@ from cdc.ports import TopicPartition
 from cdc.sink import Sink, SinkConfig, count_dead_letters
 from cdc.transport.kafka import KafkaTransport
 from cdc.verify import verify
+from kitcore.db import make_engine
 from tests.integration.cdc_pg.helpers import confirmed_flush, execute, pump_until, scalar
 from tests.integration.cdc_pg.test_pg_snapshot import _lsn
 from tests.unit.cdc import debezium_samples as dbz

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from cdc.capture.postgres import enable_capture, snapshot_progress
-from cdc.db import make_engine
 from cdc.transport.kafka import KafkaTransport
 from kit.commands.cdc import cli
+from kitcore.db import make_engine
 from tests.integration.cdc_pg.helpers import confirmed_flush, execute, scalar
 from tests.integration.cdc_pg.test_pg_kafka_crash import WRITER
 from tests.integration.cdc_pg.test_pg_snapshot import _lsn

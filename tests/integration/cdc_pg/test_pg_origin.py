@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from cdc.db import make_engine
 from cdc.sink import SinkPermissionError, ensure_pg_origin
+from kitcore.db import make_engine
 from tests.integration.cdc_pg.helpers import as_role, execute, scalar
 
 pytestmark = pytest.mark.integration

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cdc.db import make_engine
 from cdc.mapping import MappingSpec, load_mapping
 from cdc.ports import OutgoingMessage
 from cdc.sink import Sink, SinkConfig, SinkPermissionError, count_dead_letters, pg_origin_name
 from cdc.transport.embedded import EmbeddedLog
 from kit.commands.cdc import cli
+from kitcore.db import make_engine
 from tests.integration.cdc_pg.helpers import as_role, embedded, execute, scalar
 
 pytestmark = pytest.mark.integration

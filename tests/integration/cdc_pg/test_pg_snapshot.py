@@ -11,11 +11,11 @@ import psycopg2
 import pytest
 from sqlalchemy import text
 
-from cdc.db import make_engine
 from cdc.mapping import parse_mapping
 from cdc.sink import Sink, SinkConfig
 from cdc.transport.embedded import EmbeddedProducer
 from cdc.verify import verify
+from kitcore.db import make_engine
 from tests.integration.cdc_pg.helpers import (
     confirmed_flush,
     embedded,

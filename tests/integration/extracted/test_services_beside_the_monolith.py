@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shoplib.testing import free_port, wait_http_ok
+from kitcore.net import free_port, wait_http_ok
 from tests.contract.harness import ROOT, migrate
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from kit.commands.demo import prepare_monolith_db, run_tour, start_gunicorn, stop_process
-from shoplib.testing import free_port, wait_http_ok
+from kitcore.net import free_port, wait_http_ok
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from kit.commands.parity import cli
-from shoplib.db import make_engine
+from kitcore.db import make_engine
 from tests.contract.harness import load_through_mapping, mapping_for, migrate
 from tests.playbook_shop import Shop, make_shop
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from proxy_helpers import CATALOG_ROUTES, ProxyThread, Upstream, base_config, wait_for
 
-from shoplib.testing import free_port
+from kitcore.net import free_port
 from strangler_proxy.config import BreakerSettings, Timeouts
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from cdc.db import make_engine
 from cdc.mapping import MappingSpec, load_mapping
+from kitcore.db import make_engine
 
 SOURCE_DDL = [
     """CREATE TABLE products (

@@ -73,7 +73,7 @@ def test_verify_names_differing_rows_and_exits_non_zero(
     _run(env, "enable", "products", "customers")
     _run(env, "snapshot")
     _run(env, "run", "--exit-when-idle")
-    from cdc.db import make_engine
+    from kitcore.db import make_engine
 
     tgt = make_engine(env["CDC_TARGET_URL"])
     with tgt.begin() as conn:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from cdc.db import make_engine
 from cdc.dlq import list_any_dead_letters, read_topic_dead_letters
 from cdc.events import parse_event
 from cdc.mapping import parse_mapping
 from cdc.ports import OutgoingMessage
 from cdc.sink import UNAVAILABLE_VALUE, Sink, SinkConfig, count_dead_letters, list_dead_letters
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
+from kitcore.db import make_engine
 
 TOPIC = "dbserver1.public.docs"
 MAPPING = parse_mapping(

@@ -24,7 +24,7 @@ from kit.runtime.procs import (
 )
 from kit.runtime.supervisor import StartFailed, Supervisor, stop_all
 from kit.runtime.watchdog import WantedWorker, Watchdog, process_name, read_state
-from shoplib.testing import free_port
+from kitcore.net import free_port
 
 PY = sys.executable
 

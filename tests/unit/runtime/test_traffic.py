@@ -16,10 +16,10 @@ from werkzeug.serving import make_server
 
 from kit import alembic_runner
 from kit.runtime.traffic import Traffic, TrafficConfig, TrafficError, percentile
+from kitcore.db import make_engine
 from monolith.app import create_app
 from monolith.config import MonolithConfig
 from monolith.seed import SeedPlan, seed_database
-from shoplib.db import make_engine
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Small helpers for tests and benchmarks (no pytest import here)."""
+"""Loopback helpers: a fresh port, and waiting for an HTTP server to answer."""
 
 from __future__ import annotations
 

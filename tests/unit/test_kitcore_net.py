@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from shoplib.testing import free_port
+from kitcore.net import free_port
 
 
 def test_ports_picked_in_a_row_are_distinct_and_bindable() -> None:
