@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kit.migrations_spec import DEFAULT_VERSION_TABLE, Migrations
+
 MANIFEST_ENV = "KIT_MANIFEST"
 DEFAULT_MANIFEST = "kit.toml"
 TRANSPORT_KINDS = ("embedded", "kafka")
@@ -72,7 +74,7 @@ class KitSettings:
 class MonolithSpec:
     url: str
     database_url: str
-    database: str = "monolith"
+    migrations: Migrations | None = None
     app: str | None = None
     metadata: str | None = None
     openapi: str = "/openapi.json"
@@ -158,7 +160,7 @@ class ServiceSpec:
     mapping_path: Path
     tables: tuple[str, ...]
     endpoints: tuple[Endpoint, ...]
-    database: str | None = None
+    migrations: Migrations | None = None
     app: str | None = None
     metadata: str | None = None
     parity: Mapping[str, Any] = field(default_factory=dict)
@@ -331,8 +333,8 @@ class _Reader:
             return "http://invalid"
         return value.rstrip("/")
 
-    def db_url(self, key: str, default: str | None = None, required: bool = True) -> str:
-        value = self.str(key, default, required)
+    def db_url(self, key: str, default: str | None = None, required: bool | None = None) -> str:
+        value = self.str(key, default, default is None if required is None else required)
         if value is None:
             return "sqlite://"
         from sqlalchemy.engine import make_url
@@ -457,7 +459,7 @@ def parse_manifest(
     monolith = MonolithSpec(
         url=r.http_url("url"),
         database_url=r.db_url("database_url"),
-        database=r.str("database", "monolith") or "monolith",
+        migrations=_migrations(r),
         app=r.import_path("app"),
         metadata=r.import_path("metadata"),
         openapi=r.str("openapi", "/openapi.json") or "/openapi.json",
@@ -565,7 +567,7 @@ def parse_manifest(
             mapping_path=r.path("mapping", required=True) or root / "missing-mapping.toml",
             tables=tables,
             endpoints=_parse_endpoints(r.raw("endpoints", None, True), name, problems),
-            database=r.str("database", name),
+            migrations=_migrations(r),
             app=r.import_path("app"),
             metadata=r.import_path("metadata"),
             parity=parity_rules,
@@ -580,6 +582,33 @@ def parse_manifest(
     if problems:
         raise ManifestError(problems, path)
     return Manifest(path, root, kit, monolith, proxy, transport, parity, guards, services)
+
+
+def _migrations(app: _Reader) -> Migrations | None:
+    """`[<app>.migrations]`: the app's own Alembic environment (script_location or ini, and
+    its version_table); None when the app has no Alembic (`kit db` then refuses)."""
+    if "database" in app.data:
+        app.raw("database")
+        app.problem(
+            "database",
+            "was removed: name the app's own Alembic environment in "
+            f"[{app.where}.migrations] script_location (or ini) and version_table",
+        )
+    raw = app.raw("migrations")
+    if raw is None:
+        return None
+    r = _Reader(raw, f"{app.where}.migrations", app.problems, app.root)
+    location, ini = r.path("script_location"), r.path("ini")
+    table = r.str("version_table", DEFAULT_VERSION_TABLE) or DEFAULT_VERSION_TABLE
+    r.unknown()
+    if (location is None) == (ini is None):
+        r.problem("", "give exactly one of script_location or ini")
+        return None
+    try:
+        return Migrations(location, table) if location else Migrations.from_ini(ini, table)  # type: ignore[arg-type]
+    except ValueError as exc:
+        r.problem("ini" if ini else "version_table", str(exc))
+        return None
 
 
 def _check_rules(rules: Any, where: str, problems: list[Problem]) -> None:

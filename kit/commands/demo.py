@@ -24,6 +24,7 @@ from kit import alembic_runner
 from kit.runtime.plan import gunicorn_argv
 from kitcore.db import make_engine
 from kitcore.net import free_port, wait_http_ok
+from migrations import shop_migrations
 from monolith.seed import SeedPlan, seed_database
 
 Echo = Callable[[str], None]
@@ -228,7 +229,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> N
 
 def prepare_monolith_db(url: str, scale: int = 1, seed: int = 42) -> dict[str, int]:
     """Migrate and seed a monolith database; returns rows per table."""
-    alembic_runner.upgrade("monolith", url)
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     engine = make_engine(url)
     try:
         return seed_database(engine, SeedPlan.from_scale(scale), seed)

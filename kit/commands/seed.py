@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -10,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kit import alembic_runner
 from kitcore.db import make_engine
+from migrations import shop_migrations
 from monolith.seed import SeedError, SeedPlan, seed_database
 
 
@@ -29,13 +31,13 @@ def cli(
     scale: int, seed_value: int, url: str | None, batch_size: int, replace: bool, migrate: bool
 ) -> None:
     """Seed the monolith database (deterministic; bounded memory at any scale)."""
-    target = url or alembic_runner.default_url("monolith")
+    target = url or os.environ.get("MONOLITH_DATABASE_URL") or "sqlite:///var/monolith.db"
     plan = SeedPlan.from_scale(scale)
     started = time.monotonic()
     engine = make_engine(target)
     try:
         if migrate:
-            alembic_runner.upgrade("monolith", target)
+            alembic_runner.upgrade(shop_migrations("monolith"), target)
         with click.progressbar(
             length=plan.units, label="seeding", file=sys.stderr, show_eta=True
         ) as bar:

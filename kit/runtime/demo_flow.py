@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from kit import alembic_runner
+from kit.appdb import app_database
 from kit.manifest import Manifest, load_manifest
 from kit.runtime.demo_manifest import write_demo_manifest
 from kit.runtime.plan import admin_url, build_specs, proxy_url, run_dir
@@ -251,7 +251,7 @@ def prepare_folder(folder: Path, echo: Echo) -> None:
 
 
 def seed_monolith(m: Manifest, plan: SeedPlan, seed: int) -> dict[str, int]:
-    alembic_runner.upgrade(m.monolith.database, m.monolith.database_url)
+    app_database(m, "monolith").upgrade()
     engine = make_engine(m.monolith.database_url)
     try:
         return seed_database(engine, plan, seed)

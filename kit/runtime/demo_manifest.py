@@ -68,6 +68,16 @@ def _url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def _absolute_migrations(app: dict[str, Any], base: Path) -> None:
+    """The app's Alembic folder (or ini) stays where the template's folder has it."""
+    mig = app.get("migrations")
+    if isinstance(mig, dict):
+        app["migrations"] = {
+            k: str(base / v) if k in ("script_location", "ini") and not Path(v).is_absolute() else v
+            for k, v in mig.items()
+        }
+
+
 def write_demo_manifest(
     folder: Path,
     *,
@@ -97,6 +107,7 @@ def write_demo_manifest(
     data["kit"] = {"var_dir": str(var), "state_url": db("state", "kit.db")}
     monolith = dict(data["monolith"])
     monolith.update(url=_url(free_port()), database_url=db("monolith", "monolith.db"))
+    _absolute_migrations(monolith, base)
     data["monolith"] = monolith
     proxy = dict(data.get("proxy", {}))
     proxy.update(
@@ -127,6 +138,7 @@ def write_demo_manifest(
         service.update(url=_url(free_port()), database_url=db(name, f"{name}.db"))
         if "mapping" in service and not Path(service["mapping"]).is_absolute():
             service["mapping"] = str(base / service["mapping"])
+        _absolute_migrations(service, base)
         services[name] = service
     data["services"] = services
     folder.mkdir(parents=True, exist_ok=True)
