@@ -14,7 +14,7 @@ database without a version table holding tables the history would create, is ref
 kit never creates tables that do not belong in someone's database.
 
 Public API:
-    Migrations(script_location, version_table="alembic_version")   # Migrations.from_ini(path)
+    (the environment: kit.migrations_spec.MigrationsSpec, from the manifest)
     heads(mig) / history(mig) / tables_created(mig)
     current(mig, url) -> str | None
     check_upgradable(mig, url)                      # MigrationRefused naming both sides
@@ -40,37 +40,30 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from kit.migrations_spec import DEFAULT_VERSION_TABLE, MigrationRefused, Migrations, NoMigrations
+from kit.migrations_spec import MigrationRefused, MigrationsSpec
 from kitcore.db import make_engine
-
-__all__ = [
-    "DEFAULT_VERSION_TABLE",
-    "MigrationRefused",
-    "Migrations",
-    "NoMigrations",
-]
 
 APPSIDE_SCRIPT = "alembic_env.py"
 _CREATE_TABLE = re.compile(r"""create_table\(\s*['"]([\w.]+)['"]""")
 
 
-def script_directory(mig: Migrations) -> ScriptDirectory:
+def script_directory(mig: MigrationsSpec) -> ScriptDirectory:
     """The parsed history (reads version files; never runs env.py)."""
-    if not (mig.script_location / "env.py").is_file():
-        raise MigrationRefused(f"{mig.script_location} is not an Alembic folder (no env.py)")
-    return ScriptDirectory(str(mig.script_location))
+    if not (mig.folder / "env.py").is_file():
+        raise MigrationRefused(f"{mig.folder} is not an Alembic folder (no env.py)")
+    return ScriptDirectory.from_config(alembic_config(mig))  # quiet: callers print
 
 
-def heads(mig: Migrations) -> list[str]:
+def heads(mig: MigrationsSpec) -> list[str]:
     return list(script_directory(mig).get_heads())
 
 
-def history(mig: Migrations) -> list[Script]:
+def history(mig: MigrationsSpec) -> list[Script]:
     """Every revision, base first."""
     return list(reversed(list(script_directory(mig).walk_revisions())))
 
 
-def tables_created(mig: Migrations) -> set[str]:
+def tables_created(mig: MigrationsSpec) -> set[str]:
     """Tables the history's version files create (`op.create_table("name", ...)`), found in
     their source: enough to tell a database that already holds them without running env.py."""
     names: set[str] = set()
@@ -89,31 +82,37 @@ def _ensure_sqlite_folder(url: str) -> None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def version_opts(mig: MigrationsSpec) -> dict[str, str | None]:
+    """Where Alembic reads and writes the applied revision (`schema.table` allowed)."""
+    schema, table = mig.table
+    return {"version_table": table, "version_table_schema": schema}
+
+
 @contextmanager
-def _version_context(mig: Migrations, url: str) -> Iterator[MigrationContext]:
+def _version_context(mig: MigrationsSpec, url: str) -> Iterator[MigrationContext]:
     """A MigrationContext on the app's version table, in one transaction (committed)."""
     _ensure_sqlite_folder(url)
     engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.begin() as connection:
-            yield MigrationContext.configure(connection, opts={"version_table": mig.version_table})
+            yield MigrationContext.configure(connection, opts=version_opts(mig))
     finally:
         engine.dispose()
 
 
-def _read_database(mig: Migrations, url: str) -> tuple[str | None, set[str]]:
+def _read_database(mig: MigrationsSpec, url: str) -> tuple[str | None, set[str]]:
     """(applied revision, table names) of the database at `url`."""
     with _version_context(mig, url) as context:
         tables = set(inspect(context.connection).get_table_names())
         return context.get_current_revision(), tables
 
 
-def current(mig: Migrations, url: str) -> str | None:
+def current(mig: MigrationsSpec, url: str) -> str | None:
     """The revision applied to `url` (None when never migrated or fully downgraded)."""
     return _read_database(mig, url)[0]
 
 
-def check_upgradable(mig: Migrations, url: str) -> None:
+def check_upgradable(mig: MigrationsSpec, url: str) -> None:
     """Refuse a history that does not belong to this database (MigrationRefused), before any
     change: an applied revision the history does not know, or tables the history would create
     in a database that has no version table."""
@@ -126,15 +125,15 @@ def check_upgradable(mig: Migrations, url: str) -> None:
         except CommandError:
             raise MigrationRefused(
                 f"database {where} is at revision {applied!r} ({mig.version_table}), which is "
-                f"not in the history of {mig.script_location}: it belongs to another Alembic "
+                f"not in the history of {mig.folder}: it belongs to another Alembic "
                 "environment; check the manifest's migrations section and database_url"
             ) from None
         return
-    clash = sorted((tables_created(mig) & tables) - {mig.version_table})
+    clash = sorted((tables_created(mig) & tables) - {mig.table[1]})
     if clash:
         raise MigrationRefused(
             f"database {where} has no {mig.version_table} table but already holds table(s) "
-            f"{', '.join(clash)} that the history of {mig.script_location} would create: it is "
+            f"{', '.join(clash)} that the history of {mig.folder} would create: it is "
             "not this environment's database. If it is (created without Alembic), stamp it "
             "with the revision it matches (`kit db stamp <app> REVISION`)"
         )
@@ -144,23 +143,25 @@ def _redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def alembic_config(mig: Migrations, url: str | None = None, *, quiet: bool = True) -> Config:
+def alembic_config(mig: MigrationsSpec, url: str | None = None, *, quiet: bool = True) -> Config:
     """A Config for the environment (its ini when it has one) carrying `url` both as the
     `url` attribute and as `sqlalchemy.url`, the two places an env.py looks."""
     opts = Namespace(quiet=quiet)
     config = Config(str(mig.ini), cmd_opts=opts) if mig.ini else Config(cmd_opts=opts)
-    config.set_main_option("script_location", str(mig.script_location))
+    config.set_main_option("script_location", str(mig.folder))
     if url is not None:
         config.attributes["url"] = url
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.attributes["version_table"] = mig.version_table
+    config.attributes["version_table"] = mig.table[1]
     return config
 
 
 URL_VARIABLE = "KIT_ALEMBIC_URL"  # the URL reaches the app-side script by environment, never argv
 
 
-def run_appside(mig: Migrations, runtime: Any, verb: str, url: str, revision: str = "head") -> Any:
+def run_appside(
+    mig: MigrationsSpec, runtime: Any, verb: str, url: str, revision: str = "head"
+) -> Any:
     """Run `verb` of `kit/appside/alembic_env.py` in the app's interpreter (`runtime`, an
     `kit.appenv.AppRuntime`); its JSON answer."""
     import dataclasses
@@ -170,16 +171,16 @@ def run_appside(mig: Migrations, runtime: Any, verb: str, url: str, revision: st
 
     request = {
         "verb": verb,
-        "script_location": str(mig.script_location),
+        "script_location": str(mig.folder),
         "ini": str(mig.ini) if mig.ini else None,
-        "version_table": mig.version_table,
+        "version_opts": version_opts(mig),
         "revision": revision,
     }
     rt = dataclasses.replace(runtime, env={**runtime.env, URL_VARIABLE: url})
     return run_app_script(rt, APPSIDE_SCRIPT, json.dumps(request))
 
 
-def _run(mig: Migrations, verb: str, url: str, revision: str, runtime: Any) -> None:
+def _run(mig: MigrationsSpec, verb: str, url: str, revision: str, runtime: Any) -> None:
     _ensure_sqlite_folder(url)
     if runtime is None:
         move = command.upgrade if verb == "upgrade" else command.downgrade
@@ -188,18 +189,18 @@ def _run(mig: Migrations, verb: str, url: str, revision: str, runtime: Any) -> N
     run_appside(mig, runtime, verb, url, revision)
 
 
-def upgrade(mig: Migrations, url: str, revision: str = "head", runtime: Any = None) -> None:
+def upgrade(mig: MigrationsSpec, url: str, revision: str = "head", runtime: Any = None) -> None:
     """Check the history belongs to the database, then upgrade it (in the app's interpreter
     when `runtime`, an `kit.appenv.AppRuntime`, is given)."""
     check_upgradable(mig, url)
     _run(mig, "upgrade", url, revision, runtime)
 
 
-def downgrade(mig: Migrations, url: str, revision: str = "base", runtime: Any = None) -> None:
+def downgrade(mig: MigrationsSpec, url: str, revision: str = "base", runtime: Any = None) -> None:
     _run(mig, "downgrade", url, revision, runtime)
 
 
-def stamp(mig: Migrations, url: str, revision: str = "head") -> str | None:
+def stamp(mig: MigrationsSpec, url: str, revision: str = "head") -> str | None:
     """Record `revision` as applied without running anything (kit-side: no env.py)."""
     script = script_directory(mig)
     with _version_context(mig, url) as context:

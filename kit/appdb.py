@@ -10,7 +10,7 @@ from typing import Any
 
 from kit import alembic_runner
 from kit.manifest import Manifest, ManifestError, MonolithSpec, Problem, ServiceSpec
-from kit.migrations_spec import Migrations, NoMigrations
+from kit.migrations_spec import MigrationsSpec, NoMigrations
 
 
 def app_spec(m: Manifest, name: str) -> MonolithSpec | ServiceSpec:
@@ -29,7 +29,7 @@ class AppDatabase:
 
     name: str
     url: str
-    migrations: Migrations
+    migrations: MigrationsSpec
     runtime: Any = None  # kit.appenv.AppRuntime: env.py runs in the app's interpreter
 
     def upgrade(self, revision: str = "head") -> str | None:

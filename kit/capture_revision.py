@@ -21,20 +21,21 @@ from typing import Any
 
 from alembic.util import rev_id as new_rev_id
 
-from kit.alembic_runner import MigrationRefused, Migrations, run_appside, script_directory
+from kit.alembic_runner import run_appside, script_directory
+from kit.migrations_spec import MigrationRefused, MigrationsSpec
 
 
 class RevisionError(ValueError):
     """The revision cannot be written; the message says why (unknown table, several heads...)."""
 
 
-def target_tables(mig: Migrations, runtime: Any) -> set[str]:
+def target_tables(mig: MigrationsSpec, runtime: Any) -> set[str]:
     """Tables of the metadata the environment's `env.py` hands to Alembic, read in the app's
     interpreter (env.py imports the app's models) against an in-memory SQLite connection."""
     answer = run_appside(mig, runtime, "tables", "sqlite://")
     tables = set(answer.get("tables", {}))
     if not tables:
-        raise RevisionError(f"{mig.script_location}/env.py declares no target metadata")
+        raise RevisionError(f"{mig.folder}/env.py declares no target metadata")
     return tables
 
 
@@ -70,7 +71,7 @@ def _body(tables: Sequence[str], install: bool) -> str:
 
 def write_capture_revision(
     tables: Sequence[str],
-    mig: Migrations,
+    mig: MigrationsSpec,
     runtime: Any,
     message: str | None = None,
     rev_id: str | None = None,
@@ -92,13 +93,13 @@ def write_capture_revision(
     unknown = [t for t in tables if t not in known]
     if unknown:
         raise RevisionError(
-            f"unknown table(s) {', '.join(unknown)} in the schema of {mig.script_location}; "
+            f"unknown table(s) {', '.join(unknown)} in the schema of {mig.folder}; "
             f"known tables: {', '.join(sorted(known))}"
         )
     heads = script.get_heads()
     if len(heads) > 1:
         raise RevisionError(
-            f"{mig.script_location} has several heads ({', '.join(sorted(heads))}): merge them "
+            f"{mig.folder} has several heads ({', '.join(sorted(heads))}): merge them "
             "(alembic merge) before adding the capture revision"
         )
     imports = (

@@ -14,9 +14,10 @@ import path, else the reflected database), the service schemas and the mappings.
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
+import string
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kit.migrations_spec import DEFAULT_VERSION_TABLE, Migrations
+from kit.migrations_spec import DEFAULT_VERSION_TABLE, MigrationsSpec
 
 MANIFEST_ENV = "KIT_MANIFEST"
 DEFAULT_MANIFEST = "kit.toml"
@@ -34,6 +35,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VAR = re.compile(r"<(?:[a-zA-Z_][a-zA-Z0-9_]*:)?[a-zA-Z_][a-zA-Z0-9_]*>")
 _OPENAPI_VAR = re.compile(r"\{[a-zA-Z_][a-zA-Z0-9_]*\}")
 
@@ -70,16 +72,99 @@ class KitSettings:
     state_url: str
 
 
+#: Placeholders a `command` may use; `seed` may also use `{database_url}`.
+COMMAND_PLACEHOLDERS = frozenset({"python", "app", "host", "port", "bind", "workers", "threads"})
+SEED_PLACEHOLDERS = COMMAND_PLACEHOLDERS | {"database_url"}
+
+
 @dataclass(frozen=True)
-class MonolithSpec:
+class ReadyCheck:
+    """When an app counts as ready: an HTTP GET of `path` answering `status`, or (path None)
+    its port accepting a TCP connection, which works for an app without a readiness route."""
+
+    path: str | None = None
+    status: int = 200
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.path is not None and not self.path.startswith("/"):
+            raise ValueError(f"ready.path must start with '/', got {self.path!r}")
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"ready.status must be an HTTP status, got {self.status}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"ready_timeout must be positive, got {self.timeout_s}")
+
+    def target(self, url: str) -> str:
+        """What to probe for an app at `url`: `http://h:p/readyz`, or `tcp://h:p`."""
+        if self.path is not None:
+            return url.rstrip("/") + self.path
+        parts = urlsplit(url)
+        return f"tcp://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppSpec:
+    """How the team runs one app (the monolith or a service); keys of docs/manifest.md.
+
+    Everything that needs the app's code runs in *its* interpreter (`runtime`,
+    `kit.appenv.run_app_script`); the kit never imports the app.
+    """
+
     url: str
     database_url: str
-    migrations: Migrations | None = None
     app: str | None = None
     metadata: str | None = None
     openapi: str = "/openapi.json"
     workers: int = 2
     threads: int = 4
+    python: str | None = None  # None: the kit's own interpreter
+    cwd: Path | None = None  # None: the manifest folder (the parser always fills it in)
+    command: tuple[str, ...] | None = None  # None: gunicorn on `app`
+    env: Mapping[str, str] = field(default_factory=dict)
+    database_env: str | None = None  # None: <NAME>_DATABASE_URL
+    ready: ReadyCheck = field(default_factory=ReadyCheck)
+    external: bool = False
+    seed: tuple[str, ...] | None = None
+    migrations: MigrationsSpec | None = None
+
+    @property
+    def app_name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def database_variable(self) -> str:
+        """The variable that carries `database_url` to the app (`CATALOG_DATABASE_URL`)."""
+        return self.database_env or f"{self.app_name.upper()}_DATABASE_URL"
+
+    @property
+    def runtime(self) -> Any:
+        """The app's `kit.appenv.AppRuntime`: interpreter, folder and environment."""
+        from kit.appenv import AppRuntime
+
+        return AppRuntime(
+            name=self.app_name,
+            python=self.python or sys.executable,
+            cwd=self.cwd or Path.cwd(),
+            env={**self.env, self.database_variable: self.database_url},
+        )
+
+    @property
+    def ready_target(self) -> str:
+        return self.ready.target(self.url)
+
+    @property
+    def openapi_url(self) -> str:
+        """Where the app serves its OpenAPI document (`openapi` is a path or a full URL)."""
+        if self.openapi.startswith(("http://", "https://")):
+            return self.openapi
+        return self.url.rstrip("/") + self.openapi
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonolithSpec(AppSpec):
+    @property
+    def app_name(self) -> str:
+        return "monolith"
 
 
 @dataclass(frozen=True)
@@ -152,21 +237,18 @@ class Endpoint:
         return self.kind == "read"
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
+@dataclass(frozen=True, kw_only=True)
+class ServiceSpec(AppSpec):
     name: str
-    url: str
-    database_url: str
     mapping_path: Path
     tables: tuple[str, ...]
     endpoints: tuple[Endpoint, ...]
-    migrations: Migrations | None = None
-    app: str | None = None
-    metadata: str | None = None
     parity: Mapping[str, Any] = field(default_factory=dict)
-    workers: int = 2
-    threads: int = 4
     stop_reverse_cdc_on_retire: bool = True
+
+    @property
+    def app_name(self) -> str:
+        return self.name
 
     @property
     def read_endpoints(self) -> tuple[Endpoint, ...]:
@@ -368,6 +450,153 @@ class _Reader:
             return None
         return value
 
+    def argv(self, key: str, placeholders: frozenset[str]) -> tuple[str, ...] | None:
+        """A non-empty list of strings whose `{placeholders}` are all known."""
+        value = self.raw(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+            self.problem(key, f"must be a non-empty list of strings (argv), got {value!r}")
+            return None
+        for arg in value:
+            try:
+                names = {f for _, f, _, _ in string.Formatter().parse(arg) if f is not None}
+            except ValueError as exc:
+                self.problem(key, f"bad placeholder in {arg!r}: {exc}")
+                return None
+            unknown = names - placeholders
+            if unknown:
+                known = " ".join(f"{{{p}}}" for p in sorted(placeholders))
+                self.problem(
+                    key,
+                    f"unknown placeholder(s) {', '.join(sorted(unknown))} in {arg!r}; "
+                    f"known: {known} (write {{{{ and }}}} for literal braces)",
+                )
+                return None
+        return tuple(value)
+
+    def str_table(self, key: str) -> dict[str, str]:
+        """A table of string values (environment variables)."""
+        value = self.raw(key, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            self.problem(key, f'must be a table of NAME = "value" strings, got {value!r}')
+            return {}
+        for k in value:
+            if not _ENV_NAME.match(k):
+                self.problem(key, f"{k!r} is not an environment variable name")
+        return dict(value)
+
+    def env_name(self, key: str) -> str | None:
+        value = self.str(key)
+        if value is not None and not _ENV_NAME.match(value):
+            self.problem(key, f"must be an environment variable name, got {value!r}")
+            return None
+        return value
+
+    def interpreter(self) -> str | None:
+        """`python` (a path) or `venv` (a folder: its bin/python); relative to the manifest."""
+        python, venv = self.path("python"), self.path("venv")
+        if python is not None and venv is not None:
+            self.problem("venv", "give either python or venv, not both")
+            return None
+        if venv is not None:
+            return str(venv / "bin" / "python")
+        return str(python) if python is not None else None
+
+    def ready(self) -> ReadyCheck:
+        raw = self.raw("ready", {"tcp": True})
+        timeout = self.float("ready_timeout", 60.0, 0.1, 3600.0)
+        where = "ready"
+        if not isinstance(raw, dict):
+            self.problem(
+                where,
+                f'must be {{ path = "/readyz", status = 200 }} or {{ tcp = true }}, got {raw!r}',
+            )
+            return ReadyCheck(timeout_s=timeout)
+        extra = set(raw) - {"path", "status", "tcp"}
+        if extra:
+            self.problem(
+                where, f"unknown key(s) {', '.join(sorted(extra))} (known: path, status, tcp)"
+            )
+        path, status, tcp = raw.get("path"), raw.get("status", 200), raw.get("tcp")
+        if tcp is not None and tcp is not True:
+            self.problem(f"{where}.tcp", f"must be true (or leave it out), got {tcp!r}")
+        if tcp is True and ("path" in raw or "status" in raw):
+            self.problem(where, "give either path (and status) or tcp = true, not both")
+            return ReadyCheck(timeout_s=timeout)
+        if tcp is None and path is None:
+            self.problem(where, 'needs path = "/..." (HTTP GET) or tcp = true')
+            return ReadyCheck(timeout_s=timeout)
+        if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+            self.problem(f"{where}.path", f"must be a path starting with '/', got {path!r}")
+            return ReadyCheck(timeout_s=timeout)
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            self.problem(f"{where}.status", f"must be an HTTP status 100..599, got {status!r}")
+            return ReadyCheck(timeout_s=timeout)
+        return ReadyCheck(path=path, status=status, timeout_s=timeout)
+
+    def migrations(self) -> MigrationsSpec | None:
+        """`[<app>.migrations]`; None when the app has no Alembic (`kit db` then refuses)."""
+        if "database" in self.data:
+            self.raw("database")
+            self.problem(
+                "database",
+                "was removed: name the app's own Alembic environment in "
+                f"[{self.where}.migrations] script_location (or ini) and version_table",
+            )
+        raw = self.raw("migrations")
+        if raw is None:
+            return None
+        r = _Reader(raw, f"{self.where}.migrations", self.problems, self.root)
+        script, ini = r.path("script_location"), r.path("ini")
+        table = r.str("version_table", DEFAULT_VERSION_TABLE) or DEFAULT_VERSION_TABLE
+        r.unknown()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
+            r.problem(
+                "version_table", f"must be a table name (optionally schema.table), got {table!r}"
+            )
+        if (script is None) == (ini is None):
+            r.problem(
+                "", "give exactly one of script_location (the Alembic folder) and ini (alembic.ini)"
+            )
+            return None
+        return MigrationsSpec(script_location=script, ini=ini, version_table=table)
+
+    def app_fields(self, default_openapi: str = "/openapi.json") -> dict[str, Any]:
+        """The keys every app section shares (docs/manifest.md, "Running the apps")."""
+        cwd = self.path("cwd") or self.root
+        fields: dict[str, Any] = {
+            "url": self.http_url("url"),
+            "database_url": self.db_url("database_url"),
+            "app": self.import_path("app"),
+            "metadata": self.import_path("metadata"),
+            "openapi": self.str("openapi", default_openapi) or default_openapi,
+            "workers": self.int("workers", 2, 1, 64),
+            "threads": self.int("threads", 4, 1, 64),
+            "python": self.interpreter(),
+            "cwd": cwd,
+            "command": self.argv("command", COMMAND_PLACEHOLDERS),
+            "env": self.str_table("env"),
+            "database_env": self.env_name("database_env"),
+            "ready": self.ready(),
+            "external": self.bool("external", False),
+            "seed": self.argv("seed", SEED_PLACEHOLDERS),
+            "migrations": self.migrations(),
+        }
+        if not fields["openapi"].startswith(("/", "http://", "https://")):
+            self.problem(
+                "openapi", f"must be a path ('/openapi.json') or a URL, got {fields['openapi']!r}"
+            )
+        if not fields["app"] and not fields["command"] and not fields["external"]:
+            if "app" not in self.data:  # a bad `app` is already a problem
+                self.problem(
+                    "app",
+                    "is required to run the app (or give command = [...], or external = true)",
+                )
+        return fields
+
     def unknown(self, allowed_extra: Iterable[str] = ()) -> None:
         extra = set(self.data) - self.used - set(allowed_extra)
         for key in sorted(extra):
@@ -456,16 +685,7 @@ def parse_manifest(
     r.unknown()
 
     r = _Reader(data.get("monolith"), "monolith", problems, root)
-    monolith = MonolithSpec(
-        url=r.http_url("url"),
-        database_url=r.db_url("database_url"),
-        migrations=_migrations(r),
-        app=r.import_path("app"),
-        metadata=r.import_path("metadata"),
-        openapi=r.str("openapi", "/openapi.json") or "/openapi.json",
-        workers=r.int("workers", 2, 1, 64),
-        threads=r.int("threads", 4, 1, 64),
-    )
+    monolith = MonolithSpec(**r.app_fields())
     r.unknown()
 
     r = _Reader(data.get("proxy", {}), "proxy", problems, root)
@@ -561,18 +781,12 @@ def parse_manifest(
             parity_rules = {}
         _check_rules(parity_rules, f"services.{name}.parity", problems)
         services[name] = ServiceSpec(
+            **r.app_fields(),
             name=name,
-            url=r.http_url("url"),
-            database_url=r.db_url("database_url"),
             mapping_path=r.path("mapping", required=True) or root / "missing-mapping.toml",
             tables=tables,
             endpoints=_parse_endpoints(r.raw("endpoints", None, True), name, problems),
-            migrations=_migrations(r),
-            app=r.import_path("app"),
-            metadata=r.import_path("metadata"),
             parity=parity_rules,
-            workers=r.int("workers", 2, 1, 64),
-            threads=r.int("threads", 4, 1, 64),
             stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
         )
         r.unknown()
@@ -582,33 +796,6 @@ def parse_manifest(
     if problems:
         raise ManifestError(problems, path)
     return Manifest(path, root, kit, monolith, proxy, transport, parity, guards, services)
-
-
-def _migrations(app: _Reader) -> Migrations | None:
-    """`[<app>.migrations]`: the app's own Alembic environment (script_location or ini, and
-    its version_table); None when the app has no Alembic (`kit db` then refuses)."""
-    if "database" in app.data:
-        app.raw("database")
-        app.problem(
-            "database",
-            "was removed: name the app's own Alembic environment in "
-            f"[{app.where}.migrations] script_location (or ini) and version_table",
-        )
-    raw = app.raw("migrations")
-    if raw is None:
-        return None
-    r = _Reader(raw, f"{app.where}.migrations", app.problems, app.root)
-    location, ini = r.path("script_location"), r.path("ini")
-    table = r.str("version_table", DEFAULT_VERSION_TABLE) or DEFAULT_VERSION_TABLE
-    r.unknown()
-    if (location is None) == (ini is None):
-        r.problem("", "give exactly one of script_location or ini")
-        return None
-    try:
-        return Migrations(location, table) if location else Migrations.from_ini(ini, table)  # type: ignore[arg-type]
-    except ValueError as exc:
-        r.problem("ini" if ini else "version_table", str(exc))
-        return None
 
 
 def _check_rules(rules: Any, where: str, problems: list[Problem]) -> None:
@@ -757,15 +944,14 @@ def parity_rules(m: Manifest) -> Any:
 
 
 def resolve_object(spec: str) -> Any:
-    """`package.module:attr.sub` → the object; a trailing `()` calls it (factories)."""
-    module_name, _, attr = spec.partition(":")
-    call = attr.endswith("()")
-    if call:
-        attr = attr[:-2]
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj() if call else obj
+    """`package.module:attr.sub` → the object IN THE KIT'S PROCESS (a trailing `()` calls it).
+
+    Only for code the kit's environment really has; an app's code is read in the app's own
+    interpreter (`kit.appenv.run_app_script`), which resolves paths with this same function.
+    """
+    from kit.appside.introspect import resolve
+
+    return resolve(spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -782,16 +968,13 @@ def _shape(pattern: str) -> str:
     return _VAR.sub(conv, pattern)
 
 
-def _routes_of_app(spec: str) -> set[tuple[str, str]]:
-    app = resolve_object(spec)
-    url_map = getattr(app, "url_map", None)
-    if url_map is None:
-        raise TypeError(f"{spec} is not a Flask app (no url_map)")
-    out = set()
-    for rule in url_map.iter_rules():
-        for method in rule.methods or ():
-            out.add((method, _shape(rule.rule)))
-    return out
+def _routes_of_app(spec: AppSpec) -> set[tuple[str, str]]:
+    """The app's url_map, read in the app's own interpreter (kit/appside/introspect.py)."""
+    from kit.appenv import run_app_script
+
+    assert spec.app is not None
+    answer = run_app_script(spec.runtime, "introspect.py", "url_map", spec.app)
+    return {(m, _shape(rule["rule"])) for rule in answer["rules"] for m in rule["methods"]}
 
 
 def _routes_of_openapi(url: str, timeout: float = 3.0) -> set[tuple[str, str]]:
@@ -820,10 +1003,10 @@ def _monolith_routes(m: Manifest) -> tuple[set[tuple[str, str]], bool, str]:
     errors = []
     if m.monolith.app:
         try:
-            return _routes_of_app(m.monolith.app), False, f"url_map of {m.monolith.app}"
+            return _routes_of_app(m.monolith), False, f"url_map of {m.monolith.app}"
         except Exception as exc:  # noqa: BLE001 - fall back to OpenAPI, report both
             errors.append(f"cannot import {m.monolith.app}: {exc.__class__.__name__}: {exc}")
-    url = m.monolith.url + m.monolith.openapi
+    url = m.monolith.openapi_url
     try:
         return _routes_of_openapi(url), True, url
     except Exception as exc:  # noqa: BLE001
@@ -831,21 +1014,25 @@ def _monolith_routes(m: Manifest) -> tuple[set[tuple[str, str]], bool, str]:
     raise LookupError("; ".join(errors))
 
 
-def _table_columns(metadata_spec: str | None, database_url: str) -> tuple[dict[str, set[str]], str]:
-    """Tables and columns from a metadata import path, else by reflecting the database."""
-    if metadata_spec:
-        md = resolve_object(metadata_spec)
-        return {t.name: {c.name for c in t.columns} for t in md.tables.values()}, metadata_spec
+def _table_columns(spec: AppSpec) -> tuple[dict[str, set[str]], str]:
+    """Tables and columns from the app's `metadata` (read in its own interpreter), else by
+    reflecting its database."""
+    if spec.metadata:
+        from kit.appenv import run_app_script
+
+        answer = run_app_script(spec.runtime, "introspect.py", "metadata", spec.metadata)
+        tables = {t["name"]: {c["name"] for c in t["columns"]} for t in answer["tables"]}
+        return tables, spec.metadata
     from sqlalchemy import inspect
 
     from kitcore.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
 
-    engine = make_engine(database_url)
+    engine = make_engine(spec.database_url)
     try:
         insp = inspect(engine)
         return {
             t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()
-        }, database_url
+        }, spec.database_url
     finally:
         engine.dispose()
 
@@ -872,7 +1059,7 @@ def check_manifest(m: Manifest) -> list[Problem]:
                         )
                     )
     try:
-        mono_tables, mono_source = _table_columns(m.monolith.metadata, m.monolith.database_url)
+        mono_tables, mono_source = _table_columns(m.monolith)
     except Exception as exc:  # noqa: BLE001
         problems.append(Problem("monolith", f"cannot read the monolith schema: {exc}"))
         mono_tables, mono_source = None, ""
@@ -889,7 +1076,7 @@ def check_manifest(m: Manifest) -> list[Problem]:
                     )
         if s.app:
             try:
-                svc_routes = _routes_of_app(s.app)
+                svc_routes = _routes_of_app(s)
             except Exception as exc:  # noqa: BLE001
                 problems.append(Problem(f"{where}.app", f"cannot import {s.app}: {exc}"))
             else:
@@ -919,7 +1106,7 @@ def check_manifest(m: Manifest) -> list[Problem]:
                 Problem(f"{where}.tables", f"mapping maps table {t!r}, which is not listed here")
             )
         try:
-            svc_tables, svc_source = _table_columns(s.metadata, s.database_url)
+            svc_tables, svc_source = _table_columns(s)
         except Exception as exc:  # noqa: BLE001
             problems.append(Problem(where, f"cannot read the service schema: {exc}"))
             svc_tables, svc_source = None, ""

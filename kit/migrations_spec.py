@@ -1,10 +1,9 @@
-"""What the manifest says about an app's Alembic environment (no alembic import: loading a
-manifest stays cheap). `kit.alembic_runner` reads and runs it."""
+"""What the manifest says about an app's Alembic environment (`[<app>.migrations]`), with no
+alembic import, so loading a manifest stays cheap. `kit.alembic_runner` reads and runs it."""
 
 from __future__ import annotations
 
 import configparser
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,9 @@ class NoMigrations(MigrationRefused):
     """The app declares no Alembic environment in the manifest."""
 
     def __init__(self, app: str) -> None:
+        section = "monolith" if app == "monolith" else f"services.{app}"
         super().__init__(
-            f"{app} has no Alembic environment in the manifest ([{_section(app)}.migrations] "
+            f"{app} has no Alembic environment in the manifest ([{section}.migrations] "
             "script_location or ini): the kit never runs a migration it cannot name. For an "
             f"app without Alembic, `kit db baseline {app}` writes an environment whose first "
             "revision is empty and stamps the database with it (nothing in it changes); see "
@@ -28,32 +28,38 @@ class NoMigrations(MigrationRefused):
         )
 
 
-def _section(app: str) -> str:
-    return "monolith" if app == "monolith" else f"services.{app}"
-
-
 @dataclass(frozen=True)
-class Migrations:
-    """An app's Alembic environment: its script folder and the table holding its revision."""
+class MigrationsSpec:
+    """The app's own Alembic environment: where its revisions live (`script_location`, or the
+    `ini` naming it) and which table records the applied one (read directly, without running
+    the app's env.py; `schema.table` is allowed)."""
 
-    script_location: Path
-    version_table: str = DEFAULT_VERSION_TABLE
+    script_location: Path | None = None
     ini: Path | None = None
+    version_table: str = DEFAULT_VERSION_TABLE
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.version_table):
-            raise ValueError(f"version_table must be an SQL identifier, got {self.version_table!r}")
+        if (self.script_location is None) == (self.ini is None):
+            raise ValueError("give exactly one of script_location and ini")
 
-    @classmethod
-    def from_ini(cls, ini: Path, version_table: str = DEFAULT_VERSION_TABLE) -> Migrations:
-        """Read `script_location` from an `alembic.ini` (relative to the ini's folder,
-        `%(here)s` expanded), as `alembic -c ini` run from that folder would."""
-        parser = configparser.ConfigParser(defaults={"here": str(ini.parent)})
-        if not parser.read(ini):
-            raise ValueError(f"cannot read {ini}")
+    @property
+    def folder(self) -> Path:
+        """The script folder; from the ini's `[alembic] script_location` (relative to the
+        ini's folder, `%(here)s` expanded) when the manifest names an ini."""
+        if self.script_location is not None:
+            return self.script_location
+        assert self.ini is not None
+        parser = configparser.ConfigParser(defaults={"here": str(self.ini.parent)})
+        if not parser.read(self.ini):
+            raise MigrationRefused(f"cannot read {self.ini}")
         try:
-            location = parser.get("alembic", "script_location")
+            location = Path(parser.get("alembic", "script_location"))
         except (configparser.NoSectionError, configparser.NoOptionError):
-            raise ValueError(f"{ini} has no [alembic] script_location") from None
-        path = Path(location)
-        return cls(path if path.is_absolute() else ini.parent / path, version_table, ini)
+            raise MigrationRefused(f"{self.ini} has no [alembic] script_location") from None
+        return location if location.is_absolute() else self.ini.parent / location
+
+    @property
+    def table(self) -> tuple[str | None, str]:
+        """(schema or None, table name) of the version table."""
+        schema, _, name = self.version_table.rpartition(".")
+        return schema or None, name

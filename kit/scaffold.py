@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kit.migrations_spec import DEFAULT_VERSION_TABLE, Migrations
+from kit.migrations_spec import DEFAULT_VERSION_TABLE, MigrationsSpec
 
 
 class ScaffoldError(ValueError):
@@ -201,7 +201,9 @@ def migrations_toml(section: str, folder: Path, root: Path, version_table: str) 
     )
 
 
-def write_baseline(folder: Path, root: Path, app: str, database_env: str) -> tuple[Migrations, str]:
+def write_baseline(
+    folder: Path, root: Path, app: str, database_env: str
+) -> tuple[MigrationsSpec, str]:
     """An Alembic folder whose first revision is empty (the schema as it is today); returns
     its description and the manifest lines naming it."""
     files = alembic_files(
@@ -214,7 +216,9 @@ def write_baseline(folder: Path, root: Path, app: str, database_env: str) -> tup
     )
     write_new_files(files)
     section = "monolith" if app == "monolith" else f"services.{app}"
-    return Migrations(folder), migrations_toml(section, folder, root, DEFAULT_VERSION_TABLE)
+    return MigrationsSpec(script_location=folder), migrations_toml(
+        section, folder, root, DEFAULT_VERSION_TABLE
+    )
 
 
 # ---------------------------------------------------------------------------------------------

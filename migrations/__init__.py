@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kit.migrations_spec import Migrations
+    from kit.migrations_spec import MigrationsSpec
 
 FOLDER = Path(__file__).resolve().parent
 DATABASES = ("monolith", "catalog", "customers")
 
 
-def shop_migrations(name: str) -> Migrations:
+def shop_migrations(name: str) -> MigrationsSpec:
     """The Alembic environment of one shop database (`migrations/<name>`)."""
-    from kit.migrations_spec import Migrations
+    from kit.migrations_spec import MigrationsSpec
 
     if name not in DATABASES:
         raise ValueError(f"unknown shop database {name!r}; known: {', '.join(DATABASES)}")
-    return Migrations(FOLDER / name, f"alembic_version_{name}")
+    return MigrationsSpec(script_location=FOLDER / name, version_table=f"alembic_version_{name}")

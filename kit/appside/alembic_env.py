@@ -1,7 +1,7 @@
 """Run an app's Alembic environment in the app's own interpreter (never imports the kit).
 
 `<app python> alembic_env.py '<json request>'` with the request
-`{verb, script_location, ini, version_table, revision}` and the database URL in
+`{verb, script_location, ini, version_opts, revision}` and the database URL in
 $KIT_ALEMBIC_URL (never on the command line, where `ps` shows it); verbs:
 
 - `upgrade` / `downgrade`: move the database to `revision`; prints `{"revision": ...}`.
@@ -37,7 +37,7 @@ def _config(req: dict[str, Any], url: str) -> Config:
     config.set_main_option("script_location", req["script_location"])
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.attributes["url"] = url
-    config.attributes["version_table"] = req["version_table"]
+    config.attributes["version_table"] = req["version_opts"]["version_table"]
     return config
 
 
@@ -45,9 +45,7 @@ def _current(req: dict[str, Any]) -> str | None:
     engine = create_engine(req["url"], poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            ctx = MigrationContext.configure(
-                connection, opts={"version_table": req["version_table"]}
-            )
+            ctx = MigrationContext.configure(connection, opts=req["version_opts"])
             return ctx.get_current_revision()
     finally:
         engine.dispose()

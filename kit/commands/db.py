@@ -130,7 +130,7 @@ def baseline(app: str, folder: Path | None, url: str | None) -> None:
     spec = _run(lambda: app_spec(m, app))
     if spec.migrations is not None:
         raise click.ClickException(
-            f"{app} already names its Alembic environment ({spec.migrations.script_location})"
+            f"{app} already names its Alembic environment ({spec.migrations.folder})"
         )
     target = (
         folder.resolve() if folder else Path(getattr(spec, "cwd", None) or m.root) / "migrations"

@@ -38,7 +38,7 @@ def _head(m: Manifest) -> str | None:
 
 def _versions_folder(m: Manifest) -> str:
     mig = m.monolith.migrations
-    return f"{mig.script_location}/versions" if mig else "the monolith's Alembic versions folder"
+    return f"{mig.folder}/versions" if mig else "the monolith's Alembic versions folder"
 
 
 def render_contract(m: Manifest, service: str, revision: str | None = None) -> str:

@@ -65,6 +65,11 @@ def test_repository_keeps_every_import_contract() -> None:
             "import monolith.db as _planted",
             "shoplib imports none of the project packages",
         ),
+        (
+            "kit/appside/introspect.py",
+            "from kit.manifest import Manifest as _planted",
+            "kit.appside (run in an app's own interpreter) imports nothing of the project",
+        ),
     ],
 )
 def test_a_planted_forbidden_import_breaks_its_contract(

@@ -30,10 +30,13 @@ var_dir = "var"
 [monolith]
 url = "http://127.0.0.1:18000"
 database_url = "sqlite:///var/notes.db"
+app = "notes_app:create_app()"
+database_env = "DATABASE_URL"
 {migrations}
 [services.archive]
 url = "http://127.0.0.1:18001"
 database_url = "sqlite:///var/archive.db"
+app = "archive_app:create_app()"
 mapping = "archive-mapping.toml"
 tables = ["notes"]
 endpoints = [{{ methods = ["GET"], path = "/notes", kind = "read" }}]
