@@ -17,56 +17,26 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.script import ScriptDirectory
 from alembic.util import rev_id as new_rev_id
-from sqlalchemy import MetaData, create_engine
-from sqlalchemy.pool import StaticPool
 
-from kit.alembic_runner import UnknownDatabase, alembic_config, migrations_root
+from kit.alembic_runner import run_appside, script_directory
+from kit.migrations_spec import MigrationRefused, MigrationsSpec
 
 
 class RevisionError(ValueError):
     """The revision cannot be written; the message says why (unknown table, several heads...)."""
 
 
-def _config(database: str, root: Path | None) -> Config:
-    """The environment's Config (quiet: the command prints the path itself)."""
-    try:
-        return alembic_config(database, root=root, quiet=True)
-    except UnknownDatabase as exc:
-        raise RevisionError(f"{exc} (under {root or migrations_root()})") from None
-
-
-def target_metadata(database: str, root: Path | None = None) -> MetaData:
-    """The metadata the environment's `env.py` hands to Alembic.
-
-    The environment runs against a throw-away in-memory SQLite connection with no migration
-    steps, the way autogenerate reads it, so the answer is exactly what the env declares.
-    """
-    config = _config(database, root)
-    script = ScriptDirectory.from_config(config)
-    engine = create_engine("sqlite://", poolclass=StaticPool)
-    try:
-        with engine.connect() as connection:
-            config.attributes["connection"] = connection
-            config.attributes["url"] = "sqlite://"
-            with EnvironmentContext(config, script, fn=lambda _rev, _ctx: []) as env:
-                script.run_env()
-                metadata = env.get_context().opts.get("target_metadata")
-    finally:
-        engine.dispose()
-    if isinstance(metadata, Sequence) and metadata:
-        merged = MetaData()
-        for md in metadata:
-            for table in md.tables.values():
-                table.to_metadata(merged)
-        metadata = merged
-    if not isinstance(metadata, MetaData):
-        raise RevisionError(f"migrations/{database}/env.py declares no target metadata")
-    return metadata
+def target_tables(mig: MigrationsSpec, runtime: Any) -> set[str]:
+    """Tables of the metadata the environment's `env.py` hands to Alembic, read in the app's
+    interpreter (env.py imports the app's models) against an in-memory SQLite connection."""
+    answer = run_appside(mig, runtime, "tables", "sqlite://")
+    tables = set(answer.get("tables", {}))
+    if not tables:
+        raise RevisionError(f"{mig.folder}/env.py declares no target metadata")
+    return tables
 
 
 def _quote_pg(table: str) -> str:
@@ -101,12 +71,13 @@ def _body(tables: Sequence[str], install: bool) -> str:
 
 def write_capture_revision(
     tables: Sequence[str],
-    database: str = "monolith",
+    mig: MigrationsSpec,
+    runtime: Any,
     message: str | None = None,
-    root: Path | None = None,
     rev_id: str | None = None,
 ) -> Path:
-    """Write the revision file into `<root>/<database>/versions/` and return its path.
+    """Write the revision file into the app's own `<script_location>/versions/` and return
+    its path (`runtime`: the app's `kit.appenv.AppRuntime`, where env.py is read).
 
     Refuses tables the environment's metadata does not know, and a history with several
     heads (the revision must have exactly one parent to be a plain step on top of it).
@@ -114,18 +85,21 @@ def write_capture_revision(
     if not tables:
         raise RevisionError("name at least one table to capture")
     tables = list(dict.fromkeys(tables))
-    metadata = target_metadata(database, root)
-    unknown = [t for t in tables if t not in metadata.tables]
+    try:
+        script = script_directory(mig)
+    except MigrationRefused as exc:
+        raise RevisionError(str(exc)) from None
+    known = target_tables(mig, runtime)
+    unknown = [t for t in tables if t not in known]
     if unknown:
         raise RevisionError(
-            f"unknown table(s) {', '.join(unknown)} in the {database} schema; known tables: "
-            f"{', '.join(sorted(metadata.tables))}"
+            f"unknown table(s) {', '.join(unknown)} in the schema of {mig.folder}; "
+            f"known tables: {', '.join(sorted(known))}"
         )
-    script = ScriptDirectory.from_config(_config(database, root))
     heads = script.get_heads()
     if len(heads) > 1:
         raise RevisionError(
-            f"migrations/{database} has several heads ({', '.join(sorted(heads))}): merge them "
+            f"{mig.folder} has several heads ({', '.join(sorted(heads))}): merge them "
             "(alembic merge) before adding the capture revision"
         )
     imports = (

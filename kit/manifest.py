@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kit.migrations_spec import DEFAULT_VERSION_TABLE, MigrationsSpec
+
 MANIFEST_ENV = "KIT_MANIFEST"
 DEFAULT_MANIFEST = "kit.toml"
 TRANSPORT_KINDS = ("embedded", "kafka")
@@ -100,20 +102,6 @@ class ReadyCheck:
         return f"tcp://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-@dataclass(frozen=True)
-class MigrationsSpec:
-    """The app's own Alembic environment (`[<app>.migrations]`): where its revisions live and
-    which table records the applied one (read directly, without running the app's env.py)."""
-
-    script_location: Path | None = None
-    ini: Path | None = None
-    version_table: str = "alembic_version"
-
-    def __post_init__(self) -> None:
-        if (self.script_location is None) == (self.ini is None):
-            raise ValueError("give exactly one of script_location and ini")
-
-
 @dataclass(frozen=True, kw_only=True)
 class AppSpec:
     """How the team runs one app (the monolith or a service); keys of docs/manifest.md.
@@ -174,8 +162,6 @@ class AppSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class MonolithSpec(AppSpec):
-    database: str = "monolith"
-
     @property
     def app_name(self) -> str:
         return "monolith"
@@ -257,7 +243,6 @@ class ServiceSpec(AppSpec):
     mapping_path: Path
     tables: tuple[str, ...]
     endpoints: tuple[Endpoint, ...]
-    database: str | None = None
     parity: Mapping[str, Any] = field(default_factory=dict)
     stop_reverse_cdc_on_retire: bool = True
 
@@ -430,8 +415,8 @@ class _Reader:
             return "http://invalid"
         return value.rstrip("/")
 
-    def db_url(self, key: str, default: str | None = None, required: bool = True) -> str:
-        value = self.str(key, default, required)
+    def db_url(self, key: str, default: str | None = None, required: bool | None = None) -> str:
+        value = self.str(key, default, default is None if required is None else required)
         if value is None:
             return "sqlite://"
         from sqlalchemy.engine import make_url
@@ -553,12 +538,20 @@ class _Reader:
         return ReadyCheck(path=path, status=status, timeout_s=timeout)
 
     def migrations(self) -> MigrationsSpec | None:
+        """`[<app>.migrations]`; None when the app has no Alembic (`kit db` then refuses)."""
+        if "database" in self.data:
+            self.raw("database")
+            self.problem(
+                "database",
+                "was removed: name the app's own Alembic environment in "
+                f"[{self.where}.migrations] script_location (or ini) and version_table",
+            )
         raw = self.raw("migrations")
         if raw is None:
             return None
         r = _Reader(raw, f"{self.where}.migrations", self.problems, self.root)
         script, ini = r.path("script_location"), r.path("ini")
-        table = r.str("version_table", "alembic_version") or "alembic_version"
+        table = r.str("version_table", DEFAULT_VERSION_TABLE) or DEFAULT_VERSION_TABLE
         r.unknown()
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?", table):
             r.problem(
@@ -692,7 +685,7 @@ def parse_manifest(
     r.unknown()
 
     r = _Reader(data.get("monolith"), "monolith", problems, root)
-    monolith = MonolithSpec(**r.app_fields(), database=r.str("database", "monolith") or "monolith")
+    monolith = MonolithSpec(**r.app_fields())
     r.unknown()
 
     r = _Reader(data.get("proxy", {}), "proxy", problems, root)
@@ -793,7 +786,6 @@ def parse_manifest(
             mapping_path=r.path("mapping", required=True) or root / "missing-mapping.toml",
             tables=tables,
             endpoints=_parse_endpoints(r.raw("endpoints", None, True), name, problems),
-            database=r.str("database", name),
             parity=parity_rules,
             stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
         )

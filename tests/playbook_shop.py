@@ -31,6 +31,10 @@ app = "monolith.app:create_app()"
 cwd = "{root}"
 metadata = "monolith.schema:metadata()"
 
+[monolith.migrations]
+script_location = "{migrations}/monolith"
+version_table = "alembic_version_monolith"
+
 [proxy]
 listen = "127.0.0.1:{listen}"
 admin = "127.0.0.1:{admin}"
@@ -59,7 +63,6 @@ url = "http://127.0.0.1:{catalog}"
 app = "extracted.catalog.app:create_app()"
 cwd = "{root}"
 metadata = "extracted.catalog.models:Base.metadata"
-database = "catalog"
 database_url = "sqlite:///var/catalog.db"
 mapping = "{root}/extracted/catalog/mapping.toml"
 tables = ["categories", "products"]
@@ -74,12 +77,15 @@ endpoints = [
   {{ methods = ["PATCH", "DELETE"], path = "/products/<int:id>", kind = "write" }},
 ]
 
+[services.catalog.migrations]
+script_location = "{migrations}/catalog"
+version_table = "alembic_version_catalog"
+
 [services.customers]
 url = "http://127.0.0.1:{customers}"
 app = "extracted.customers.app:create_app()"
 cwd = "{root}"
 metadata = "extracted.customers.models:Base.metadata"
-database = "customers"
 database_url = "sqlite:///var/customers.db"
 mapping = "{root}/extracted/customers/mapping.toml"
 tables = ["customers"]
@@ -89,15 +95,26 @@ endpoints = [
   {{ methods = ["POST"], path = "/customers", kind = "write" }},
   {{ methods = ["PATCH", "DELETE"], path = "/customers/<int:id>", kind = "write" }},
 ]
+
+[services.customers.migrations]
+script_location = "{migrations}/customers"
+version_table = "alembic_version_customers"
 """
 
 
 def write_manifest(
-    folder: Path, *, min_samples: int = 0, stop_reverse: bool = False, max_lag: float = 5.0
+    folder: Path,
+    *,
+    min_samples: int = 0,
+    stop_reverse: bool = False,
+    max_lag: float = 5.0,
+    migrations: Path = ROOT / "migrations",
 ) -> Path:
+    """The shop's manifest in `folder` (Alembic folders under `migrations`)."""
     ports = {n: free_port() for n in ("mono", "listen", "admin", "catalog", "customers")}
     text = MANIFEST.format(
         root=ROOT,
+        migrations=migrations,
         min_samples=min_samples,
         max_lag=max_lag,
         stop_reverse="true" if stop_reverse else "false",
@@ -113,9 +130,10 @@ def seed_monolith(url: str) -> None:
     """A small deterministic shop (50 products, 30 customers, 40 orders)."""
     from kit import alembic_runner
     from kitcore.db import make_engine
+    from migrations import shop_migrations
     from monolith.seed import SeedPlan, seed_database
 
-    alembic_runner.upgrade("monolith", url)
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     small = SeedPlan(products=50, customers=30, orders=40, categories=6)
     engine = make_engine(url)
     try:

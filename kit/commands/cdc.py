@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import click
@@ -326,29 +325,29 @@ def disable(obj: Ctx, tables: tuple[str, ...], db_url: str | None) -> None:
 
 @cli.command(name="revision")
 @click.argument("tables", nargs=-1, required=True)
-@click.option("--database", default="monolith", show_default=True, help="Alembic environment.")
+@click.option(
+    "--app",
+    default="monolith",
+    show_default=True,
+    help="Whose Alembic history gets the revision: monolith or a service (manifest name).",
+)
 @click.option("--message", "-m", help="Revision message (default: capture changes of TABLES).")
 @click.option("--rev-id", help="Revision id (default: a random one, as alembic does).")
-@click.option(
-    "--migrations-dir",
-    envvar="KIT_MIGRATIONS_DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder holding <database>/env.py (default: the kit's migrations/).",
-)
 def revision_cmd(
-    tables: tuple[str, ...],
-    database: str,
-    message: str | None,
-    rev_id: str | None,
-    migrations_dir: Path | None,
+    tables: tuple[str, ...], app: str, message: str | None, rev_id: str | None
 ) -> None:
-    """Write an Alembic revision on top of the current head that installs capture on TABLES
-    (SQLite triggers, or PostgreSQL REPLICA IDENTITY FULL) and removes it on downgrade."""
+    """Write an Alembic revision on top of APP's own head (its `[<app>.migrations]` folder)
+    that installs capture on TABLES (SQLite triggers, or PostgreSQL REPLICA IDENTITY FULL)
+    and removes it on downgrade."""
+    from kit.appdb import app_database
     from kit.capture_revision import RevisionError, write_capture_revision
+    from kit.manifest import ManifestError, load_manifest
+    from kit.migrations_spec import MigrationRefused
 
     try:
-        path = write_capture_revision(tables, database, message, migrations_dir, rev_id)
-    except RevisionError as exc:
+        db = app_database(load_manifest(), app)
+        path = write_capture_revision(tables, db.migrations, db.runtime, message, rev_id)
+    except (RevisionError, ManifestError, MigrationRefused) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(path))
 

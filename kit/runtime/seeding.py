@@ -79,7 +79,17 @@ def seed_monolith(
     then its seed command; the command's output when `capture`."""
     target = database_url or m.monolith.database_url
     if migrate:
-        from kit import alembic_runner
+        from sqlalchemy.exc import SQLAlchemyError
 
-        alembic_runner.upgrade(m.monolith.database, target)
+        from kit.appdb import app_database
+        from kit.appenv import AppScriptError
+        from kit.manifest import ManifestError
+        from kit.migrations_spec import MigrationRefused
+
+        try:
+            app_database(m, "monolith", target).upgrade()
+        except (ManifestError, MigrationRefused, AppScriptError, SQLAlchemyError) as exc:
+            raise SeedFailed(
+                f"cannot upgrade the monolith's schema before seeding: {exc}"
+            ) from None
     return run_seed(m.monolith, extra, database_url=target, capture=capture)

@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 
 from cdc.mapping import MappingSpec, load_mapping
 from kit import alembic_runner
+from migrations import shop_migrations
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("catalog", "customers")
@@ -26,11 +27,11 @@ SERVICES = ("catalog", "customers")
 
 def migrate(database: str, url: str, revision: str = "head") -> None:
     """Upgrade `url` with `migrations/<database>` through the kit's own runner."""
-    alembic_runner.upgrade(database, url, revision)
+    alembic_runner.upgrade(shop_migrations(database), url, revision)
 
 
 def downgrade(database: str, url: str, revision: str = "base") -> None:
-    alembic_runner.downgrade(database, url, revision)
+    alembic_runner.downgrade(shop_migrations(database), url, revision)
 
 
 def service_app(service: str, url: str) -> Flask:

@@ -9,6 +9,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from kit import alembic_runner
+from migrations import shop_migrations
 from monolith.app import create_app
 from monolith.config import MonolithConfig
 from monolith.schema import metadata
@@ -21,7 +22,7 @@ TABLES = {"categories", "products", "customers", "stock", "reservations", "order
 
 
 def test_monolith_migrations_round_trip_on_postgresql(pg_url: str) -> None:
-    alembic_runner.upgrade("monolith", pg_url)
+    alembic_runner.upgrade(shop_migrations("monolith"), pg_url)
     engine = make_engine(pg_url)
     try:
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version_monolith"}
@@ -39,17 +40,17 @@ def test_monolith_migrations_round_trip_on_postgresql(pg_url: str) -> None:
             connection.execute(insert, {"email": "Ada@Example.com"})
         with pytest.raises(IntegrityError), engine.begin() as connection:
             connection.execute(insert, {"email": "ada@EXAMPLE.com"})
-        alembic_runner.downgrade("monolith", pg_url, "base")
+        alembic_runner.downgrade(shop_migrations("monolith"), pg_url, "base")
         assert set(inspect(engine).get_table_names()) == {"alembic_version_monolith"}
-        assert alembic_runner.current("monolith", pg_url) is None
-        alembic_runner.upgrade("monolith", pg_url)
-        assert alembic_runner.current("monolith", pg_url) == "m0001_initial"
+        assert alembic_runner.current(shop_migrations("monolith"), pg_url) is None
+        alembic_runner.upgrade(shop_migrations("monolith"), pg_url)
+        assert alembic_runner.current(shop_migrations("monolith"), pg_url) == "m0001_initial"
     finally:
         engine.dispose()
 
 
 def test_monolith_endpoints_on_postgresql(pg_url: str) -> None:
-    alembic_runner.upgrade("monolith", pg_url)
+    alembic_runner.upgrade(shop_migrations("monolith"), pg_url)
     engine = make_engine(pg_url)
     try:
         seed_database(engine, SeedPlan(products=40, customers=10, orders=30), 11)

@@ -1,7 +1,7 @@
 """`kit cdc revision`: capture installed and removed by an Alembic revision the team owns.
 
-Every test works on a copy of migrations/monolith in a temporary folder (passed with
---migrations-dir), never on the repository's own migrations.
+Every test works on a copy of migrations/monolith in a temporary folder (named by the
+manifest's `[monolith.migrations]`), never on the repository's own migrations.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from kit.alembic_runner import migrations_root, version_table
 from kit.cli import main
+from migrations import FOLDER as SHOP_MIGRATIONS
 from shoplib.db import make_engine
+from tests.playbook_shop import write_manifest
 
 TRIGGERS = {"_cdc_products_ins", "_cdc_products_upd", "_cdc_products_del"}
 
@@ -29,7 +30,7 @@ def migrations_copy(tmp_path: Path) -> Path:
     """A private copy of migrations/monolith: generated revisions land here only."""
     root = tmp_path / "migrations"
     shutil.copytree(
-        migrations_root() / "monolith",
+        SHOP_MIGRATIONS / "monolith",
         root / "monolith",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
@@ -37,8 +38,9 @@ def migrations_copy(tmp_path: Path) -> Path:
 
 
 def _revision(root: Path, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(
-        main, ["cdc", "revision", *args, "--migrations-dir", str(root)], catch_exceptions=False
+    manifest = write_manifest(root.parent, migrations=root)
+    result = CliRunner(env={"KIT_MANIFEST": str(manifest)}).invoke(
+        main, ["cdc", "revision", *args], catch_exceptions=False
     )
     return result.exit_code, result.output
 
@@ -47,7 +49,7 @@ def _config(root: Path, url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(root / "monolith"))
     config.attributes["url"] = url
-    config.attributes["version_table"] = version_table("monolith")
+    config.attributes["version_table"] = "alembic_version_monolith"
     return config
 
 
@@ -99,7 +101,7 @@ def test_revision_is_written_on_top_of_the_current_head_and_its_path_printed(
     assert new_head != head
     assert not any(
         p.name.endswith("capture_products.py")
-        for p in (migrations_root() / "monolith" / "versions").iterdir()
+        for p in (SHOP_MIGRATIONS / "monolith" / "versions").iterdir()
     )
 
 
@@ -111,10 +113,10 @@ def test_revision_refuses_a_table_the_schema_does_not_have(migrations_copy: Path
     assert sorted((migrations_copy / "monolith" / "versions").iterdir()) == before
 
 
-def test_revision_refuses_an_unknown_database(migrations_copy: Path) -> None:
-    code, output = _revision(migrations_copy, "products", "--database", "warehouse")
+def test_revision_refuses_an_unknown_app(migrations_copy: Path) -> None:
+    code, output = _revision(migrations_copy, "products", "--app", "warehouse")
     assert code != 0
-    assert "unknown database 'warehouse'" in output
+    assert "unknown app 'warehouse'" in output
 
 
 def test_sqlite_upgrade_installs_triggers_and_downgrade_removes_them_keeping_data(

@@ -16,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from kit import alembic_runner
+from migrations import shop_migrations
 from monolith.app import create_app
 from monolith.config import MonolithConfig
 
@@ -23,7 +24,7 @@ from monolith.config import MonolithConfig
 @pytest.fixture(scope="session")
 def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("monolith-template") / "monolith.db"
-    alembic_runner.upgrade("monolith", f"sqlite:///{path}")
+    alembic_runner.upgrade(shop_migrations("monolith"), f"sqlite:///{path}")
     return path
 
 

@@ -14,9 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from kit import alembic_runner
 from kit.cli import main
+from migrations import shop_migrations
 from monolith.schema import metadata
 from shoplib.db import make_engine
 
+ROOT = Path(__file__).resolve().parents[3]
 TABLES = {"categories", "products", "customers", "stock", "reservations", "orders", "order_lines"}
 
 
@@ -30,14 +32,17 @@ def _tables(url: str) -> set[str]:
 
 def test_upgrade_downgrade_upgrade_round_trip_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    assert alembic_runner.current("monolith", url) is None
-    alembic_runner.upgrade("monolith", url)
+    assert alembic_runner.current(shop_migrations("monolith"), url) is None
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     assert _tables(url) == TABLES | {"alembic_version_monolith"}
-    assert alembic_runner.current("monolith", url) == alembic_runner.heads("monolith")[0]
-    alembic_runner.downgrade("monolith", url, "base")
+    assert (
+        alembic_runner.current(shop_migrations("monolith"), url)
+        == alembic_runner.heads(shop_migrations("monolith"))[0]
+    )
+    alembic_runner.downgrade(shop_migrations("monolith"), url, "base")
     assert _tables(url) == {"alembic_version_monolith"}
-    assert alembic_runner.current("monolith", url) is None
-    alembic_runner.upgrade("monolith", url)
+    assert alembic_runner.current(shop_migrations("monolith"), url) is None
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     assert _tables(url) == TABLES | {"alembic_version_monolith"}
 
 
@@ -72,7 +77,7 @@ def test_email_index_is_unique_on_lower_email(db_url: str) -> None:
 
 def test_kit_db_commands_upgrade_show_and_downgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    runner = CliRunner()
+    runner = CliRunner(env={"KIT_MANIFEST": str(ROOT / "kit.toml")})
     up = runner.invoke(main, ["db", "upgrade", "monolith", "--url", url])
     assert up.exit_code == 0, up.output
     assert "upgraded to m0001_initial" in up.output
@@ -82,24 +87,10 @@ def test_kit_db_commands_upgrade_show_and_downgrade(tmp_path: Path) -> None:
     assert down.exit_code == 0 and "(base)" in down.output
 
 
-def test_kit_db_names_the_known_databases_for_an_unknown_one() -> None:
-    result = CliRunner().invoke(main, ["db", "upgrade", "shop", "--url", "sqlite://"])
-    assert result.exit_code != 0
-    assert "unknown database 'shop'" in result.output
-    assert "monolith" in result.output
-
-
 def test_kit_db_reports_a_bad_revision_cleanly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bad.db'}"
-    result = CliRunner().invoke(
+    result = CliRunner(env={"KIT_MANIFEST": str(ROOT / "kit.toml")}).invoke(
         main, ["db", "upgrade", "monolith", "--url", url, "--revision", "zzz"]
     )
     assert result.exit_code == 1
     assert "Error:" in result.output and "zzz" in result.output
-
-
-def test_default_url_comes_from_the_environment() -> None:
-    assert alembic_runner.default_url("catalog", {}) == "sqlite:///var/catalog.db"
-    env = {"CATALOG_DATABASE_URL": "postgresql://h/db"}
-    assert alembic_runner.default_url("catalog", env) == "postgresql://h/db"
-    assert alembic_runner.version_table("customers") == "alembic_version_customers"

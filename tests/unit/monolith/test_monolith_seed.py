@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 
 from kit import alembic_runner
 from kit.cli import main
+from migrations import shop_migrations
 from monolith.schema import metadata
 from monolith.seed import SEED_TABLES, SeedError, SeedPlan, seed_database, table_counts
 from monolith.seed import main as seed_main
@@ -37,7 +38,7 @@ def _checksums(url: str) -> dict[str, str]:
 
 def _seeded(tmp_path: Path, name: str, seed: int, batch_size: int = 5000) -> str:
     url = f"sqlite:///{tmp_path / name}"
-    alembic_runner.upgrade("monolith", url)
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     engine = make_engine(url)
     try:
         seed_database(engine, SMALL, seed, batch_size=batch_size)

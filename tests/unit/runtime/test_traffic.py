@@ -17,6 +17,7 @@ from werkzeug.serving import make_server
 from kit import alembic_runner
 from kit.runtime.traffic import Traffic, TrafficConfig, TrafficError, percentile
 from kitcore.db import make_engine
+from migrations import shop_migrations
 from monolith.app import create_app
 from monolith.config import MonolithConfig
 from monolith.seed import SeedPlan, seed_database
@@ -26,7 +27,7 @@ from monolith.seed import SeedPlan, seed_database
 def shop_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("traffic") / "monolith.db"
     url = f"sqlite:///{path}"
-    alembic_runner.upgrade("monolith", url)
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     engine = make_engine(url)
     try:
         seed_database(engine, SeedPlan(products=80, customers=30, orders=40), 3)
