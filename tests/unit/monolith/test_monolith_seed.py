@@ -135,7 +135,7 @@ def test_the_seed_cli_prints_row_counts_and_refuses_to_seed_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    alembic_runner.upgrade("monolith", url)
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
     assert seed_main(["--database-url", url, "--seed", "9", "--products", "40"]) == 0
     out = capsys.readouterr().out
     assert "products" in out and " 40\n" in out and "1,000" not in out
