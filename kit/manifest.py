@@ -943,17 +943,6 @@ def parity_rules(m: Manifest) -> Any:
     return RuleSet.from_dict(data)
 
 
-def resolve_object(spec: str) -> Any:
-    """`package.module:attr.sub` → the object IN THE KIT'S PROCESS (a trailing `()` calls it).
-
-    Only for code the kit's environment really has; an app's code is read in the app's own
-    interpreter (`kit.appenv.run_app_script`), which resolves paths with this same function.
-    """
-    from kit.appside.introspect import resolve
-
-    return resolve(spec)
-
-
 # ---------------------------------------------------------------------------------------------
 # deep checks against the monolith, the services and the mappings
 

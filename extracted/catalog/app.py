@@ -8,10 +8,11 @@ from extracted.catalog.config import CatalogConfig
 from extracted.catalog.openapi import openapi_document
 from extracted.catalog.views import catalog_blueprint
 from shoplib.app import build_app
+from shoplib.health import SchemaAtHead
 
 
 def create_app(config: CatalogConfig | None = None) -> Flask:
-    """Build the service; its database schema is managed by `kit db upgrade catalog`."""
+    """Build the service; `/readyz` is 503 until its database is at its Alembic head."""
     config = config or CatalogConfig()
     return build_app(
         __name__,
@@ -19,4 +20,5 @@ def create_app(config: CatalogConfig | None = None) -> Flask:
         [catalog_blueprint()],
         openapi_document,
         {"CATALOG_CONFIG": config},
+        SchemaAtHead(config.migrations, config.version_table),
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shoplib.config import DatabaseConfig, env_database_url_factory
 
 DEFAULT_DATABASE_URL = "sqlite:///var/catalog.db"
+#: The service's own Alembic history (the shop keeps it in the repository's migrations/).
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "catalog"
+VERSION_TABLE = "alembic_version_catalog"
 
 
 @dataclass(frozen=True)
@@ -16,3 +20,5 @@ class CatalogConfig(DatabaseConfig):
     database_url: str = field(
         default_factory=env_database_url_factory("CATALOG_DATABASE_URL", DEFAULT_DATABASE_URL)
     )
+    migrations: Path = MIGRATIONS  # /readyz answers 503 until the database is at its head
+    version_table: str = VERSION_TABLE

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from kit.manifest import Endpoint, Manifest, ServiceSpec
 from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, RouteIntent, parity_rate, route_guard
@@ -183,18 +181,17 @@ class Step:
 
 
 def _ready(ctx: Ctx) -> list[str]:
-    url = ctx.s.url.rstrip("/") + "/readyz"
-    try:
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            r = client.get(url)
-    except httpx.HTTPError as exc:
-        return [
-            f"service {ctx.s.name!r} is not ready: {url} unreachable ({exc.__class__.__name__}); "
-            f"way forward: start it (`kit up`) or force"
-        ]
-    if r.status_code != 200:
-        return [f"service {ctx.s.name!r} is not ready: {url} answered {r.status_code}"]
-    return []
+    """The service passes the manifest's `ready` check (HTTP path + status, or TCP)."""
+    from kit.runtime.supervisor import readiness_problem
+
+    check = ctx.s.ready
+    problem = readiness_problem(ctx.s.ready_target, check.status if check.path else None)
+    if problem is None:
+        return []
+    return [
+        f"service {ctx.s.name!r} is not ready: {problem}; "
+        "way forward: start it (`kit up`), fix it, or force"
+    ]
 
 
 def _route_refusals(ctx: Ctx, endpoints: tuple[Endpoint, ...], mode: str, step: str) -> list[str]:

@@ -47,23 +47,29 @@ class UpResult:
     seconds: float
 
 
-def is_ready(target: str, status: int | None = None, timeout_s: float = 2.0) -> bool:
-    """`tcp://host:port` accepts a connection, or the HTTP `target` answers `status`
-    (None: any 2xx). The one readiness policy of `kit up`, `kit up --status` and the demo."""
+def readiness_problem(target: str, status: int | None = None, timeout_s: float = 2.0) -> str | None:
+    """None when `tcp://host:port` accepts a connection, or the HTTP `target` answers `status`
+    (None: any 2xx); else what went wrong. The one readiness policy of `kit up`,
+    `kit up --status` and the playbook's guards (the manifest's `ready`)."""
     if target.startswith("tcp://"):
         parts = urlsplit(target)
         try:
             with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s):
-                return True
-        except OSError:
-            return False
+                return None
+        except OSError as exc:
+            return f"{target} unreachable ({exc.__class__.__name__})"
     try:
         response = httpx.get(target, timeout=timeout_s, trust_env=False)
-    except httpx.HTTPError:
-        return False
-    if status is None:
-        return 200 <= response.status_code < 300
-    return response.status_code == status
+    except httpx.HTTPError as exc:
+        return f"{target} unreachable ({exc.__class__.__name__})"
+    code = response.status_code
+    if (status is None and 200 <= code < 300) or code == status:
+        return None
+    return f"{target} answered {code} (expected {status or '2xx'})"
+
+
+def is_ready(target: str, status: int | None = None, timeout_s: float = 2.0) -> bool:
+    return readiness_problem(target, status, timeout_s) is None
 
 
 def _expected(url: str, status: int | None) -> str:

@@ -62,7 +62,11 @@ def test_kit_up_starts_everything_once_and_kit_down_leaves_nothing(
         response = client.get("/readyz")
         assert response.status_code == 200
     for service in ("catalog", "customers"):
-        assert httpx.get(m.services[service].url + "/readyz", timeout=5).status_code == 200
+        url = m.services[service].url
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200  # kit up's check
+        not_yet = httpx.get(url + "/readyz", timeout=5)  # no `schema` step ran: not at head
+        assert not_yet.status_code == 503, not_yet.text
+        assert "not migrated" in not_yet.json()["checks"]["schema"]
 
     again = kit("up", "--manifest", str(demo_manifest), cwd=cwd)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -296,7 +298,37 @@ def test_openapi_describes_every_route_and_health_reports_the_database(
     assert undocumented_routes(catalog_app, openapi_document()) == []
     assert catalog.get("/openapi.json").get_json()["info"]["title"] == "catalog service"
     assert catalog.get("/healthz").get_json() == {"status": "ok"}
-    assert catalog.get("/readyz").get_json() == {"status": "ready", "checks": {"database": "ok"}}
+    assert catalog.get("/readyz").get_json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "schema": "ok"},
+    }
+
+
+@pytest.mark.parametrize("service", ["catalog", "customers"])
+def test_readiness_fails_until_the_database_is_at_the_alembic_head(
+    tmp_path: Path, service: str
+) -> None:
+    from tests.contract.harness import downgrade, migrate, service_app
+
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+    app = service_app(service, url)
+    try:
+        client = app.test_client()
+        never = client.get("/readyz")  # a fresh database: the tables do not exist yet
+        assert never.status_code == 503
+        assert never.get_json()["checks"] == {
+            "database": "ok",
+            "schema": f"no Alembic version table 'alembic_version_{service}': not migrated",
+        }
+        migrate(service, url)
+        downgrade(service, url, "base")  # a version table, but no revision in it
+        behind = client.get("/readyz").get_json()["checks"]["schema"]
+        assert behind.startswith("schema at (none), the code expects ")
+        migrate(service, url)
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/healthz").status_code == 200
+    finally:
+        app.extensions["database"].engine.dispose()
 
 
 def test_readiness_fails_when_the_database_is_unreachable(free_port: int) -> None:
