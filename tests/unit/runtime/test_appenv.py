@@ -92,3 +92,23 @@ def test_the_apps_folder_comes_first_on_pythonpath_and_its_env_is_added(tmp_path
         "HOME": "/h",
         "A_DATABASE_URL": "sqlite://",
     }
+
+
+def test_app_side_scripts_import_only_the_standard_library_and_the_apps_libraries() -> None:
+    # the import-linter contract lists kit's modules; this also catches a module added later
+    import ast
+
+    from kit.appenv import APPSIDE_DIR
+
+    allowed = set(sys.stdlib_module_names) | {"flask", "werkzeug", "sqlalchemy", "alembic"}
+    for script in APPSIDE_DIR.glob("*.py"):
+        tree = ast.parse(script.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed | {"__future__"}, f"{script.name}: {name}"
