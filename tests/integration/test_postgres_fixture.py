@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg2
 import psycopg2.extras
 import pytest
@@ -89,3 +91,23 @@ def test_each_test_database_is_new_empty_and_isolated(pg_url, second_pg_url):
     tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
     assert scalar(pg_url, tables) == 1
     assert scalar(second_pg_url, tables) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
+def test_a_server_starts_from_binaries_inside_a_folder_only_its_owner_may_enter(
+    tmp_path, monkeypatch
+):
+    # as `make test` in a clone under root's home or `mktemp -d`: .venv is out of reach of
+    # the unprivileged user PostgreSQL runs as
+    from tests.fixtures.postgres import copy_install, find_postgres_bin_dir, start_postgres
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setenv("PG_BIN_DIR", str(copy_install(find_postgres_bin_dir(), private)))
+    monkeypatch.delenv("PG_URL", raising=False)
+    server = start_postgres()
+    try:
+        assert not str(server.bin_dir).startswith(str(private))  # a reachable copy ran
+        assert scalar(server.url, "SELECT 41 + 1") == 42
+    finally:
+        server.stop()
