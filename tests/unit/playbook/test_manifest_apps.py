@@ -132,3 +132,42 @@ def test_an_app_needs_app_or_command_unless_the_team_runs_it(tmp_path: Path) -> 
     assert any(p.startswith("monolith.app: is required to run the app") for p in problems)
     m = load_manifest(_with(tmp_path, "external = true\n", drop=MONO_APP))
     assert m.monolith.external and m.monolith.app is None
+
+
+def test_check_reads_the_endpoints_from_the_openapi_path_the_manifest_names(
+    tmp_path: Path,
+) -> None:
+    import json
+    import threading
+    from urllib.parse import urlsplit
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from kit.manifest import check_manifest
+
+    keys = 'command = ["{python}", "-m", "waitress", "{app}"]\nopenapi = "/api/spec.json"\n'
+    m = load_manifest(_with(tmp_path, keys, drop=MONO_APP))
+    paths: dict[str, dict] = {}
+    for e in m.endpoints:
+        if e.path != "/customers/<int:id>":  # the monolith "lost" this path
+            paths.setdefault(e.path.replace("<int:id>", "{id}"), {})[e.method.lower()] = {}
+    seen: list[str] = []
+
+    @Request.application
+    def app(request: Request) -> Response:
+        seen.append(request.path)
+        return Response(json.dumps({"paths": paths}), content_type="application/json")
+
+    server = make_server("127.0.0.1", urlsplit(m.monolith.url).port, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        problems = [str(p) for p in check_manifest(m)]
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert seen and set(seen) == {"/api/spec.json"}
+    unknown = [p for p in problems if "unknown endpoint" in p]
+    assert unknown and all("/customers/<int:id>" in p for p in unknown)
+    assert all(f"checked against {m.monolith.url}/api/spec.json" in p for p in unknown)
