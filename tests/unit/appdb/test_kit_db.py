@@ -121,3 +121,13 @@ def test_the_removed_database_key_is_named_with_its_replacement(tmp_path: Path) 
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert "monolith.database: was removed" in str(info.value)
+
+
+def test_retires_contract_revision_is_chained_to_the_monoliths_own_head(app: Path) -> None:
+    from kit.playbook.contract import render_contract
+
+    assert _kit(app, "upgrade", "monolith").exit_code == 0
+    source = render_contract(load_manifest(app), "archive")
+    assert "down_revision = 'n0001_notes'" in source
+    assert "op.drop_table('notes')" in source and "'tags'" not in source
+    assert str(app.parent / "notes_migrations" / "versions") in source
