@@ -12,6 +12,8 @@ import os
 import click
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "kit.commands.init",
+    "kit.commands.extract",
     "kit.commands.db",
     "kit.commands.seed",
     "kit.commands.demo",
