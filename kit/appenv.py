@@ -36,14 +36,19 @@ class AppRuntime:
     env: Mapping[str, str] = field(default_factory=dict)  # extra env + {database_env: url}
 
 
+def app_variables(rt: AppRuntime, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the app adds to `base` (default: our environment): its variables, and its cwd
+    first on PYTHONPATH so `pkg.app:create_app()` resolves from the app's folder."""
+    base = os.environ if base is None else base
+    inherited = rt.env.get("PYTHONPATH", base.get("PYTHONPATH", ""))
+    paths = [str(rt.cwd)] + [p for p in inherited.split(os.pathsep) if p]
+    return {**rt.env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
 def process_env(rt: AppRuntime, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The app's environment: `base` (default: ours) + its variables, its cwd first on
-    PYTHONPATH so `pkg.app:create_app()` resolves from the app's folder."""
-    env = dict(os.environ if base is None else base)
-    env.update(rt.env)
-    paths = [str(rt.cwd)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
+    """The app's whole environment: `base` (default: ours) + `app_variables`."""
+    base = os.environ if base is None else base
+    return {**base, **app_variables(rt, base)}
 
 
 def _tail(text: str, lines: int = 15) -> str:

@@ -391,3 +391,58 @@ def _reset_sequences(engine: Engine) -> None:
                     f"COALESCE((SELECT max(id) FROM {name}), 0) + 1, false)"
                 )
             )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m monolith.seed`: what the shop's manifest names as its `seed` command (the
+    kit runs it in the monolith's environment; it never imports this module itself)."""
+    import argparse
+    import dataclasses
+    import os
+    import sys
+    import time
+
+    from shoplib.db import make_engine
+
+    parser = argparse.ArgumentParser(prog="python -m monolith.seed", description=__doc__)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("MONOLITH_DATABASE_URL"),
+        help="the migrated monolith database (default: $MONOLITH_DATABASE_URL)",
+    )
+    parser.add_argument("--scale", type=int, default=1, help="1 ≈ 1k products, 500 customers")
+    for kind in ("products", "customers", "orders"):
+        parser.add_argument(f"--{kind}", type=int, help=f"exactly this many {kind} (over --scale)")
+    parser.add_argument("--seed", type=int, default=42, help="same seed, same rows")
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--replace", action="store_true", help="delete existing shop rows first")
+    args = parser.parse_args(argv)
+    if not args.database_url:
+        parser.error("--database-url is required (or set MONOLITH_DATABASE_URL)")
+    try:
+        plan = SeedPlan.from_scale(args.scale)
+        sizes = {k: getattr(args, k) for k in ("products", "customers", "orders")}
+        plan = dataclasses.replace(plan, **{k: v for k, v in sizes.items() if v is not None})
+    except ValueError as exc:
+        parser.error(f"--{exc}")
+    started = time.monotonic()
+    engine = make_engine(args.database_url)
+    try:
+        counts = seed_database(
+            engine, plan, args.seed, batch_size=args.batch_size, replace=args.replace
+        )
+    except SeedError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{'table':<14}{'rows':>12}")
+    for table, rows in counts.items():
+        print(f"{table:<14}{rows:>12,}")
+    elapsed = time.monotonic() - started
+    print(f"{'total':<14}{sum(counts.values()):>12,}  ({elapsed:.1f}s, seed {args.seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

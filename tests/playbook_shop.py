@@ -28,6 +28,7 @@ state_url = "sqlite:///var/kit.db"
 url = "http://127.0.0.1:{mono}"
 database_url = "sqlite:///var/monolith.db"
 app = "monolith.app:create_app()"
+cwd = "{root}"
 metadata = "monolith.schema:metadata()"
 
 [monolith.migrations]
@@ -60,6 +61,7 @@ drain_timeout_seconds = 30
 [services.catalog]
 url = "http://127.0.0.1:{catalog}"
 app = "extracted.catalog.app:create_app()"
+cwd = "{root}"
 metadata = "extracted.catalog.models:Base.metadata"
 database_url = "sqlite:///var/catalog.db"
 mapping = "{root}/extracted/catalog/mapping.toml"
@@ -82,6 +84,7 @@ version_table = "alembic_version_catalog"
 [services.customers]
 url = "http://127.0.0.1:{customers}"
 app = "extracted.customers.app:create_app()"
+cwd = "{root}"
 metadata = "extracted.customers.models:Base.metadata"
 database_url = "sqlite:///var/customers.db"
 mapping = "{root}/extracted/customers/mapping.toml"

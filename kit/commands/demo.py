@@ -20,12 +20,12 @@ from typing import Any
 import click
 import httpx
 
-from kit import alembic_runner
+from kit.appenv import app_variables
+from kit.manifest import load_manifest
+from kit.runtime.demo_manifest import repo_manifest
 from kit.runtime.plan import gunicorn_argv
-from kitcore.db import make_engine
+from kit.runtime.seeding import SeedFailed, seed_monolith
 from kitcore.net import free_port, wait_http_ok
-from migrations import shop_migrations
-from monolith.seed import SeedPlan, seed_database
 
 Echo = Callable[[str], None]
 
@@ -199,16 +199,18 @@ def start_gunicorn(
     workers: int = 2,
     log_path: Path | None = None,
     threads: int = 4,
+    python: str = sys.executable,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start gunicorn on 127.0.0.1:`port` as a child process (stop it with `stop_process`);
     the same gthread + keep-alive command line as `kit up`."""
     command = gunicorn_argv(
-        sys.executable, app_spec, f"127.0.0.1:{port}", workers, threads, "--graceful-timeout", "5"
+        python, app_spec, f"127.0.0.1:{port}", workers, threads, "--graceful-timeout", "5"
     )
     output = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         return subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT
+            command, env={**os.environ, **env}, cwd=cwd, stdout=output, stderr=subprocess.STDOUT
         )
     finally:
         if log_path:
@@ -227,14 +229,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> N
         process.wait(timeout=timeout_s)
 
 
-def prepare_monolith_db(url: str, scale: int = 1, seed: int = 42) -> dict[str, int]:
-    """Migrate and seed a monolith database; returns rows per table."""
-    alembic_runner.upgrade(shop_migrations("monolith"), url)
-    engine = make_engine(url)
-    try:
-        return seed_database(engine, SeedPlan.from_scale(scale), seed)
-    finally:
-        engine.dispose()
+def prepare_monolith_db(url: str, scale: int = 1, seed: int = 42) -> str:
+    """Migrate and seed a shop database through the repository manifest's `seed` command
+    (in the monolith's environment); the command's last output line (its row total)."""
+    m = load_manifest(repo_manifest())
+    output = seed_monolith(
+        m, ("--scale", str(scale), "--seed", str(seed)), database_url=url, capture=True
+    )
+    return (output.strip().splitlines() or [""])[-1]
 
 
 def run_monolith_tour(workdir: str, scale: int) -> None:
@@ -246,8 +248,12 @@ def run_monolith_tour(workdir: str, scale: int) -> None:
         stale.unlink(missing_ok=True)
     url = f"sqlite:///{database}"
     click.echo(f"• database {database}: migrating and seeding (scale {scale})")
-    counts = prepare_monolith_db(url, scale)
-    click.echo("  " + ", ".join(f"{table}={rows:,}" for table, rows in counts.items()))
+    try:
+        click.echo("  " + prepare_monolith_db(url, scale))
+    except SeedFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    monolith = load_manifest(repo_manifest()).monolith
+    rt = monolith.runtime
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = folder / "gunicorn.log"
@@ -255,7 +261,12 @@ def run_monolith_tour(workdir: str, scale: int) -> None:
         f"• starting the monolith: gunicorn, 2 workers x 4 threads, {base_url} (log {log_path})"
     )
     process = start_gunicorn(
-        "monolith.app:create_app()", port, {"MONOLITH_DATABASE_URL": url}, log_path=log_path
+        monolith.app or "monolith.app:create_app()",
+        port,
+        app_variables(rt) | {monolith.database_variable: url},
+        log_path=log_path,
+        python=rt.python,
+        cwd=rt.cwd,
     )
     try:
         wait_http_ok(f"{base_url}/readyz", timeout_s=30)

@@ -79,9 +79,10 @@ class _Source:
     ids: tuple[str, ...]
     endpoints: tuple[str, ...]
     limit: int | None
+    openapi_path: str = "/openapi.json"  # the manifest's `monolith.openapi` under --service
 
     def requests(self, base_url: str, resolver: EndpointResolver) -> list[Request]:
-        """The requests to send (`base_url` supplies the default `<base>/openapi.json`)."""
+        """The requests to send (`base_url` + `openapi_path` is the default document)."""
         pool = _parse_ids(self.ids)
         chosen = [x for x in (self.recording, self.openapi, self.request_file) if x]
         if len(chosen) > 1:
@@ -92,7 +93,10 @@ class _Source:
             elif self.request_file:
                 reqs = load_list_file(self.request_file)
             else:
-                doc = load_openapi(self.openapi or f"{base_url.rstrip('/')}/openapi.json")
+                default = self.openapi_path
+                if not default.startswith(("http://", "https://")):
+                    default = base_url.rstrip("/") + default
+                doc = load_openapi(self.openapi or default)
                 gen = from_openapi(doc, pool, path_ids=_existing_ids(doc, base_url))
                 for endpoint in gen.endpoints:
                     resolver.add(endpoint)
@@ -139,6 +143,7 @@ class _Targets:
     proxy: str | None
     rules: RuleSet | None
     endpoints: tuple[str, ...]
+    openapi_path: str = "/openapi.json"
 
     @classmethod
     def of(cls, service: str | None) -> _Targets:
@@ -154,10 +159,13 @@ class _Targets:
         if not reads:
             raise click.ClickException(f"service {service!r} declares no read endpoints")
         proxy = f"http://{manifest.proxy.listen}"
-        return cls(manifest.monolith.url, spec.url, proxy, rules, reads)
+        openapi = manifest.monolith.openapi
+        return cls(manifest.monolith.url, spec.url, proxy, rules, reads, openapi)
 
     def source(self, source: _Source) -> _Source:
-        """The user's source, limited to the service's read endpoints unless --endpoint says."""
+        """The user's source, limited to the service's read endpoints unless --endpoint says,
+        its OpenAPI document where the manifest says the monolith serves it."""
+        source = dataclasses.replace(source, openapi_path=self.openapi_path)
         if source.endpoints or not self.endpoints:
             return source
         return dataclasses.replace(source, endpoints=self.endpoints)
@@ -216,7 +224,7 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--openapi",
-            help="OpenAPI document (URL or file) to generate GET requests from; default <control>/openapi.json.",
+            help="OpenAPI document (URL or file) to generate GET requests from; default <control> + the manifest's monolith.openapi (/openapi.json).",
         ),
         click.option(
             "--requests",

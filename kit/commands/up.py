@@ -53,7 +53,13 @@ def print_status(m: Manifest) -> int:
     supervisor = supervisor_for(m)
     bad = 0
     click.echo(f"{'process':<24}{'pid':<9}{'state':<12}{'log'}")
-    for name, record, healthy in supervisor.status():
+    for spec, record, healthy in supervisor.status():
+        name = spec.name
+        if spec.external:
+            state = "external" if healthy else "EXT. DOWN"
+            bad += not healthy
+            click.echo(f"{name:<24}{'-':<9}{state:<12}{spec.ready_url}")
+            continue
         if record is None:
             state, pid, log = "stopped", "-", str(supervisor.rundir.log_path(name))
             bad += 1

@@ -21,20 +21,19 @@ from typing import Any
 
 import httpx
 
-from kit.appdb import app_database
 from kit.manifest import Manifest, load_manifest
 from kit.runtime.demo_manifest import write_demo_manifest
 from kit.runtime.plan import admin_url, build_specs, proxy_url, run_dir
 from kit.runtime.procs import RunDir
+from kit.runtime.seeding import seed_monolith
 from kit.runtime.supervisor import Supervisor, stop_all
 from kit.runtime.traffic import RESOURCES, WRITE_OPS, Traffic, TrafficConfig, TrafficReport
 from kit.runtime.watchdog import read_state
-from kitcore.db import make_engine
-from monolith.seed import SeedPlan, seed_database
 
 Echo = Callable[[str], None]
 
-DEMO_SEED = SeedPlan(products=300, customers=150, orders=300)
+#: Arguments of the shop's seed command (the manifest's `[monolith] seed`): a few minutes' demo.
+DEMO_SEED = ("--products", "300", "--customers", "150", "--orders", "300")
 
 
 @dataclass
@@ -43,8 +42,7 @@ class DemoConfig:
 
     folder: Path
     services: tuple[str, ...] = ("catalog", "customers")
-    seed_plan: SeedPlan = DEMO_SEED
-    seed: int = 42
+    seed_args: tuple[str, ...] = DEMO_SEED  # given to the manifest's seed command
     clients: int = 4
     think_s: float = 0.03
     database_urls: Mapping[str, str] = field(default_factory=dict)
@@ -250,15 +248,6 @@ def prepare_folder(folder: Path, echo: Echo) -> None:
     folder.mkdir(parents=True)
 
 
-def seed_monolith(m: Manifest, plan: SeedPlan, seed: int) -> dict[str, int]:
-    app_database(m, "monolith").upgrade()
-    engine = make_engine(m.monolith.database_url)
-    try:
-        return seed_database(engine, plan, seed)
-    finally:
-        engine.dispose()
-
-
 class _Migration:
     """Drives one service through the playbook with retries on guard refusals."""
 
@@ -449,8 +438,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     )
     echo(f"• manifest {manifest_path} (transport: {transport})")
     echo("• monolith database: migrating and seeding")
-    counts = seed_monolith(m, config.seed_plan, config.seed)
-    echo("  " + ", ".join(f"{table}={rows:,}" for table, rows in counts.items()))
+    seeded = seed_monolith(m, config.seed_args, capture=True)
+    echo("  " + (seeded.strip().splitlines() or ["(the seed command printed nothing)"])[-1])
 
     rows: list[StepRow] = []
     verify_rows: list[VerifyRow] = []

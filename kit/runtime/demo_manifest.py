@@ -68,14 +68,27 @@ def _url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _absolute_migrations(app: dict[str, Any], base: Path) -> None:
-    """The app's Alembic folder (or ini) stays where the template's folder has it."""
-    mig = app.get("migrations")
-    if isinstance(mig, dict):
-        app["migrations"] = {
-            k: str(base / v) if k in ("script_location", "ini") and not Path(v).is_absolute() else v
-            for k, v in mig.items()
-        }
+#: Keys of an app section that are paths relative to the manifest's folder.
+_APP_PATHS = ("python", "venv", "mapping")
+_MIGRATION_PATHS = ("script_location", "ini")
+
+
+def rebase_app(raw: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """An app section moved out of `base`: its folder (`cwd`, default `base`) and every other
+    relative path made absolute, so the app runs exactly as from the original manifest."""
+
+    def absolute(section: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        out = dict(section)
+        for key in keys:
+            if key in out and not Path(out[key]).is_absolute():
+                out[key] = str(base / out[key])
+        return out
+
+    app = absolute(raw, _APP_PATHS)
+    app["cwd"] = str(base / app.get("cwd", "."))
+    if isinstance(app.get("migrations"), Mapping):
+        app["migrations"] = absolute(app["migrations"], _MIGRATION_PATHS)
+    return app
 
 
 def write_demo_manifest(
@@ -105,9 +118,8 @@ def write_demo_manifest(
         return urls.get(name) or f"sqlite:///{var / file}"
 
     data["kit"] = {"var_dir": str(var), "state_url": db("state", "kit.db")}
-    monolith = dict(data["monolith"])
+    monolith = rebase_app(data["monolith"], base)
     monolith.update(url=_url(free_port()), database_url=db("monolith", "monolith.db"))
-    _absolute_migrations(monolith, base)
     data["monolith"] = monolith
     proxy = dict(data.get("proxy", {}))
     proxy.update(
@@ -134,11 +146,8 @@ def write_demo_manifest(
     data["guards"] = guards
     services = {}
     for name, raw in data.get("services", {}).items():
-        service = dict(raw)
+        service = rebase_app(raw, base)
         service.update(url=_url(free_port()), database_url=db(name, f"{name}.db"))
-        if "mapping" in service and not Path(service["mapping"]).is_absolute():
-            service["mapping"] = str(base / service["mapping"])
-        _absolute_migrations(service, base)
         services[name] = service
     data["services"] = services
     folder.mkdir(parents=True, exist_ok=True)

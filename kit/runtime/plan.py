@@ -1,22 +1,23 @@
 """What `kit up` runs, derived from the manifest: one `ProcessSpec` per process.
 
-- the monolith and every service under gunicorn (gthread workers with keep-alive; workers and
-  threads from the manifest; the database URL in `<NAME>_DATABASE_URL`), health-checked on
-  `/readyz`;
+- the monolith and every service as the team runs it (docs/manifest.md, "Running the apps"):
+  its own interpreter, folder (first on PYTHONPATH), environment and database variable; its
+  `command`, by default gunicorn (gthread workers with keep-alive); ready when its `ready`
+  check passes (HTTP path + status, or a TCP connect). An `external` app is only checked;
 - the proxy with its admin API (`kit worker proxy`: the manifest's upstreams and routes,
   playbook guards, the parity sink), health-checked on the admin `/healthz`;
 - the CDC watchdog, which starts the CDC workers the playbook state asks for.
 
-Every process runs in the manifest's folder, so relative paths mean the same to all.
+The kit's own processes run in the manifest's folder, so relative paths mean the same to all.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from kit.manifest import Manifest
+from kit.appenv import app_variables
+from kit.manifest import AppSpec, Manifest
 from kit.runtime.procs import ProcessSpec, RunDir
 
 
@@ -61,36 +62,54 @@ def gunicorn_argv(
     )  # fmt: skip
 
 
-def gunicorn_spec(
-    name: str,
-    app: str,
-    url: str,
-    workers: int,
-    env: dict[str, str],
-    cwd: Path,
-    python: str,
-    threads: int = 4,
-) -> ProcessSpec:
-    """One app under gunicorn (`gunicorn_argv`), ready when its `/readyz` answers 200."""
-    argv = gunicorn_argv(
-        python, app, bind_of(url), workers, threads,
+def placeholders(spec: AppSpec, python: str) -> dict[str, str]:
+    """Values of a `command`/`seed` argv's `{placeholders}` for one app."""
+    parts = urlsplit(spec.url)
+    return {
+        "python": python,
+        "app": spec.app or "",
+        "host": parts.hostname or "",
+        "port": str(parts.port or ""),
+        "bind": bind_of(spec.url),
+        "workers": str(spec.workers),
+        "threads": str(spec.threads),
+        "database_url": spec.database_url,
+    }
+
+
+def app_argv(spec: AppSpec, name: str, python: str) -> tuple[str, ...]:
+    """The app's `command` with its placeholders filled in, else gunicorn on its `app`."""
+    if spec.command is not None:
+        values = placeholders(spec, python)
+        return tuple(arg.format(**values) for arg in spec.command)
+    if not spec.app:
+        raise ValueError(f"{name} needs `app` (a WSGI factory) or `command` to run it")
+    return gunicorn_argv(
+        python, spec.app, bind_of(spec.url), spec.workers, spec.threads,
         "--graceful-timeout", "5", "--timeout", "60", "--name", f"kit-{name}",
     )  # fmt: skip
+
+
+def app_spec(spec: AppSpec, python: str = sys.executable) -> ProcessSpec:
+    """One app as the manifest says the team runs it; `python` when it names none."""
+    rt = spec.runtime
+    name = rt.name
+    ready = {
+        "ready_url": spec.ready_target,
+        "ready_status": spec.ready.status if spec.ready.path is not None else None,
+        "ready_timeout_s": spec.ready.timeout_s,
+        "kind": "app",
+    }
+    if spec.external:
+        return ProcessSpec(name=name, argv=(), external=True, **ready)
     return ProcessSpec(
         name=name,
-        bind=bind_of(url),
-        argv=argv,
-        env=env,
-        cwd=str(cwd),
-        ready_url=url.rstrip("/") + "/readyz",
-        ready_timeout_s=60.0,
-        kind="app",
+        bind=bind_of(spec.url),
+        argv=app_argv(spec, name, spec.python or python),
+        env=app_variables(rt),
+        cwd=str(rt.cwd),
+        **ready,
     )
-
-
-def database_env(name: str, url: str) -> dict[str, str]:
-    """The variable each app factory reads its database URL from (`CATALOG_DATABASE_URL`)."""
-    return {f"{name.upper()}_DATABASE_URL": url}
 
 
 def manifest_file(m: Manifest) -> str:
@@ -106,25 +125,7 @@ def kit_command(*args: str, python: str = sys.executable) -> tuple[str, ...]:
 def build_specs(m: Manifest, python: str = sys.executable) -> list[ProcessSpec]:
     """Every process of the manifest, in start order."""
     cwd = m.root
-    if not m.monolith.app:
-        raise ValueError(
-            "monolith.app must name the app factory to run it (e.g. 'pkg.app:create_app()')"
-        )
-    specs = [
-        gunicorn_spec(
-            "monolith", m.monolith.app, m.monolith.url, m.monolith.workers,
-            database_env("monolith", m.monolith.database_url), cwd, python, m.monolith.threads,
-        )
-    ]  # fmt: skip
-    for service in m.services.values():
-        if not service.app:
-            raise ValueError(f"services.{service.name}.app must name the app factory to run it")
-        specs.append(
-            gunicorn_spec(
-                service.name, service.app, service.url, service.workers,
-                database_env(service.name, service.database_url), cwd, python, service.threads,
-            )
-        )  # fmt: skip
+    specs = [app_spec(a, python) for a in (m.monolith, *m.services.values())]
     admin = m.proxy.admin
     specs.append(
         ProcessSpec(

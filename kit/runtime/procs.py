@@ -24,7 +24,9 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """What to start: a name (also the log and record file name), argv, env and a readiness URL."""
+    """What to start: a name (also the log and record file name), argv, env and a readiness
+    check: `ready_url` `http://…` answering `ready_status` (None: any 2xx), or `tcp://host:port`
+    accepting a connection. An `external` process is never started or stopped, only checked."""
 
     name: str
     argv: tuple[str, ...]
@@ -34,11 +36,15 @@ class ProcessSpec:
     ready_timeout_s: float = 30.0
     kind: str = "app"
     bind: str | None = None  # `host:port` it listens on: checked free before it starts
+    ready_status: int | None = None
+    external: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_CHARS:
             raise ValueError(f"name must be lower-case letters, digits, - _ . : {self.name!r}")
-        if not self.argv:
+        if self.external and (self.argv or not self.ready_url):
+            raise ValueError(f"external {self.name!r} has no argv and needs a ready_url")
+        if not self.argv and not self.external:
             raise ValueError(f"argv of {self.name!r} must not be empty")
         if self.ready_timeout_s <= 0:
             raise ValueError(f"ready_timeout_s of {self.name!r} must be positive")

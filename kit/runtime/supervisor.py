@@ -8,9 +8,11 @@ and only ever signals pids it recorded (see `kit.runtime.procs`).
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -40,22 +42,40 @@ class StartFailed(Exception):
 class UpResult:
     name: str
     pid: int
-    outcome: str  # "started", "already running"
+    outcome: str  # "started", "already running", "external"
     ready_url: str | None
     seconds: float
 
 
-def http_ok(url: str, timeout_s: float = 2.0) -> bool:
-    """True when `url` answers 2xx."""
+def is_ready(target: str, status: int | None = None, timeout_s: float = 2.0) -> bool:
+    """`tcp://host:port` accepts a connection, or the HTTP `target` answers `status`
+    (None: any 2xx). The one readiness policy of `kit up`, `kit up --status` and the demo."""
+    if target.startswith("tcp://"):
+        parts = urlsplit(target)
+        try:
+            with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s):
+                return True
+        except OSError:
+            return False
     try:
-        response = httpx.get(url, timeout=timeout_s, trust_env=False)
+        response = httpx.get(target, timeout=timeout_s, trust_env=False)
     except httpx.HTTPError:
         return False
-    return 200 <= response.status_code < 300
+    if status is None:
+        return 200 <= response.status_code < 300
+    return response.status_code == status
 
 
-def wait_ready(record: ProcessRecord, url: str | None, timeout_s: float) -> None:
-    """Poll `url` until 2xx; fail fast with the log tail if the process dies meanwhile."""
+def _expected(url: str, status: int | None) -> str:
+    if url.startswith("tcp://"):
+        return f"accept a connection on {url}"
+    return f"answer {url} with {status or '2xx'}"
+
+
+def wait_ready(
+    record: ProcessRecord, url: str | None, timeout_s: float, status: int | None = None
+) -> None:
+    """Poll until ready (`is_ready`); fail fast with the log tail if the process dies."""
     deadline = time.monotonic() + timeout_s
     while True:
         if not is_running(record):
@@ -63,14 +83,28 @@ def wait_ready(record: ProcessRecord, url: str | None, timeout_s: float) -> None
                 f"{record.name} (pid {record.pid}) exited during start-up; "
                 f"last lines of {record.log_path}:\n{tail(record.log_path)}"
             )
-        if url is None or http_ok(url, timeout_s=1.0):
+        if url is None or is_ready(url, status, timeout_s=1.0):
             return
         if time.monotonic() >= deadline:
             raise StartFailed(
-                f"{record.name} (pid {record.pid}) did not answer {url} within {timeout_s:.0f}s; "
-                f"last lines of {record.log_path}:\n{tail(record.log_path)}"
+                f"{record.name} (pid {record.pid}) did not {_expected(url, status)} within "
+                f"{timeout_s:.0f}s; last lines of {record.log_path}:\n{tail(record.log_path)}"
             )
         time.sleep(0.1)
+
+
+def wait_external(spec: ProcessSpec) -> None:
+    """An app the team runs itself: wait for its readiness, never start it."""
+    assert spec.ready_url is not None
+    deadline = time.monotonic() + spec.ready_timeout_s
+    while not is_ready(spec.ready_url, spec.ready_status, timeout_s=1.0):
+        if time.monotonic() >= deadline:
+            raise StartFailed(
+                f"{spec.name} is external (the team runs it; the kit never starts it) and did "
+                f"not {_expected(spec.ready_url, spec.ready_status)} within "
+                f"{spec.ready_timeout_s:.0f}s: start it, or check its url and ready keys"
+            )
+        time.sleep(0.2)
 
 
 def _stage(kind: str) -> int:
@@ -104,6 +138,14 @@ class Supervisor:
             batch = [s for s in self.specs if _stage(s.kind) == stage]
             started: list[tuple[ProcessSpec, ProcessRecord, float]] = []
             for spec in batch:
+                if spec.external:
+                    t0 = time.monotonic()
+                    wait_external(spec)
+                    self.echo(f"  {spec.name:<22} external      ready  {spec.ready_url}")
+                    results.append(
+                        UpResult(spec.name, 0, "external", spec.ready_url, time.monotonic() - t0)
+                    )
+                    continue
                 current = self.rundir.running(spec.name)
                 if current is not None:
                     if current.argv != spec.argv:
@@ -119,9 +161,13 @@ class Supervisor:
                     record = start_detached(spec, self.rundir, self.base_env)
                 except PortInUse as exc:
                     raise StartFailed(str(exc)) from None
+                except OSError as exc:  # no such interpreter / folder
+                    raise StartFailed(
+                        f"{spec.name}: cannot run {spec.argv[0]} in {spec.cwd or '.'}: {exc}"
+                    ) from None
                 started.append((spec, record, time.monotonic()))
             for spec, record, t0 in started:  # started together, waited on in turn
-                wait_ready(record, spec.ready_url, spec.ready_timeout_s)
+                wait_ready(record, spec.ready_url, spec.ready_timeout_s, spec.ready_status)
                 seconds = time.monotonic() - t0
                 self.echo(
                     f"  {spec.name:<22} pid {record.pid:<7} ready in {seconds:4.1f}s"
@@ -134,15 +180,16 @@ class Supervisor:
         """Stop every recorded process (also ones no longer in the specs), reverse stage order."""
         return stop_all(self.rundir, timeout_s, self.echo)
 
-    def status(self) -> list[tuple[str, ProcessRecord | None, bool | None]]:
-        """(name, live record or None, ready?) for every spec; ready is None without a URL."""
-        rows: list[tuple[str, ProcessRecord | None, bool | None]] = []
+    def status(self) -> list[tuple[ProcessSpec, ProcessRecord | None, bool | None]]:
+        """(spec, live record or None, ready?) for every spec; ready is None without a check
+        (or when the process is not running); external apps are always checked."""
+        rows: list[tuple[ProcessSpec, ProcessRecord | None, bool | None]] = []
         for spec in sorted(self.specs, key=lambda s: _stage(s.kind)):
-            record = self.rundir.running(spec.name)
+            record = None if spec.external else self.rundir.running(spec.name)
             healthy = None
-            if record is not None and spec.ready_url:
-                healthy = http_ok(spec.ready_url)
-            rows.append((spec.name, record, healthy))
+            if (record is not None or spec.external) and spec.ready_url:
+                healthy = is_ready(spec.ready_url, spec.ready_status)
+            rows.append((spec, record, healthy))
         return rows
 
 

@@ -14,11 +14,10 @@ import pytest
 
 from kit.runtime.demo_flow import DemoConfig, DemoResult, format_summary, run_demo
 from kit.runtime.procs import RunDir, proc_start_ticks
-from monolith.seed import SeedPlan
 
 pytestmark = pytest.mark.e2e
 
-SMALL = SeedPlan(products=150, customers=60, orders=120)
+SMALL = ("--products", "150", "--customers", "60", "--orders", "120")  # the shop's seed command
 
 
 def _check(result: DemoResult, lines: list[str], rundir: RunDir) -> None:
@@ -45,7 +44,7 @@ def _demo(tmp_path: Path, lines: list[str], service: str, **options: Any) -> Dem
     config = DemoConfig(
         folder=tmp_path / "demo",
         services=(service,),
-        seed_plan=SMALL,
+        seed_args=SMALL,
         echo=lines.append,
         **options,
     )

@@ -14,6 +14,7 @@ from kit.cli import main
 from migrations import shop_migrations
 from monolith.schema import metadata
 from monolith.seed import SEED_TABLES, SeedError, SeedPlan, seed_database, table_counts
+from monolith.seed import main as seed_main
 from shoplib.db import make_engine
 
 SMALL = SeedPlan(products=150, customers=60, orders=300)
@@ -130,11 +131,47 @@ def test_seeded_database_serves_the_api(tmp_path: Path) -> None:
         app.extensions["database"].engine.dispose()
 
 
-def test_kit_seed_command_prints_row_counts(tmp_path: Path) -> None:
+def test_the_seed_cli_prints_row_counts_and_refuses_to_seed_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = CliRunner().invoke(main, ["seed", "--url", url, "--seed", "9"])
+    alembic_runner.upgrade(shop_migrations("monolith"), url)
+    assert seed_main(["--database-url", url, "--seed", "9", "--products", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "products" in out and " 40\n" in out and "1,000" not in out
+    assert seed_main(["--database-url", url]) == 1
+    assert "already holds rows" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        seed_main(["--scale", "0", "--database-url", url])
+    assert info.value.code == 2
+
+
+def test_kit_seed_runs_the_manifests_seed_command_in_the_monolith_environment(
+    tmp_path: Path,
+) -> None:
+    from tests.playbook_shop import write_manifest
+
+    manifest = write_manifest(tmp_path)
+    url = f"sqlite:///{tmp_path / 'kit-seed.db'}"
+    env = {"KIT_MANIFEST": str(manifest)}
+    missing = CliRunner().invoke(main, ["seed", "--url", url], env=env)
+    assert missing.exit_code == 1
+    assert "the manifest has no seed command for monolith" in missing.output
+    manifest.write_text(
+        manifest.read_text().replace(
+            "[monolith]\n",
+            '[monolith]\nseed = ["{python}", "-m", "monolith.seed", "--database-url", '
+            '"{database_url}"]\n',
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["seed", "--url", url, "--seed", "9", "--orders", "30"], env=env
+    )
     assert result.exit_code == 0, result.output
-    assert "products" in result.output and "1,000" in result.output
-    again = CliRunner().invoke(main, ["seed", "--url", url])
-    assert again.exit_code == 1 and "already holds rows" in again.output
-    assert CliRunner().invoke(main, ["seed", "--scale", "0", "--url", url]).exit_code == 2
+    engine = make_engine(url)
+    try:
+        assert table_counts(engine)["orders"] == 30
+    finally:
+        engine.dispose()
+    again = CliRunner().invoke(main, ["seed", "--url", url], env=env)
+    assert again.exit_code == 1 and "exited with 1" in again.output

@@ -211,3 +211,48 @@ def test_watchdog_keeps_workers_when_the_playbook_cannot_be_read(rundir: RunDir)
     assert dog.errors == 1 and "locked" in (dog.last_error or "")
     dog.stop_all()
     assert not is_running(record)
+
+
+def test_a_tcp_ready_check_needs_no_readiness_route(tmp_path: Path, rundir: RunDir) -> None:
+    spec = http_server("plain", tmp_path / "p")
+    (tmp_path / "p" / "readyz").unlink()  # the app has no readiness route at all
+    tcp = replace(spec, ready_url=f"tcp://{spec.bind}")
+    (result,) = Supervisor([tcp], rundir).up()
+    assert result.outcome == "started"
+    assert Supervisor([tcp], rundir).status()[0][2] is True
+
+
+def test_an_http_ready_check_waits_for_the_declared_status(tmp_path: Path, rundir: RunDir) -> None:
+    spec = replace(http_server("strict", tmp_path / "s"), ready_status=204, ready_timeout_s=1.5)
+    with pytest.raises(StartFailed, match=r"did not answer http://\S+/readyz with 204 within 2s"):
+        Supervisor([spec], rundir).up()
+
+
+def test_an_external_app_is_checked_never_started_nor_stopped(
+    tmp_path: Path, rundir: RunDir
+) -> None:
+    theirs = http_server("theirs", tmp_path / "t")
+    other = RunDir(tmp_path / "their-run", tmp_path / "their-log")  # the team runs it
+    (started,) = Supervisor([theirs], other).up()
+    try:
+        external = ProcessSpec(
+            name="theirs", argv=(), external=True, ready_url=theirs.ready_url, ready_timeout_s=2
+        )
+        (result,) = Supervisor([external], rundir).up()
+        assert (result.outcome, result.pid) == ("external", 0)
+        assert rundir.records() == []
+        assert Supervisor([external], rundir).status()[0][1:] == (None, True)
+        assert Supervisor([external], rundir).down() == []
+        assert alive(started.pid)
+    finally:
+        stop_all(other, timeout_s=3)
+    with pytest.raises(StartFailed, match="theirs is external .* did not answer"):
+        Supervisor([external], rundir).up()
+
+
+def test_a_missing_interpreter_fails_the_start_with_its_path(
+    tmp_path: Path, rundir: RunDir
+) -> None:
+    spec = replace(http_server("gone", tmp_path / "g"), argv=(str(tmp_path / "venv/bin/python"),))
+    with pytest.raises(StartFailed, match=r"gone: cannot run \S+/venv/bin/python"):
+        Supervisor([spec], rundir).up()
