@@ -112,23 +112,51 @@ def current(mig: MigrationsSpec, url: str) -> str | None:
     return _read_database(mig, url)[0]
 
 
+def _foreign_revision(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        script.get_revision(revision)
+    except CommandError:
+        return True
+    return False
+
+
+def _other_version_tables(mig: MigrationsSpec, url: str, tables: set[str]) -> dict[str, str]:
+    """{table: revision} of the other Alembic version tables of the database (`alembic_version*`
+    that are not the manifest's): the trace another history left there."""
+    others = sorted(t for t in tables if t.startswith("alembic_version") and t != mig.table[1])
+    found: dict[str, str] = {}
+    for table in others:
+        spec = MigrationsSpec(script_location=mig.folder, version_table=table)
+        revision = current(spec, url)
+        if revision is not None:
+            found[table] = revision
+    return found
+
+
 def check_upgradable(mig: MigrationsSpec, url: str) -> None:
     """Refuse a history that does not belong to this database (MigrationRefused), before any
-    change: an applied revision the history does not know, or tables the history would create
-    in a database that has no version table."""
+    change: an applied revision the history does not know (in the manifest's version table,
+    or, when that one is empty, in another `alembic_version*` table), or tables the history
+    would create in a database that has no version table."""
     applied, tables = _read_database(mig, url)
     where = _redact(url)
     script = script_directory(mig)
     if applied is not None:
-        try:
-            script.get_revision(applied)
-        except CommandError:
+        if _foreign_revision(script, applied):
             raise MigrationRefused(
                 f"database {where} is at revision {applied!r} ({mig.version_table}), which is "
                 f"not in the history of {mig.folder}: it belongs to another Alembic "
                 "environment; check the manifest's migrations section and database_url"
-            ) from None
+            )
         return
+    for table, revision in _other_version_tables(mig, url, tables).items():
+        if _foreign_revision(script, revision):
+            raise MigrationRefused(
+                f"database {where} has no revision in {mig.version_table} but is at revision "
+                f"{revision!r} in {table}, which is not in the history of {mig.folder}: it "
+                "belongs to another Alembic environment; is version_table in the manifest's "
+                "migrations section the one its env.py uses?"
+            )
     clash = sorted((tables_created(mig) & tables) - {mig.table[1]})
     if clash:
         raise MigrationRefused(

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("kit.commands.db", "Schema migrations: each app's own Alembic environment."),
     "demo": ("kit.commands.demo", "A whole migration, live, under client traffic."),
     "down": ("kit.commands.down", "Stop everything `kit up` started."),
+    "extract": ("kit.commands.extract", "Add a service to the manifest and scaffold its folder."),
+    "init": ("kit.commands.init", "Write a starting manifest from the monolith's code and DB."),
     "manifest": ("kit.commands.manifest", "The migration manifest: check it, show it."),
     "parity": ("kit.commands.parity", "Compare monolith and service responses."),
     "plan": ("kit.commands.plan", "Show SERVICE's steps with their state, and what to do next."),

@@ -756,9 +756,10 @@ def parse_manifest(
     r.unknown()
 
     services: dict[str, ServiceSpec] = {}
+    # no service yet is fine: `kit init` writes such a manifest, `kit extract` adds them
     raw_services = data.get("services", {})
-    if not isinstance(raw_services, dict) or not raw_services:
-        problems.append(Problem("services", "must declare at least one [services.<name>]"))
+    if not isinstance(raw_services, dict):
+        problems.append(Problem("services", "must be tables [services.<name>]"))
         raw_services = {}
     for name, raw in raw_services.items():
         if not _NAME.match(name) or name == "monolith":

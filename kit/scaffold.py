@@ -275,6 +275,8 @@ def portable_tables(url: str, names: Sequence[str], keys: Mapping[str, Sequence[
             for c in declared:
                 copy.columns[c].nullable = False
             copy.append_constraint(PrimaryKeyConstraint(*declared))
+        for column in copy.primary_key.columns:
+            column.nullable = False  # SQLite reflects INTEGER PRIMARY KEY as nullable
         out.append(copy)
     return out
 

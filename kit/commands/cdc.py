@@ -1,30 +1,37 @@
 """`kit cdc ...`: set up, run, observe and verify change data capture.
 
-Until the migration manifest exists, the databases, mapping and log are given as options
-(with environment-variable defaults): --source-url (CDC_SOURCE_URL), --target-url
+Every verb takes a service of the manifest (`kit cdc verify catalog`, `kit cdc run catalog`,
+or `kit cdc --service catalog VERB`): the monolith and service database URLs, the mapping,
+the transport (embedded log folder or Kafka), the topic prefix, the sink group and the
+PostgreSQL slot/publication then come from the manifest, exactly as the playbook derives
+them. Options (or their CDC_* variables) override single values. Without a service, the
+values come from the options alone: --source-url (CDC_SOURCE_URL), --target-url
 (CDC_TARGET_URL), --mapping (CDC_MAPPING), --log-dir (CDC_LOG_DIR), --topic-prefix
-(CDC_TOPIC_PREFIX), --group (CDC_GROUP, default ``sink-<service>``).
+(CDC_TOPIC_PREFIX), --group (CDC_GROUP, default ``sink-<service>``); `status` and `verify`
+without a service and without --mapping cover every service of the manifest.
+Workers and transports are built by the playbook's own factory (kit.playbook.pipelines).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
+from sqlalchemy.exc import SQLAlchemyError
 
 from cdc.capture import postgres as pgcap
 from cdc.capture.sqlite import (
-    CaptureBusy,
-    CaptureConfig,
     CaptureError,
-    CaptureWorker,
     disable_capture,
     enable_capture,
     request_snapshot,
@@ -43,8 +50,18 @@ from cdc.sink import (
     retry_dead_letters,
 )
 from cdc.status import pipeline_status
-from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 from cdc.verify import VerifyError, format_key, verify
+from kit.manifest import ManifestError, TransportSpec, load_manifest
+from kit.playbook.pipelines import (
+    MONOLITH_CAPTURE,
+    Pipeline,
+    PipelineWorker,
+    WorkerOptions,
+    capture_worker,
+    forward_pipeline,
+    transport_of,
+    worker_lock,
+)
 from kitcore.db import is_postgres, make_engine
 
 SOURCE_SCHEMA = "main"  # SQLite source; a PostgreSQL source uses the table's schema
@@ -61,6 +78,21 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
+#: group options a named service fills in from the manifest (unless given explicitly)
+_FROM_MANIFEST = (
+    "source_url",
+    "target_url",
+    "mapping_path",
+    "log_dir",
+    "topic_prefix",
+    "group",
+    "partitions",
+    "kafka",
+    "slot",
+    "publication",
+)
+
+
 @dataclass
 class Ctx:
     source_url: str | None
@@ -74,7 +106,64 @@ class Ctx:
     slot: str = "strangler_cdc"
     publication: str = "strangler_cdc"
     dlq_store: str | None = None
+    explicit: frozenset[str] = frozenset()  # options the user gave (flag or CDC_* variable)
+    service: str | None = None
+    manifest_transport: TransportSpec | None = None
+    var_dir: Path | None = None  # the manifest's: worker locks shared with `kit up`
+    wanted: str | None = None  # --service / CDC_SERVICE
     _transport: Transport | None = None
+
+    def for_service(self, service: str | None) -> Ctx:
+        """This context with `service`'s values from the manifest (the forward pipeline, as
+        the playbook derives it); explicit options still win. A service the manifest does
+        not have is accepted only as the name of the --mapping's service (no manifest)."""
+        service = service or self.wanted
+        if service is None or service == self.service:
+            return self
+        try:
+            m = load_manifest()
+            pipe = forward_pipeline(m, service)
+        except (ManifestError, MappingError) as exc:
+            if self.mapping_path and "mapping_path" in self.explicit:
+                if self.mapping().service != service:
+                    raise click.UsageError(
+                        f"mapping {self.mapping_path} is for service "
+                        f"{self.mapping().service!r}, not {service!r}"
+                    ) from None
+                return self
+            raise click.ClickException(str(exc)) from None
+        t = m.transport
+        values: dict[str, Any] = {
+            "source_url": pipe.source_url,
+            "target_url": pipe.target_url,
+            "mapping_path": str(m.service(service).mapping_path),
+            "log_dir": str(t.log_dir),
+            "topic_prefix": t.topic_prefix,
+            "group": pipe.group,
+            "partitions": t.partitions,
+            "kafka": t.bootstrap_servers if t.kind == "kafka" else None,
+            "slot": pipe.slot or self.slot,
+            "publication": pipe.publication or self.publication,
+        }
+        keep = {k: v for k, v in values.items() if k not in self.explicit}
+        return replace(
+            self,
+            service=service,
+            manifest_transport=t,
+            var_dir=m.kit.var_dir,
+            _transport=None,
+            **keep,
+        )
+
+    def services(self) -> list[str]:
+        """Every service of the manifest (for `status` / `verify` without a service)."""
+        try:
+            return sorted(load_manifest().services)
+        except ManifestError as exc:
+            raise click.UsageError(
+                "no mapping: name a service of the manifest, or pass --mapping PATH (or set "
+                f"CDC_MAPPING) with the database options ({exc.problems[0]})"
+            ) from None
 
     @property
     def postgres(self) -> bool:
@@ -87,7 +176,10 @@ class Ctx:
 
     def mapping(self) -> MappingSpec:
         if not self.mapping_path:
-            raise click.UsageError("no mapping: pass --mapping PATH or set CDC_MAPPING")
+            raise click.UsageError(
+                "no mapping: name a service of the manifest, or pass --mapping PATH or set "
+                "CDC_MAPPING"
+            )
         try:
             return load_mapping(self.mapping_path)
         except MappingError as exc:
@@ -103,26 +195,62 @@ class Ctx:
             raise click.UsageError("no target database: pass --target-url or set CDC_TARGET_URL")
         return make_engine(self.target_url)
 
-    def transport(self) -> Transport:
-        """Kafka when --kafka / $KAFKA_BOOTSTRAP_SERVERS is given (other KAFKA_* settings:
-        security, SASL, TLS, batching, are read by KafkaConfig.from_env), else the embedded log."""
-        if self.kafka:
-            from cdc.transport.kafka import KafkaConfig, KafkaTransport
+    def transport_spec(self) -> TransportSpec:
+        """The manifest's transport (when a service is named) with the options applied."""
+        base = self.manifest_transport or TransportSpec("embedded", "cdc", Path("."))
+        return replace(
+            base,
+            kind="kafka" if self.kafka else "embedded",
+            topic_prefix=self.topic_prefix,
+            log_dir=Path(self.log_dir),
+            partitions=self.partitions,
+            bootstrap_servers=self.kafka,
+        )
 
-            overrides: dict[str, Any] = {"bootstrap_servers": self.kafka}
-            if "KAFKA_PARTITIONS" not in os.environ:
-                overrides["partitions"] = self.partitions
-            try:
-                return KafkaTransport(KafkaConfig.from_env(**overrides))
-            except ValueError as exc:
-                raise click.BadParameter(str(exc), param_hint="--kafka / KAFKA_*") from None
-        return EmbeddedLog(EmbeddedLogConfig(self.log_dir, partitions=self.partitions))
+    def transport(self) -> Transport:
+        """Kafka when --kafka / $KAFKA_BOOTSTRAP_SERVERS (or the manifest) says so, else the
+        embedded log: built by the playbook's one transport factory."""
+        try:
+            return transport_of(self.transport_spec())
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--kafka / KAFKA_*") from None
 
     def shared_transport(self) -> Transport:
         """One transport per command (read-only uses: status, dlq list)."""
         if self._transport is None:
             self._transport = self.transport()
         return self._transport
+
+    def pipeline(self, mapping: MappingSpec | None = None) -> Pipeline:
+        """The forward pipeline these options describe (what the workers are built from)."""
+        mapping = mapping or (self.mapping() if self.mapping_path else MappingSpec("", ()))
+        return Pipeline(
+            service=mapping.service,
+            direction="forward",
+            source_url=self.source_url or "",
+            target_url=self.target_url or "",
+            mapping=mapping,
+            topic_prefix=self.topic_prefix,
+            group=self.group_for(mapping),
+            capture_worker=f"capture:monolith:{mapping.service}"
+            if self.postgres
+            else MONOLITH_CAPTURE,
+            sink_worker=f"sink:{mapping.service}",
+            slot=self.slot,
+            publication=self.publication,
+        )
+
+    def worker(
+        self, kind: str, options: WorkerOptions, stop: threading.Event | None = None
+    ) -> PipelineWorker:
+        """The capture or sink worker, from the same factory `kit up` and the playbook use;
+        with a manifest it shares their lock (never two of the same worker)."""
+        pipe = self.pipeline()
+        name = pipe.capture_worker if kind == "capture" else pipe.sink_worker
+        lock = worker_lock(self.var_dir, name) if self.var_dir else None
+        return PipelineWorker(
+            name, kind, pipe, self.transport(), lock=lock, options=options, stop=stop
+        )
 
     def topics(self, tables: Sequence[str]) -> dict[str, str]:
         out = {}
@@ -154,7 +282,22 @@ class Ctx:
         return self.group or f"sink-{mapping.service}"
 
 
-pass_ctx = click.make_pass_decorator(Ctx)
+def pass_ctx(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Hand the verb the group's Ctx, filled in from the manifest when --service is given."""
+
+    @functools.wraps(f)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        obj = click.get_current_context().find_object(Ctx)
+        if obj is None:  # pragma: no cover - the group always sets it
+            raise click.UsageError("kit cdc: no options context")
+        return f(obj.for_service(None), *args, **kwargs)
+
+    return inner
+
+
+def _tables_or_mapped(obj: Ctx, tables: tuple[str, ...]) -> list[str]:
+    """TABLES, or (none given) the source tables of the service's mapping."""
+    return list(tables) or obj.mapping().source_tables
 
 
 @click.group(name="cdc", context_settings={"help_option_names": ["-h", "--help"]})
@@ -212,6 +355,14 @@ pass_ctx = click.make_pass_decorator(Ctx)
     help="Dead letters in the target database (table) or on <topic>.dlq (topic); "
     "default: topic with Kafka, table otherwise.",
 )
+@click.option(
+    "--service",
+    "-s",
+    "wanted",
+    envvar="CDC_SERVICE",
+    help="A service of the manifest: its databases, mapping, transport, topic prefix and "
+    "group (options override single values).",
+)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -226,6 +377,7 @@ def cli(
     slot: str,
     publication: str,
     dlq_store: str | None,
+    wanted: str | None,
 ) -> None:
     """Change data capture: monolith tables → event log → service databases.
 
@@ -244,11 +396,27 @@ def cli(
         slot,
         publication,
         dlq_store,
+        explicit=_explicit(ctx),
+        wanted=wanted,
     )
 
 
+def _explicit(ctx: click.Context) -> frozenset[str]:
+    """Options the user gave: on the command line, or by a CDC_* variable (a generic
+    KAFKA_BOOTSTRAP_SERVERS does not override the manifest's transport)."""
+    out = set()
+    for name in _FROM_MANIFEST:
+        source = ctx.get_parameter_source(name)
+        if source == ParameterSource.COMMANDLINE:
+            out.add(name)
+        elif source == ParameterSource.ENVIRONMENT:
+            if name != "kafka" or os.environ.get("CDC_KAFKA_BOOTSTRAP"):
+                out.add(name)
+    return frozenset(out)
+
+
 @cli.command()
-@click.argument("tables", nargs=-1, required=True)
+@click.argument("tables", nargs=-1)
 @click.option(
     "--db", "db_url", envvar="CDC_SOURCE_URL", help="Database URL (default --source-url)."
 )
@@ -260,8 +428,9 @@ def cli(
 )
 @pass_ctx
 def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identity: bool) -> None:
-    """Install capture on TABLES (idempotent): triggers on SQLite, publication + replica
-    identity on PostgreSQL."""
+    """Install capture on TABLES (default: the service's mapped tables; idempotent):
+    triggers on SQLite, publication + replica identity on PostgreSQL."""
+    tables = tuple(_tables_or_mapped(obj, tables))
     url = db_url or obj.source_url
     if is_postgres(url):
         try:
@@ -300,13 +469,15 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identi
 
 
 @cli.command()
-@click.argument("tables", nargs=-1, required=True)
+@click.argument("tables", nargs=-1)
 @click.option(
     "--db", "db_url", envvar="CDC_SOURCE_URL", help="Database URL (default --source-url)."
 )
 @pass_ctx
 def disable(obj: Ctx, tables: tuple[str, ...], db_url: str | None) -> None:
-    """Remove capture from TABLES (idempotent): triggers, or publication membership."""
+    """Remove capture from TABLES (default: the service's mapped tables; idempotent):
+    triggers, or publication membership."""
+    tables = tuple(_tables_or_mapped(obj, tables))
     url = db_url or obj.source_url
     if is_postgres(url):
         try:
@@ -352,16 +523,6 @@ def revision_cmd(
     click.echo(str(path))
 
 
-def _capture_worker(obj: Ctx, chunk: int | None = None) -> CaptureWorker:
-    cfg = CaptureConfig(
-        topic_prefix=obj.topic_prefix, **({"snapshot_chunk": chunk} if chunk else {})
-    )
-    try:
-        return CaptureWorker(obj.source_url or "", obj.transport(), cfg)
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 @cli.command()
 @click.argument("tables", nargs=-1)
 @click.option(
@@ -375,7 +536,7 @@ def snapshot(obj: Ctx, tables: tuple[str, ...], restart: bool, chunk: int) -> No
     Runs the capture worker until the snapshot is done, or, when a `kit cdc run` capture
     worker already holds the source, watches it do the work. Resumes an interrupted snapshot.
     """
-    names = list(tables) or obj.mapping().source_tables
+    names = _tables_or_mapped(obj, tables)
     if obj.postgres:
         _pg_snapshot(obj, names, restart, chunk)
         return
@@ -384,13 +545,12 @@ def snapshot(obj: Ctx, tables: tuple[str, ...], restart: bool, chunk: int) -> No
         request_snapshot(source, names, restart=restart)
     except CaptureError as exc:
         raise click.ClickException(str(exc)) from None
-    worker = _capture_worker(obj, chunk)
+    worker = obj.worker("capture", WorkerOptions(snapshot_chunk=chunk))
     try:
-        worker.acquire()
-        own = True
-    except CaptureBusy:
-        worker.close()
-        own = False
+        own = worker.try_acquire()
+    except CaptureError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not own:
         click.echo("a capture worker is running; following its progress")
 
     def progress() -> tuple[int, int, bool]:
@@ -419,7 +579,7 @@ def snapshot(obj: Ctx, tables: tuple[str, ...], restart: bool, chunk: int) -> No
                 shown = done
         finally:
             if own:
-                worker.close()
+                worker.release()
     print_table(
         ["table", "status", "rows", "chunks"],
         [
@@ -448,11 +608,8 @@ def _pg_snapshot(obj: Ctx, names: list[str], restart: bool, chunk: int) -> None:
     busy = any(s.name == obj.slot and s.active for s in pgcap.list_slots(url))
     stop = threading.Event()
     errors: list[BaseException] = []
-    worker = (
-        None
-        if busy
-        else pgcap.PgCaptureWorker(url, obj.transport(), obj.pg_config(names, snapshot_chunk=chunk))
-    )
+    options = WorkerOptions(capture_tables=tuple(names), snapshot_chunk=chunk)
+    worker = None if busy else capture_worker(obj.pipeline(), obj.transport(), options)
     if worker is None:
         click.echo("a capture worker holds the slot; following its progress")
     else:
@@ -520,9 +677,11 @@ def _pg_snapshot(obj: Ctx, names: list[str], restart: bool, chunk: int) -> None:
     is_flag=True,
     help="PostgreSQL capture: when the slot was lost, create a new one and snapshot again.",
 )
+@click.argument("service", required=False)
 @pass_ctx
 def run(
     obj: Ctx,
+    service: str | None,
     capture: bool,
     sink: bool,
     exit_when_idle: bool,
@@ -530,101 +689,57 @@ def run(
     capture_tables: tuple[str, ...],
     resnapshot: bool,
 ) -> None:
-    """Run the capture and/or sink worker loops until SIGTERM/SIGINT (clean stop)."""
+    """Run the capture and/or sink worker loops until SIGTERM/SIGINT (clean stop).
+
+    SERVICE (or --service) takes everything from the manifest; the workers are the ones `kit
+    up` runs (same factory, same locks: never two of the same worker)."""
+    obj = obj.for_service(service)
     if not capture and not sink:
         raise click.UsageError("nothing to run: both --no-capture and --no-sink given")
+    if capture and not obj.source_url:
+        raise click.UsageError("no source database: pass --source-url or set CDC_SOURCE_URL")
     stop = threading.Event()
     idle = {"capture": not capture, "sink": not sink}
     errors: list[BaseException] = []
-    loops: list[Callable[[], None]] = []
+    options = WorkerOptions(
+        batch_size=batch,
+        resnapshot=resnapshot,
+        capture_tables=capture_tables,
+        dead_letter_store=obj.dead_letter_store,
+    )
+    workers = [
+        obj.worker(kind, options, stop)
+        for kind, wanted in (("capture", capture), ("sink", sink))
+        if wanted
+    ]
 
-    if capture and obj.postgres:
-        tables = list(capture_tables) or obj.mapping().source_tables
-        pworker = pgcap.PgCaptureWorker(
-            obj.source_url or "",
-            obj.transport(),
-            obj.pg_config(tables, batch_size=batch, resnapshot_if_slot_lost=resnapshot),
-        )
+    def loop(worker: PipelineWorker) -> Callable[[], None]:
+        quiet_needed = 3 if worker.pg_capture else 1  # a few quiet waits: the server sent all
 
-        def pg_capture_loop() -> None:
+        def body() -> None:
+            quiet = 0
+            # acquired in its own thread: a SQLite connection stays in the thread that made it
+            if not worker.try_acquire():
+                raise RuntimeError(f"{worker.name} is running elsewhere (kit up?)")
             try:
-                pworker.prepare()
-                if not pworker.run_snapshot(stop):
-                    return
-                pworker.start_stream()
-                empty = 0
+                if worker.kind == "sink" and exit_when_idle:
+                    worker.wait_for_assignment(60.0)  # Kafka: the group join comes first
                 while not stop.is_set():
-                    n = pworker.poll(pworker.config.idle_wait_s)
-                    empty = 0 if n else empty + 1
-                    idle["capture"] = empty >= 3  # a few quiet waits: the server sent all
-                    if n == 0 and exit_when_idle and all(idle.values()):
-                        stop.set()
-                pworker.flush()
-            finally:
-                pworker.close()
-
-        loops.append(pg_capture_loop)
-    elif capture:
-        cworker = (
-            CaptureWorker(
-                obj.source_url or "",
-                obj.transport(),
-                CaptureConfig(topic_prefix=obj.topic_prefix, batch_size=batch),
-            )
-            if obj.source_url
-            else None
-        )
-        if cworker is None:
-            raise click.UsageError("no source database: pass --source-url or set CDC_SOURCE_URL")
-        try:
-            cworker.acquire()
-        except CaptureBusy as exc:
-            cworker.close()
-            raise click.ClickException(str(exc)) from None
-
-        def capture_loop() -> None:
-            try:
-                while not stop.is_set():
-                    n = cworker.run_once()
-                    idle["capture"] = n == 0
-                    if n == 0:
-                        if exit_when_idle and all(idle.values()):
-                            stop.set()
-                        stop.wait(cworker.config.poll_interval_s)
-            finally:
-                cworker.close()
-
-        loops.append(capture_loop)
-
-    if sink:
-        mapping = obj.mapping()
-        try:
-            sworker = Sink(
-                obj.target(),
-                mapping,
-                obj.transport(),
-                obj.sink_config(mapping, batch_size=batch),
-            )
-        except (SinkError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-        def sink_loop() -> None:
-            try:
-                sworker.start()
-                wait = getattr(sworker.consumer, "wait_for_assignment", None)
-                if exit_when_idle and wait is not None:
-                    wait(60.0)  # Kafka: empty polls before the group join are not "idle"
-                while not stop.is_set():
-                    result = sworker.run_once()
-                    idle["sink"] = sworker.last_batch_size == 0
-                    if result.dead:
-                        click.echo(f"{result.dead} event(s) dead-lettered", err=True)
+                    n = worker.run_once()
+                    quiet = 0 if n else quiet + 1
+                    idle[worker.kind] = quiet >= quiet_needed
+                    if worker.dead:
+                        click.echo(f"{worker.dead} event(s) dead-lettered", err=True)
                     if exit_when_idle and all(idle.values()):
                         stop.set()
+                    elif not n:
+                        stop.wait(worker.idle_wait_s)
             finally:
-                sworker.close()
+                worker.release()
 
-        loops.append(sink_loop)
+        return body
+
+    loops = [loop(w) for w in workers]
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop.set()
@@ -653,10 +768,39 @@ def run(
     click.echo("stopped cleanly")
 
 
+def _each_service(obj: Ctx, service: str | None) -> list[Ctx]:
+    """The contexts a report covers: the named service, else the options' mapping, else
+    every service of the manifest."""
+    if service or obj.wanted:
+        return [obj.for_service(service)]
+    if obj.mapping_path:
+        return [obj]
+    return [obj.for_service(name) for name in obj.services()]
+
+
+def _report(obj: Ctx, service: str | None, one: Callable[[Ctx], int]) -> None:
+    """Run `one` per covered service (headed by its name when several); exit with the
+    worst code."""
+    targets = _each_service(obj, service)
+    worst = 0
+    for sub in targets:
+        if len(targets) > 1:
+            click.echo(f"== {sub.service}")
+        worst = max(worst, one(sub))
+    if worst:
+        sys.exit(worst)
+
+
 @cli.command()
+@click.argument("service", required=False)
 @pass_ctx
-def status(obj: Ctx) -> None:
-    """Per table: captured position, published and applied events, lag, dead letters."""
+def status(obj: Ctx, service: str | None) -> None:
+    """Per table: captured position, published and applied events, lag, dead letters
+    (of SERVICE; without one and without --mapping, of every service of the manifest)."""
+    _report(obj, service, _status_one)
+
+
+def _status_one(obj: Ctx) -> int:
     mapping = obj.mapping()
     tables = mapping.source_tables
     topics = obj.topics(tables)
@@ -712,8 +856,7 @@ def status(obj: Ctx) -> None:
             for r, cap in zip(rows, capture_cells, strict=True)
         ],
     )
-    if any(dead.values()):
-        sys.exit(2)
+    return 2 if any(dead.values()) else 0
 
 
 @cli.command(name="verify")
@@ -722,16 +865,19 @@ def status(obj: Ctx) -> None:
 @click.option("--chunk", type=int, default=5000, show_default=True, help="Rows per chunk.")
 @pass_ctx
 def verify_cmd(obj: Ctx, service: str | None, tables: tuple[str, ...], chunk: int) -> None:
-    """Compare source and target through the mapping; exit 1 on any difference."""
+    """Compare source and target through the mapping; exit 1 on any difference (SERVICE;
+    without one and without --mapping, every service of the manifest)."""
+    _report(obj, service, lambda sub: _verify_one(sub, tables, chunk))
+
+
+def _verify_one(obj: Ctx, tables: tuple[str, ...], chunk: int) -> int:
     mapping = obj.mapping()
-    if service and service != mapping.service:
-        raise click.UsageError(
-            f"mapping {obj.mapping_path} is for service {mapping.service!r}, not {service!r}"
-        )
     try:
         report = verify(obj.source(), obj.target(), mapping, list(tables) or None, chunk)
     except (VerifyError, MappingError) as exc:
         raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"{mapping.service}: database error: {exc}") from None
     print_table(
         ["source", "target", "source rows", "target rows", "missing", "extra", "differing"],
         [
@@ -760,8 +906,9 @@ def verify_cmd(obj: Ctx, service: str | None, tables: tuple[str, ...], chunk: in
             click.echo(f"cannot map {t.source} row {msg}")
     if not report.ok:
         click.echo(f"verify: {report.differences} difference(s)", err=True)
-        sys.exit(1)
+        return 1
     click.echo("verify: source and target match")
+    return 0
 
 
 @cli.group()

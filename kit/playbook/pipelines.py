@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,7 @@ from sqlalchemy.engine import make_url
 from cdc.events import topic_name
 from cdc.mapping import ColumnMapping, MappingSpec, TableMapping
 from cdc.ports import Transport
-from kit.manifest import Manifest
+from kit.manifest import Manifest, TransportSpec
 from kit.playbook.state import StateStore
 from kitcore.db import is_postgres
 
@@ -170,20 +170,28 @@ def reverse_pipeline(m: Manifest, service: str) -> Pipeline:
 
 def make_transport(m: Manifest) -> Transport:
     """The event transport the manifest names (embedded log or Kafka)."""
-    if m.transport.kind == "kafka":
+    return transport_of(m.transport)
+
+
+def transport_of(t: TransportSpec, environ: Mapping[str, str] | None = None) -> Transport:
+    """THE transport factory (the playbook and `kit cdc` both build theirs here): the
+    embedded log in `t.log_dir`, or Kafka on `t.bootstrap_servers` with the other KAFKA_*
+    variables (security, SASL, TLS, batching) read from the environment."""
+    if t.kind == "kafka":
         from cdc.transport.kafka import KafkaConfig, KafkaTransport
 
-        return KafkaTransport(
-            KafkaConfig(
-                bootstrap_servers=m.transport.bootstrap_servers or "",
-                partitions=m.transport.partitions,
-                session_timeout_ms=m.transport.session_timeout_ms,
-                heartbeat_interval_ms=m.transport.heartbeat_interval_ms,
-            )
-        )
+        env = dict(os.environ if environ is None else environ)
+        overrides: dict[str, Any] = {
+            "bootstrap_servers": t.bootstrap_servers or "",
+            "session_timeout_ms": t.session_timeout_ms,
+            "heartbeat_interval_ms": t.heartbeat_interval_ms,
+        }
+        if "KAFKA_PARTITIONS" not in env:
+            overrides["partitions"] = t.partitions
+        return KafkaTransport(KafkaConfig.from_env(env, **overrides))
     from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 
-    return EmbeddedLog(EmbeddedLogConfig(m.transport.log_dir, partitions=m.transport.partitions))
+    return EmbeddedLog(EmbeddedLogConfig(t.log_dir, partitions=t.partitions))
 
 
 def make_engine(url: str) -> Engine:
@@ -248,13 +256,6 @@ def _pipeline_of_worker(m: Manifest, name: str) -> tuple[str, Pipeline | None]:
     raise PipelineError(f"unknown worker {name!r}; known: {', '.join(worker_names(m))}")
 
 
-def _capture_source(m: Manifest, name: str) -> tuple[str, str]:
-    kind, pipe = _pipeline_of_worker(m, name)
-    if pipe is None:
-        return m.monolith.database_url, m.transport.topic_prefix
-    return pipe.source_url, pipe.topic_prefix
-
-
 @contextmanager
 def file_lock(path: Path, blocking: bool = False) -> Iterator[bool]:
     """An flock on `path`; yields False (without waiting) when another process holds it."""
@@ -274,37 +275,112 @@ def file_lock(path: Path, blocking: bool = False) -> Iterator[bool]:
         os.close(fd)
 
 
+def worker_lock(var_dir: Path, name: str) -> Path:
+    """The file a running worker holds (in the manifest's var folder), shared by `kit up`,
+    the playbook's drains and `kit cdc run <service>`."""
+    return var_dir / "locks" / (name.replace(":", "-") + ".lock")
+
+
 def _sink_lock(m: Manifest, name: str) -> Path:
-    return m.kit.var_dir / "locks" / (name.replace(":", "-") + ".lock")
+    return worker_lock(m.kit.var_dir, name)
 
 
-def pg_capture_config(pipe: Pipeline, snapshot: str | None = None) -> Any:
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a command line may tune on a worker (the playbook uses the defaults)."""
+
+    batch_size: int | None = None
+    resnapshot: bool = False  # PostgreSQL: a lost slot is re-created and snapshotted again
+    capture_tables: tuple[str, ...] = ()  # PostgreSQL: default the pipeline's source tables
+    dead_letter_store: str | None = None  # default: the sink's own ("table")
+    snapshot_chunk: int | None = None
+
+
+def pg_capture_config(
+    pipe: Pipeline, snapshot: str | None = None, options: WorkerOptions = WorkerOptions()
+) -> Any:
     """The pgoutput capture of one pipeline (its own slot and publication; sink-tagged
     transactions skipped; frequent confirmations so drains and lag see progress quickly)."""
     from cdc.capture.postgres import PgCaptureConfig
 
     return PgCaptureConfig(
-        tables=tuple(pipe.source_tables),
+        tables=options.capture_tables or tuple(pipe.source_tables),
         slot=pipe.slot,
         publication=pipe.publication,
         topic_prefix=pipe.topic_prefix,
         snapshot=snapshot or pipe.snapshot,
-        snapshot_chunk=2000,
-        batch_size=500,
+        snapshot_chunk=options.snapshot_chunk or 2000,
+        batch_size=options.batch_size or 500,
         status_interval_s=0.5,
         idle_wait_s=0.05,
         origin="none",
+        resnapshot_if_slot_lost=options.resnapshot,
     )
 
 
-class _Runner:
-    """One worker (capture or sink) that can do one unit of work at a time."""
+def capture_worker(
+    pipe: Pipeline, transport: Transport, options: WorkerOptions = WorkerOptions()
+) -> Any:
+    """THE capture worker of a pipeline's source: logical decoding (PostgreSQL) or the
+    change-table reader (SQLite triggers)."""
+    if pipe.pg_source:
+        from cdc.capture.postgres import PgCaptureWorker
 
-    def __init__(self, m: Manifest, name: str, transport: Transport | None = None) -> None:
-        self.m = m
+        return PgCaptureWorker(pipe.source_url, transport, pg_capture_config(pipe, options=options))
+    from cdc.capture.sqlite import CaptureConfig, CaptureWorker
+
+    extra: dict[str, Any] = {}
+    if options.batch_size:
+        extra["batch_size"] = options.batch_size
+    if options.snapshot_chunk:
+        extra["snapshot_chunk"] = options.snapshot_chunk
+    config = CaptureConfig(topic_prefix=pipe.topic_prefix, name=CAPTURE_NAME, **extra)
+    return CaptureWorker(pipe.source_url, transport, config)
+
+
+def sink_worker(
+    pipe: Pipeline, transport: Transport, options: WorkerOptions = WorkerOptions()
+) -> Any:
+    """THE sink of a pipeline: its mapping applied to its target database."""
+    from cdc.sink import Sink, SinkConfig
+
+    extra: dict[str, Any] = {}
+    if options.batch_size:
+        extra["batch_size"] = options.batch_size
+    if options.dead_letter_store:
+        extra["dead_letter_store"] = options.dead_letter_store
+    config = SinkConfig(pipe.group, tuple(pipe.topics.values()), **extra)
+    return Sink(make_engine(pipe.target_url), pipe.mapping, transport, config)
+
+
+class PipelineWorker:
+    """One capture or sink worker of a pipeline, the ONE way both the playbook (`kit worker
+    run`, in-process drains) and `kit cdc run` build and step them: `try_acquire`, then
+    `run_once` (one batch; how many events/changes it handled), then `release`.
+
+    `lock` (a file) keeps two processes from running the same sink or PostgreSQL capture; a
+    SQLite capture holds its own lock next to its database.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        pipe: Pipeline,
+        transport: Transport,
+        *,
+        lock: Path | None = None,
+        options: WorkerOptions = WorkerOptions(),
+        stop: threading.Event | None = None,
+    ) -> None:
         self.name = name
-        self.kind, self.pipe = _pipeline_of_worker(m, name)
-        self.transport = transport or make_transport(m)
+        self.kind = kind
+        self.pipe = pipe
+        self.transport = transport
+        self.lock = lock
+        self.options = options
+        self.stop = stop
+        self.dead = 0  # events the last sink batch dead-lettered
         self._capture: Any = None
         self._pg: Any = None
         self._pg_streaming = False
@@ -313,10 +389,19 @@ class _Runner:
 
     @property
     def pg_capture(self) -> bool:
-        return self.kind == "capture" and self.pipe is not None and self.pipe.pg_source
+        return self.kind == "capture" and self.pipe.pg_source
+
+    @property
+    def idle_wait_s(self) -> float:
+        """How long to wait after an empty batch."""
+        if self._capture is not None:
+            return float(self._capture.config.poll_interval_s)
+        return 0.02
 
     def _lock(self) -> bool:
-        cm = file_lock(_sink_lock(self.m, self.name))
+        if self.lock is None:
+            return True
+        cm = file_lock(self.lock)
         if not cm.__enter__():
             cm.__exit__(None, None, None)
             return False
@@ -324,15 +409,10 @@ class _Runner:
         return True
 
     def _acquire_pg_capture(self) -> bool:
-        from cdc.capture.postgres import PgCaptureWorker
-
         if not self._lock():
             return False
-        assert self.pipe is not None
         try:
-            worker = PgCaptureWorker(
-                self.pipe.source_url, self.transport, pg_capture_config(self.pipe)
-            )
+            worker = capture_worker(self.pipe, self.transport, self.options)
             self._pg = worker
             worker.prepare()  # finds or creates the slot, records snapshot work
         except BaseException:
@@ -346,12 +426,9 @@ class _Runner:
         if self.pg_capture:
             return self._acquire_pg_capture()
         if self.kind == "capture":
-            from cdc.capture.sqlite import CaptureBusy, CaptureConfig, CaptureWorker
+            from cdc.capture.sqlite import CaptureBusy
 
-            url, prefix = _capture_source(self.m, self.name)
-            worker = CaptureWorker(
-                url, self.transport, CaptureConfig(topic_prefix=prefix, name=CAPTURE_NAME)
-            )
+            worker = capture_worker(self.pipe, self.transport, self.options)
             try:
                 worker.acquire()
             except CaptureBusy:
@@ -359,43 +436,47 @@ class _Runner:
                 return False
             self._capture = worker
             return True
-        from cdc.sink import Sink, SinkConfig
-
         if not self._lock():
             return False
-        assert self.pipe is not None
         try:
-            self._sink = Sink(
-                make_engine(self.pipe.target_url),
-                self.pipe.mapping,
-                self.transport,
-                SinkConfig(self.pipe.group, tuple(self.pipe.topics.values())),
-            )
+            self._sink = sink_worker(self.pipe, self.transport, self.options)
             self._sink.start()
         except BaseException:
             self.release()
             raise
         return True
 
+    def wait_for_assignment(self, timeout_s: float) -> None:
+        """Kafka sink: wait for the group join (empty polls before it are not "idle")."""
+        wait = getattr(getattr(self._sink, "consumer", None), "wait_for_assignment", None)
+        if wait is not None:
+            wait(timeout_s)
+
     def run_once(self) -> int:
         """One batch; returns how many events/changes it handled."""
         if self._pg is not None:
             if not self._pg_streaming:
                 before = self._pg.stats.snapshot_rows
-                self._pg.run_snapshot()  # pending chunks (none when the slot existed)
+                if not self._pg.run_snapshot(self.stop):  # pending chunks (none: slot existed)
+                    return 0  # stopped mid-snapshot: resumes next time
                 self._pg.start_stream()
                 self._pg_streaming = True
                 return self._pg.stats.snapshot_rows - before
             return int(self._pg.poll(0.05))
         if self._capture is not None:
             return int(self._capture.run_once())
-        self._sink.run_once()
+        result = self._sink.run_once()
+        self.dead = int(getattr(result, "dead", 0) or 0)
         return int(self._sink.last_batch_size)
 
     def release(self) -> None:
         if self._pg is not None:
-            self._pg.close()
-            self._pg = None
+            try:
+                if self._pg_streaming:
+                    self._pg.flush()  # publish and confirm what it holds before it stops
+            finally:
+                self._pg.close()
+                self._pg = None
         if self._capture is not None:
             self._capture.close()
             self._capture = None
@@ -409,14 +490,54 @@ class _Runner:
     def held_elsewhere(self) -> bool:
         """True when another process currently runs this worker."""
         if self.kind == "capture" and not self.pg_capture:
-            url, _ = _capture_source(self.m, self.name)
-            path = make_url(url).database
+            path = make_url(self.pipe.source_url).database
             if not path:
                 return False
             with file_lock(Path(f"{path}.cdc-{CAPTURE_NAME}.lock")) as got:
                 return not got
-        with file_lock(_sink_lock(self.m, self.name)) as got:
+        if self.lock is None:
+            return False
+        with file_lock(self.lock) as got:
             return not got
+
+
+def _monolith_capture(m: Manifest) -> Pipeline:
+    """The SQLite monolith's one capture, shared by every service (it only needs the source
+    and the topic prefix of a pipeline)."""
+    from cdc.mapping import MappingSpec
+
+    return Pipeline(
+        service="",
+        direction="forward",
+        source_url=m.monolith.database_url,
+        target_url="",
+        mapping=MappingSpec("", ()),
+        topic_prefix=m.transport.topic_prefix,
+        group="",
+        capture_worker=MONOLITH_CAPTURE,
+        sink_worker="",
+    )
+
+
+def manifest_worker(
+    m: Manifest,
+    name: str,
+    transport: Transport | None = None,
+    *,
+    options: WorkerOptions = WorkerOptions(),
+    stop: threading.Event | None = None,
+) -> PipelineWorker:
+    """Worker `name` of the manifest (`capture:monolith`, `sink:<service>`, ...)."""
+    kind, pipe = _pipeline_of_worker(m, name)
+    return PipelineWorker(
+        name,
+        kind,
+        pipe or _monolith_capture(m),
+        transport or make_transport(m),
+        lock=_sink_lock(m, name),
+        options=options,
+        stop=stop,
+    )
 
 
 def run_worker(
@@ -432,7 +553,7 @@ def run_worker(
     Waits for the worker's lock when another process (or a step draining in-process) holds
     it, then loops; positions are durable, so a SIGTERM/kill at any moment is safe.
     """
-    runner = _Runner(m, name)
+    runner = manifest_worker(m, name)
     while not stop.is_set():
         if runner.try_acquire():
             break
@@ -526,7 +647,7 @@ def ensure_slot(m: Manifest, pipe: Pipeline, snapshot: str) -> None:
             return  # its worker runs: it has prepared the slot already
         worker = PgCaptureWorker(
             pipe.source_url, make_transport(m), pg_capture_config(pipe, snapshot)
-        )
+        )  # the slot's snapshot mode differs from the pipeline's default
         try:
             worker.prepare()
         finally:
@@ -853,7 +974,10 @@ def drain(
     drain started (a fence), and every snapshot is done.
     """
     transport = transport or make_transport(m)
-    runners = [_Runner(m, pipe.capture_worker, transport), _Runner(m, pipe.sink_worker, transport)]
+    runners = [
+        manifest_worker(m, pipe.capture_worker, transport),
+        manifest_worker(m, pipe.sink_worker, transport),
+    ]
     owned = [r.try_acquire() for r in runners]
     if progress:
         how = ", ".join(
@@ -910,7 +1034,7 @@ def drain(
 
 def wait_worker_stopped(m: Manifest, name: str, timeout_s: float) -> bool:
     """Wait until no process runs worker `name` (after marking it unwanted)."""
-    runner = _Runner(m, name)
+    runner = manifest_worker(m, name)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not runner.held_elsewhere():

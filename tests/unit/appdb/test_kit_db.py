@@ -121,3 +121,31 @@ def test_the_removed_database_key_is_named_with_its_replacement(tmp_path: Path) 
     with pytest.raises(ManifestError) as info:
         load_manifest(manifest)
     assert "monolith.database: was removed" in str(info.value)
+
+
+def test_retires_contract_revision_is_chained_to_the_monoliths_own_head(app: Path) -> None:
+    from kit.playbook.contract import render_contract
+
+    assert _kit(app, "upgrade", "monolith").exit_code == 0
+    source = render_contract(load_manifest(app), "archive")
+    assert "down_revision = 'n0001_notes'" in source
+    assert "op.drop_table('notes')" in source and "'tags'" not in source
+    assert str(app.parent / "notes_migrations" / "versions") in source
+
+
+def test_upgrade_refuses_a_database_whose_other_version_table_holds_a_foreign_revision(
+    app: Path,
+) -> None:
+    """The issue's case: the manifest names the wrong version table; the app's own table
+    says the database belongs to another history, so nothing is created in it."""
+    url = f"sqlite:///{app.parent / 'var' / 'app.db'}"
+    _exec(
+        url,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)",
+        "INSERT INTO alembic_version VALUES ('a1b2c3_users')",
+    )
+    result = _kit(app, "upgrade", "monolith", "--url", url)
+    assert result.exit_code == 1
+    assert "'a1b2c3_users' in alembic_version" in result.output
+    assert table_names(url) == {"users", "alembic_version"}

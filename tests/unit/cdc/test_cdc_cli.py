@@ -109,7 +109,8 @@ def test_dlq_commands_list_retry_and_drop(env: dict[str, str]) -> None:
 
 
 def test_clear_errors_for_missing_configuration(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["verify"], env={"CDC_MAPPING": ""})
+    no_manifest = {"CDC_MAPPING": "", "KIT_MANIFEST": str(tmp_path / "kit.toml")}
+    result = CliRunner().invoke(cli, ["verify"], env=no_manifest)
     assert result.exit_code == 2 and "--mapping" in result.output
     result = CliRunner().invoke(cli, ["--mapping", str(tmp_path / "none.toml"), "status"])
     assert result.exit_code == 1 and "does not exist" in result.output
