@@ -191,6 +191,8 @@ class ProxyConfig:
         _check_port("admin_port", self.admin_port)
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("admin_token must be at least 16 characters")
+        if self.admin_token is not None and not self.admin_token.isascii():
+            raise ValueError("admin_token must be ASCII")
         if not self.store_url or "://" not in self.store_url:
             raise ValueError(f"store_url must be an SQLAlchemy URL, got {self.store_url!r}")
         if not 0 < self.poll_interval <= 0.5:
