@@ -22,15 +22,14 @@ class ConnectionGate:
         self.per_client = per_client
         self.errors = errors
         self.stats = stats
-        self._owners: dict[int, str] = {}
+        self._owners: dict[asyncio.BaseTransport, str] = {}
         self._per: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._owners)
 
     def admit(self, transport: asyncio.BaseTransport, remote: str) -> bool:
-        key = id(transport)
-        if key in self._owners:
+        if transport in self._owners:
             return True  # handed off: already counted
         if len(self._owners) >= self.total:
             return self._refuse(transport, f"the proxy has {self.total} connections open")
@@ -38,12 +37,12 @@ class ConnectionGate:
             return self._refuse(
                 transport, f"this client address has {self.per_client} connections open"
             )
-        self._owners[key] = remote
+        self._owners[transport] = remote
         self._per[remote] += 1
         return True
 
     def release(self, transport: asyncio.BaseTransport) -> None:
-        remote = self._owners.pop(id(transport), None)
+        remote = self._owners.pop(transport, None)
         if remote is not None:
             left = self._per[remote] - 1
             if left > 0:

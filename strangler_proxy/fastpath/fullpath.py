@@ -96,6 +96,7 @@ class GuardedHandler(RequestHandler):
         self.guard = manager
         self.head_since = 0.0
         self.remote = ""
+        self.gated: asyncio.BaseTransport | None = None  # aiohttp may drop self.transport early
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -103,12 +104,14 @@ class GuardedHandler(RequestHandler):
         if not self.guard.gate.admit(transport, self.remote):
             self._manager = None  # never started: connection_lost has nothing to undo
             return
+        self.gated = transport
         super().connection_made(transport)
         self.head_since = self._loop.time()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self.transport is not None:
-            self.guard.gate.release(self.transport)
+        if self.gated is not None:
+            self.guard.gate.release(self.gated)
+            self.gated = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -205,3 +208,29 @@ class GuardedServer(web.Server):
 
     def handlers(self) -> list[GuardedHandler]:
         return [h for h in self.connections if isinstance(h, GuardedHandler)]
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An AppRunner whose server is a `GuardedServer` (the admin port gets the same parser,
+    caps, head timeout and value-free error handling as the client port)."""
+
+    def __init__(self, app: web.Application, **guard: Any) -> None:
+        super().__init__(app, access_log=None, shutdown_timeout=2.0)
+        self._guard = guard
+        self.guarded: GuardedServer | None = None
+
+    async def _make_server(self) -> web.Server:
+        loop = asyncio.get_running_loop()
+        app = self.app
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        self.guarded = GuardedServer(
+            app._handle,
+            request_factory=app._make_request,
+            loop=loop,
+            access_log=None,
+            **self._guard,
+        )
+        return self.guarded

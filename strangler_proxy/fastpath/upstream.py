@@ -210,6 +210,10 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         conn.exchange = None
         if conn.usable and len(self.idle) < _IDLE_POOL:
+            # Its reading may have been paused for a client that stopped reading: the next
+            # exchange on it must not wait for that client.
+            assert conn.transport is not None
+            conn.transport.resume_reading()
             conn.idle_at = self.loop.time()
             self.idle.append(conn)
         else:
