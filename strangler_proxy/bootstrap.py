@@ -21,10 +21,15 @@ from pathlib import Path
 from aiohttp import web
 
 from strangler_proxy.admin import create_admin_app
-from strangler_proxy.config import ProxyConfig
+from strangler_proxy.config import Limits, ProxyConfig
 from strangler_proxy.dashboard.ports import CdcProvider, ParityProvider, PlaybookProvider
 from strangler_proxy.dashboard.state import Dashboard
+from strangler_proxy.errors import ErrorShape
 from strangler_proxy.fastpath import ProxyListener
+from strangler_proxy.fastpath.admission import ConnectionGate
+from strangler_proxy.fastpath.fullpath import GuardedAppRunner
+from strangler_proxy.fastpath.sweeper import Sweeper
+from strangler_proxy.logsafe import RejectionLog
 from strangler_proxy.routes import RouteTable
 from strangler_proxy.server import ProxyCore
 from strangler_proxy.service import Guard, RouteService, readiness_guard
@@ -34,6 +39,7 @@ from strangler_proxy.store import RouteStore
 from strangler_proxy.workers import WorkerPool, worker_count
 
 log = logging.getLogger("strangler_proxy")
+ADMIN_CONNECTIONS = 256  # the admin port's cap on open connections (total and per address)
 
 
 def resolve_admin_token(config: ProxyConfig) -> tuple[str, Path | None]:
@@ -81,7 +87,8 @@ class ProxyRuntime:
         self.admin_port: int | None = None
         self._listener: ProxyListener | None = None
         self.workers: WorkerPool | None = None
-        self._admin_runner: web.AppRunner | None = None
+        self._admin_runner: GuardedAppRunner | None = None
+        self._admin_sweeper: Sweeper | None = None
         self._poller: asyncio.Task[None] | None = None
         self._reload_lock: asyncio.Lock | None = None
         self.reloads = 0
@@ -109,8 +116,22 @@ class ProxyRuntime:
             self._listener = ProxyListener(self.core)
             self.proxy_port = await self._listener.start()
         admin_app = create_admin_app(self, self.admin_token)
-        self._admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=2.0)
+        core = self.core
+        limits = Limits()
+        self._admin_runner = GuardedAppRunner(
+            admin_app,
+            limits=limits,
+            gate=ConnectionGate(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS, ErrorShape(), core.stats),
+            errors=ErrorShape(),  # the kit's own shape: the admin API is the kit's
+            stats=core.stats,
+            rejections=RejectionLog(log),
+        )
         await self._admin_runner.setup()
+        assert self._admin_runner.guarded is not None
+        self._admin_sweeper = Sweeper(
+            self._admin_runner.guarded, None, config.timeouts.header, config.timeouts.total
+        )
+        self._admin_sweeper.start()
         admin_site = web.TCPSite(self._admin_runner, config.admin_host, config.admin_port)
         await admin_site.start()
         self.admin_port = _bound_port(self._admin_runner)
@@ -159,6 +180,9 @@ class ProxyRuntime:
             self._listener = None
         if self.workers is not None:
             await self.workers.stop()
+        if self._admin_sweeper is not None:
+            self._admin_sweeper.stop()
+            self._admin_sweeper = None
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None

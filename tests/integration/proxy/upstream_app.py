@@ -6,7 +6,8 @@ Binds 127.0.0.1:0 and prints the port on its first stdout line. Every ordinary r
 echoed back as JSON (method, raw path, headers, body); `POST /__control` changes behaviour
 for later requests: `status` (answer with this status), `delay` (seconds), `hold` (wait until
 released by `{"hold": false}`), `close` (drop the connection without answering), `ready`
-(what /readyz says). `GET /__seen` counts the ordinary requests received so far.
+(what /readyz says). `GET /__seen` counts the ordinary requests received so far (and
+`blobs`: answers of `GET /blob?n=<bytes>`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def build_app(name: str) -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def blob(request: web.Request) -> web.Response:
+        seen["blobs"] = seen.get("blobs", 0) + 1
+        return web.Response(body=b"b" * int(request.query.get("n", "50000")))
+
     async def echo(request: web.Request) -> web.StreamResponse:
         seen["count"] += 1
         body = await request.read()
@@ -110,6 +115,7 @@ def build_app(name: str) -> web.Application:
     app.router.add_get("/__seen", seen_view)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/stream", stream)
+    app.router.add_get("/blob", blob)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
