@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +12,8 @@ from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, StepFailed
 from kit.playbook.guards import RouteIntent, parity_rate
 from kit.playbook.state import RUNNING
+
+ROUTE_ACK_TIMEOUT_S = 10.0  # a proxy silent for 3 s stops counting as live well before
 
 
 def ready_refusals(ctx: Ctx) -> list[str]:
@@ -85,14 +88,30 @@ def parity_evidence(ctx: Ctx) -> dict[str, Any]:
 
 
 def set_mode(
-    ctx: Ctx, endpoints: tuple[Endpoint, ...], mode: str, why: str, fallback: bool | None = None
+    ctx: Ctx,
+    endpoints: tuple[Endpoint, ...],
+    mode: str,
+    why: str,
+    fallback: bool | None = None,
+    *,
+    guarded: bool = True,
 ) -> None:
+    """Move `endpoints` to `mode` as ONE route-table version, then wait until every live proxy
+    serves it (no sleep: proxies report the version they serve in the route store).
+
+    `guarded=False` when the step's preconditions already ran the route guards on this very
+    change (guards are evaluated once per change set), or for the write-ownership move, which
+    is the operation the ownership guard points to.
+    """
     from strangler_proxy.routes import RouteError
 
     svc = ctx.s.name
-    for e in endpoints:
-        try:
-            ctx.root.routes().set_route(
+    routes = ctx.root.routes()
+    try:
+        changes = [
+            change
+            for e in endpoints
+            for change in routes.plan(
                 e.method,
                 e.path,
                 mode,
@@ -102,9 +121,26 @@ def set_mode(
                 force=ctx.force,
                 fallback=fallback,
             )
-        except RouteError as exc:
-            raise StepFailed(f"route {e.label} -> {mode} refused: {exc}") from None
-    ctx.say(f"routes: {len(endpoints)} endpoint(s) of {svc} -> {mode}")
+        ]
+        result = routes.commit(changes, guards=None if guarded else [])
+    except RouteError as exc:
+        raise StepFailed(f"routes of {svc} -> {mode} refused: {exc}") from None
+    served = routes.store.wait_served(result.version, timeout=ROUTE_ACK_TIMEOUT_S)
+    ctx.evidence.setdefault("route_versions", []).append(
+        {"version": result.version, "mode": mode, "proxies": served.live,
+         "seconds": round(served.seconds, 3)}
+    )  # fmt: skip
+    ctx.say(
+        f"routes: {len(endpoints)} endpoint(s) of {svc} -> {mode} (route version "
+        f"{result.version}, served by {served.serving}/{served.live} live proxies after "
+        f"{served.seconds:.2f}s)"
+    )
+    if not served.complete:
+        raise StepFailed(
+            f"{served.live - served.serving} live prox(ies) still serve an older route table "
+            f"after {ROUTE_ACK_TIMEOUT_S:.0f}s; way forward: check the proxies (`kit status`), "
+            "then re-run the step"
+        )
 
 
 def check_modes(ctx: Ctx, endpoints: tuple[Endpoint, ...], mode: str) -> None:
@@ -129,6 +165,28 @@ def drain(ctx: Ctx, pipe: pl.Pipeline) -> dict[str, Any]:
         )
     except pl.PipelineError as exc:
         raise StepFailed(str(exc)) from None
+
+
+def await_workers(ctx: Ctx, pipe: pl.Pipeline, timeout_s: float = 10.0) -> bool:
+    """Wait until the `kit up` watchdog runs `pipe`'s workers (wanted just before). Without a
+    watchdog (no `kit up`) the drains run them in-process; the narration says so."""
+    from kit.runtime.procs import RunDir
+
+    names = (pipe.capture_worker, pipe.sink_worker)
+    var = ctx.m.kit.var_dir
+    if RunDir(var / "run", var / "log").running("watchdog") is None:
+        ctx.say(f"no `kit up` watchdog runs; drains run {', '.join(names)} in-process")
+        return False
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        if not pl.wait_worker_running(ctx.m, name, max(0.0, deadline - time.monotonic())):
+            ctx.say(
+                f"warning: no process runs {name} after {timeout_s:.0f}s (is `kit up` "
+                "running?); drains run it in-process, between them changes wait for it"
+            )
+            return False
+    ctx.say(f"{pipe.direction} CDC of {pipe.service}: {', '.join(names)} running")
+    return True
 
 
 def lag_refusals(ctx: Ctx, pipe: pl.Pipeline) -> list[str]:

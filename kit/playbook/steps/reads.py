@@ -26,7 +26,7 @@ class ShadowStep(Step):
             for e in ctx.s.read_endpoints:
                 stats.reset(e.label)
             ctx.say("shadow: parity statistics of the read endpoints reset")
-        set_mode(ctx, ctx.s.read_endpoints, "shadow", "shadow")
+        set_mode(ctx, ctx.s.read_endpoints, "shadow", "shadow", guarded=False)
         ctx.evidence["endpoints"] = [e.label for e in ctx.s.read_endpoints]
 
     def check(self, ctx: Ctx) -> None:
@@ -67,7 +67,9 @@ class CanaryStep(Step):
         stage = min(self.stage(ctx), len(stages) - 1)
         pct = stages[stage]
         ctx.evidence["parity"] = parity_evidence(ctx)
-        set_mode(ctx, ctx.s.read_endpoints, f"canary:{pct}", f"canary stage {stage + 1}")
+        set_mode(
+            ctx, ctx.s.read_endpoints, f"canary:{pct}", f"canary stage {stage + 1}", guarded=False
+        )
         ctx.evidence["percent"] = pct
         ctx.evidence["stage"] = f"{stage + 1}/{len(stages)}"
         ctx.extra["canary_stage"] = stage
@@ -103,7 +105,7 @@ class ReadsStep(Step):
 
     def action(self, ctx: Ctx) -> None:
         ctx.evidence["parity"] = parity_evidence(ctx)
-        set_mode(ctx, ctx.s.read_endpoints, "extracted", "reads", fallback=True)
+        set_mode(ctx, ctx.s.read_endpoints, "extracted", "reads", fallback=True, guarded=False)
 
     def check(self, ctx: Ctx) -> None:
         check_modes(ctx, ctx.s.read_endpoints, "extracted")

@@ -24,8 +24,7 @@ class RetireStep(Step):
         from kit.playbook.contract import write_contract
 
         rev = ctx.root.reverse(ctx.s.name)
-        set_mode(ctx, ctx.s.read_endpoints, "extracted", "retire (pinned)", fallback=False)
-        set_mode(ctx, ctx.s.write_endpoints, "extracted", "retire (pinned)", fallback=False)
+        set_mode(ctx, ctx.s.endpoints, "extracted", "retire (pinned)", fallback=False)
         ctx.say(f"retire: every endpoint of {ctx.s.name} pinned to the service (no fallback)")
         if ctx.s.stop_reverse_cdc_on_retire:
             drain(ctx, rev)

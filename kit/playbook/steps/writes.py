@@ -1,12 +1,17 @@
-"""`writes`: write ownership moves to the service (and back on rollback)."""
+"""`writes`: write ownership moves to the service (and back on rollback).
+
+This is the one operation that moves a service's writes (kit.playbook.ownership): drain the
+old owner's CDC, switch the capture direction, flip ALL write routes in one route-table
+version that every live proxy acknowledges. On the way back, forward CDC runs and has caught
+up BEFORE any route moves, so reads the service keeps serving are never left without it.
+"""
 
 from __future__ import annotations
-
-import time
 
 from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, Step, StepFailed
 from kit.playbook.steps.common import (
+    await_workers,
     check_modes,
     drain,
     lag_refusals,
@@ -15,8 +20,6 @@ from kit.playbook.steps.common import (
     stop_pg_capture,
     update_monolith_capture_wish,
 )
-
-PROXY_RELOAD_S = 1.2  # proxies pick up route changes within one second
 
 
 class WritesStep(Step):
@@ -71,9 +74,8 @@ class WritesStep(Step):
                 + ", ".join(f"{t} -> {n}" for t, n in ids.items())
                 + " (past the monolith's, with headroom for in-flight creates)"
             )
-        set_mode(ctx, ctx.s.write_endpoints, "extracted", "writes", fallback=False)
+        set_mode(ctx, ctx.s.write_endpoints, "extracted", "writes", fallback=False, guarded=False)
         # 4. in-flight monolith writes reach the service, then forward CDC stops
-        time.sleep(PROXY_RELOAD_S)
         drain(ctx, fwd)
         ctx.root.state.want_worker(fwd.sink_worker, False, "write ownership moved to the service")
         if not pl.wait_worker_stopped(ctx.m, fwd.sink_worker, 15.0):
@@ -97,20 +99,25 @@ class WritesStep(Step):
 
     def rollback(self, ctx: Ctx) -> None:
         fwd, rev = ctx.root.forward(ctx.s.name), ctx.root.reverse(ctx.s.name)
-        # forward capture back first, so no monolith write after the flip is missed (on
+        # 1. forward CDC back, running and caught up BEFORE any route moves: reads stay on
+        # the service, so from the flip on it must receive the monolith's writes (on
         # PostgreSQL a new slot without snapshot: the monolith got every change by reverse CDC)
         pl.enable_pipe_capture(ctx.m, fwd, snapshot="never" if fwd.pg_source else None)
         ctx.root.state.want_worker(fwd.capture_worker, True, f"forward capture of {ctx.s.name}")
         ctx.root.state.want_worker(fwd.sink_worker, True, f"forward sink of {ctx.s.name}")
+        await_workers(ctx, fwd)
+        ctx.evidence["forward_drain"] = drain(ctx, fwd)
+        # 2. the service's last writes are in the monolith, whose ids continue past them
         reverse_on = any(pl.pipe_capture_enabled(rev).values())
         if reverse_on:
             drain(ctx, rev)
-        pl.sync_sequences(rev)  # the monolith hands out ids past the service's again
-        set_mode(ctx, ctx.s.write_endpoints, "monolith", "rollback writes")
-        time.sleep(PROXY_RELOAD_S)
+        pl.sync_sequences(rev)
+        # 3. ownership and every write route back in one route version, acknowledged
+        ctx.root.state.set(ctx.s.name, write_owner="monolith")
+        set_mode(ctx, ctx.s.write_endpoints, "monolith", "rollback writes", guarded=False)
+        # 4. writes in flight at the service reach the monolith, then reverse CDC stops
         if reverse_on:
             drain(ctx, rev)
-        ctx.root.state.set(ctx.s.name, write_owner="monolith")
         ctx.root.state.want_worker(rev.capture_worker, False, "writes rolled back")
         ctx.root.state.want_worker(rev.sink_worker, False, "writes rolled back")
         pl.disable_pipe_capture(ctx.m, rev, drop=False)
