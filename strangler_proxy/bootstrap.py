@@ -86,7 +86,7 @@ class ProxyRuntime:
         self._poller: asyncio.Task[None] | None = None
         self._reload_lock: asyncio.Lock | None = None
         self.reloads = 0
-        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._reported: tuple[int, float] = (0, 0.0)  # (version, monotonic time) last reported
 
     @property

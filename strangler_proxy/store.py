@@ -69,7 +69,7 @@ state_table = Table(
 instances_table = Table(
     "proxy_instances",
     metadata,
-    Column("instance", String(200), primary_key=True),  # host:pid of the proxy supervisor
+    Column("instance", String(200), primary_key=True),  # host:pid:nonce of a proxy
     Column("version", Integer, nullable=False),  # the route table version it serves
     Column("seen_at", DateTime(timezone=True), nullable=False),
 )
