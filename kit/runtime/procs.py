@@ -34,6 +34,7 @@ class ProcessSpec:
     ready_timeout_s: float = 30.0
     kind: str = "app"
     bind: str | None = None  # `host:port` it listens on: checked free before it starts
+    restart: bool = True  # the watchdog restarts it when it crashes (False: external apps)
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_CHARS:

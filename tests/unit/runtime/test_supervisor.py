@@ -211,3 +211,30 @@ def test_watchdog_keeps_workers_when_the_playbook_cannot_be_read(rundir: RunDir)
     assert dog.errors == 1 and "locked" in (dog.last_error or "")
     dog.stop_all()
     assert not is_running(record)
+
+
+def test_watchdog_restarts_a_crashed_app_but_not_an_external_or_a_stopped_one(
+    tmp_path: Path, rundir: RunDir
+) -> None:
+    app = http_server("catalog", tmp_path / "catalog")
+    external = replace(http_server("legacy", tmp_path / "legacy"), restart=False)
+    stopped = http_server("reports", tmp_path / "reports")  # `kit down` left no record
+    lines: list[str] = []
+    dog = Watchdog(
+        rundir, lambda: [], lambda: [app, external, stopped], echo=lines.append, backoff_s=0.2
+    )
+    first, ext = (Supervisor([app, external], rundir).up()[i] for i in (0, 1))
+    for record in (rundir.read("catalog"), rundir.read("legacy")):
+        os.kill(record.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    restarted = None
+    while restarted is None and time.monotonic() < deadline:
+        dog.tick()
+        restarted = rundir.running("catalog")
+        time.sleep(0.05)
+    assert restarted is not None and restarted.pid != first.pid
+    assert any("app catalog restarted" in line for line in lines)
+    assert rundir.running("legacy") is None and rundir.read("reports") is None
+    assert read_state(rundir)["restarts"] == 1  # type: ignore[index]
+    stop_all(rundir)
+    assert not alive(restarted.pid) and not alive(ext.pid)
