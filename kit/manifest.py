@@ -96,6 +96,7 @@ class ProxySettings:
     store_url: str
     token_file: Path
     shadow_jsonl: Path | None = None
+    error_template: str | None = None  # the app's error shape for the proxy's own errors
 
 
 @dataclass(frozen=True)
@@ -473,7 +474,15 @@ def parse_manifest(
         store_url=r.db_url("store_url", f"sqlite:///{var_dir / 'routes.db'}"),
         token_file=r.path("token_file", str(var_dir / "admin-token")) or var_dir / "admin-token",
         shadow_jsonl=r.path("shadow_jsonl"),
+        error_template=r.str("error_template"),
     )
+    if proxy.error_template is not None:
+        from strangler_proxy.errors import parse_template
+
+        try:
+            parse_template(proxy.error_template)
+        except ValueError as exc:
+            r.problem("error_template", str(exc))
     r.unknown()
 
     r = _Reader(data.get("transport", {}), "transport", problems, root)
@@ -698,6 +707,7 @@ def proxy_config(m: Manifest, **overrides: Any) -> Any:
             jsonl_path=str(m.proxy.shadow_jsonl) if m.proxy.shadow_jsonl else None
         ),
         "routes": routes,
+        "error_template": m.proxy.error_template,
     }
     kwargs.update(overrides)
     return ProxyConfig(**kwargs)

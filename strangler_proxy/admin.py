@@ -72,6 +72,8 @@ def make_auth_middleware(
         if session_paths is not None and session_paths(request.path):
             return await handler(request)
         header = request.headers.get("Authorization", "")
+        if not header.isascii():  # tokens are ASCII: anything else is wrong, never a 500
+            header = "Bearer -"
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given:
             resp = json_error(401, "unauthorized", "missing bearer token")
@@ -86,6 +88,37 @@ def make_auth_middleware(
         return await handler(request)
 
     return auth
+
+
+def make_host_middleware(runtime: ProxyRuntime) -> Any:
+    """Answer only requests addressed to the admin server itself (or an allowed name).
+
+    Why: a DNS-rebinding page in the operator's browser reaches 127.0.0.1 under a name of
+    its own; the `Host` it sends is that name, so it gets 421 instead of /metrics or the
+    dashboard's sign-in.
+    """
+
+    def allowed() -> frozenset[str]:
+        host = runtime.config.admin_host
+        if ":" in host:
+            host = f"[{host}]"
+        names = {host, f"{host}:{runtime.admin_port}"}
+        return frozenset(n.lower() for n in (*names, *runtime.config.admin_allowed_hosts))
+
+    @web.middleware
+    async def check_host(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.headers.get("Host", "").lower() not in allowed():
+            return json_error(
+                421,
+                "misdirected_request",
+                "this admin server answers only to its own address "
+                "(add other names to admin_allowed_hosts)",
+            )
+        return await handler(request)
+
+    return check_host
 
 
 def _limit(request: web.Request, default: int) -> int:
@@ -256,7 +289,8 @@ def create_admin_app(runtime: ProxyRuntime, token: str) -> web.Application:
         session_paths = is_dashboard_path
     app = web.Application(
         middlewares=[
-            make_auth_middleware(token, runtime.config.metrics_require_token, session_paths)
+            make_host_middleware(runtime),
+            make_auth_middleware(token, runtime.config.metrics_require_token, session_paths),
         ],
         client_max_size=1024 * 1024,
     )

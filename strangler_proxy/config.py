@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from strangler_proxy.errors import parse_template
+from strangler_proxy.policy import ClientKeySpec
 from strangler_proxy.routes import MONOLITH, Route, RouteError, build_route, parse_methods
 
 ENV_PREFIX = "KIT_PROXY_"
@@ -64,19 +66,27 @@ class Timeouts:
 
     connect: float = 2.0
     total: float = 30.0
+    #: A client must send a whole request head within this many seconds of its first byte
+    #: (or of connecting): slow senders are answered 408 and closed, on every path.
+    header: float = 20.0
 
     def __post_init__(self) -> None:
         _positive("timeouts.connect", self.connect)
         _positive("timeouts.total", self.total)
+        _positive("timeouts.header", self.header)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Request size limits: bodies over max_body_bytes get 413, headers over the limits 431."""
+    """Request size limits (bodies over max_body_bytes get 413, headers over the limits 431) and
+    connection caps (a connection over a cap is answered 503 and closed)."""
 
     max_body_bytes: int = 10 * 1024 * 1024
     max_header_bytes: int = 16 * 1024
     max_line_bytes: int = 8 * 1024
+    max_headers: int = 100
+    max_connections: int = 2048
+    max_connections_per_client: int = 512
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -156,6 +166,20 @@ class ProxyConfig:
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     routes: tuple[Route, ...] = ()
+    #: Where a client's identity comes from (canary stickiness, read-your-writes):
+    #: {header = "X-Client-Id"} | {cookie = "sid"} | {hash_header = "Authorization"};
+    #: None: the client address.
+    client_key: ClientKeySpec | None = None
+    #: Per service: after a client's write to any route of the service, its reads of the
+    #: service's routes go to the side that took the write for this many seconds (0: off).
+    ryw_window_s: Mapping[str, float] = field(default_factory=dict)
+    ryw_max_clients: int = 100_000
+    #: The proxy's own error bodies as JSON text with placeholders (see strangler_proxy/errors.py);
+    #: None: {"error": {"code", "message"}}.
+    error_template: str | None = None
+    #: Host header values the admin server answers (besides its own address); anything else
+    #: gets 421, so a DNS-rebinding page cannot reach it.
+    admin_allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.upstreams, Mapping) or MONOLITH not in self.upstreams:
@@ -167,6 +191,8 @@ class ProxyConfig:
         _check_port("admin_port", self.admin_port)
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ValueError("admin_token must be at least 16 characters")
+        if self.admin_token is not None and not self.admin_token.isascii():
+            raise ValueError("admin_token must be ASCII")
         if not self.store_url or "://" not in self.store_url:
             raise ValueError(f"store_url must be an SQLAlchemy URL, got {self.store_url!r}")
         if not 0 < self.poll_interval <= 0.5:
@@ -180,6 +206,17 @@ class ProxyConfig:
             raise ValueError("workers must be an integer 0..64 (0 = one per CPU)")
         if self.event_loop not in ("auto", "asyncio", "uvloop"):
             raise ValueError("event_loop must be one of auto, asyncio, uvloop")
+        if isinstance(self.client_key, Mapping):
+            object.__setattr__(self, "client_key", ClientKeySpec.from_mapping(self.client_key))
+        elif self.client_key is not None and not isinstance(self.client_key, ClientKeySpec):
+            raise ValueError('client_key must be a table such as {header = "X-Client-Id"}')
+        self._check_ryw()
+        if self.error_template is not None:
+            parse_template(self.error_template)
+        hosts = self.admin_allowed_hosts
+        if isinstance(hosts, str) or not all(isinstance(h, str) and h for h in hosts):
+            raise ValueError("admin_allowed_hosts must be a list of host[:port] strings")
+        object.__setattr__(self, "admin_allowed_hosts", tuple(hosts))
         seen: set[tuple[str, str]] = set()
         for route in self.routes:
             if route.service not in self.upstreams:
@@ -189,6 +226,19 @@ class ProxyConfig:
             if route.key in seen:
                 raise ValueError(f"routes: duplicate route {route.method} {route.path}")
             seen.add(route.key)
+
+    def _check_ryw(self) -> None:
+        windows = self.ryw_window_s
+        if not isinstance(windows, Mapping):
+            raise ValueError("ryw_window_s must be a table {<service> = <seconds>}")
+        for name, seconds in windows.items():
+            if name not in self.upstreams or name == MONOLITH:
+                raise ValueError(f"ryw_window_s.{name}: not a service of this proxy")
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+                raise ValueError(f"ryw_window_s.{name} must be seconds >= 0, got {seconds!r}")
+        object.__setattr__(self, "ryw_window_s", {k: float(v) for k, v in windows.items()})
+        if not isinstance(self.ryw_max_clients, int) or self.ryw_max_clients < 1:
+            raise ValueError("ryw_max_clients must be a positive integer")
 
 
 _SECTIONS = {
@@ -242,8 +292,12 @@ def config_from_mapping(data: Mapping[str, Any]) -> ProxyConfig:
             kwargs[key] = section(**value)
         elif key == "routes":
             kwargs[key] = _routes_from(list(value))
-        elif key == "upstreams":
+        elif key in ("upstreams", "ryw_window_s"):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{key} must be a table")
             kwargs[key] = dict(value)
+        elif key == "admin_allowed_hosts":
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
         else:
             kwargs[key] = value
     if "upstreams" not in kwargs:
@@ -265,6 +319,8 @@ def _coerce(text: str, type_name: str, name: str) -> Any:
             return int(text)
         if type_name == "float":
             return float(text)
+        if type_name.startswith("tuple"):
+            return tuple(part.strip() for part in text.split(",") if part.strip())
     except ValueError as exc:
         raise ValueError(f"{name} must be a number, got {text!r}") from exc
     return text
@@ -296,7 +352,7 @@ def apply_env(config: ProxyConfig, env: Mapping[str, str] | None = None) -> Prox
             changes[section] = replace(current, **{sub: _coerce(raw, types[sub], key)})
             continue
         types = _field_types(config)
-        if name in ("routes", "upstreams") or name not in types:
+        if name in ("routes", "upstreams", "client_key", "ryw_window_s") or name not in types:
             raise ValueError(f"unknown environment setting {key}")
         changes[name] = _coerce(raw, types[name], key)
     changes["upstreams"] = upstreams

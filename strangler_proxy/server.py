@@ -11,9 +11,6 @@ Only upstreams named in the configuration are contacted: the upstream URL is alw
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import logging
 import time
 import uuid
@@ -27,45 +24,16 @@ from yarl import URL
 
 from strangler_proxy.breaker import CircuitBreaker
 from strangler_proxy.config import ProxyConfig
-from strangler_proxy.routes import (
-    IDEMPOTENT_METHODS,
-    MODE_CANARY,
-    MODE_EXTRACTED,
-    MODE_MONOLITH,
-    MODE_SHADOW,
-    MONOLITH,
-    SAFE_METHODS,
-    Match,
-    Route,
-    RouteTable,
-)
-from strangler_proxy.shadow import (
-    RecordedRequest,
-    RecordedResponse,
-    ShadowPair,
-    ShadowSink,
-    redact_headers,
-)
+from strangler_proxy.errors import ErrorShape
+from strangler_proxy.headcheck import HOP_BY_HOP, REQUEST_DROP, Refusal, too_large
+from strangler_proxy.policy import Decision, HeaderGetter, RywPins, decide
+from strangler_proxy.routes import MONOLITH, Match, Route, RouteTable
+from strangler_proxy.shadow import RecordedRequest, RecordedResponse, ShadowSink, redact_headers
+from strangler_proxy.shadow_dispatch import Capture, ShadowDispatcher, ShadowJob
 from strangler_proxy.stats import Stats
 
 log = logging.getLogger("strangler_proxy")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Dropped from requests as well: the upstream gets its own Host (see preserve_host).
-_REQUEST_DROP = HOP_BY_HOP | {"host"}
 _RESPONSE_DROP = HOP_BY_HOP
 SMALL_BODY = 64 * 1024  # request bodies up to this are read whole (cheaper than streaming)
 SMALL_RESPONSE = 256 * 1024  # responses with a known length up to this are read whole
@@ -93,31 +61,25 @@ class UpstreamFailure(Exception):
             return cls(True, f"{target} did not answer in time")
         return cls(False, f"{target} unreachable: {type(exc).__name__}")
 
+    def status_code(self) -> tuple[int, str]:
+        """The status and error code the client gets (both paths)."""
+        return (504, "upstream_timeout") if self.timeout else (502, "upstream_unavailable")
+
 
 class BodyTooLarge(Exception):
     """The request body exceeded the configured limit while being read."""
 
 
-def json_error(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    """The shop's error shape, plus route/service when the proxy knows them."""
-    body = json.dumps({"error": {"code": code, "message": message, **extra}}).encode()
-    return web.Response(status=status, body=body, content_type="application/json")
+def raw_header_getter(raw_headers: tuple[tuple[bytes, bytes], ...]) -> HeaderGetter:
+    """`policy.decide`'s header reader over aiohttp's raw header pairs."""
 
+    def get(lower: bytes) -> bytes | None:
+        for name, value in raw_headers:
+            if name.lower() == lower:
+                return value
+        return None
 
-def canary_bucket(key: str) -> int:
-    """Deterministic bucket 0..9999 for a sticky key (stable across processes and restarts)."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % 10000
-
-
-def canary_hit(threshold: int, key: Callable[[], str]) -> bool:
-    """Whether a request goes to the canary's service at `threshold` (0..10000): by the
-    bucket of its sticky `key` (asked for only when the threshold is neither 0 nor 100 %)."""
-    if threshold <= 0:
-        return False
-    if threshold >= 10000:
-        return True
-    return canary_bucket(key()) < threshold
+    return get
 
 
 def _connection_tokens(headers: Any) -> frozenset[str]:
@@ -145,168 +107,6 @@ class _BodyStream:
             yield chunk
 
 
-class _Capture:
-    """Collects up to `limit` bytes of a streamed body for shadow recording."""
-
-    __slots__ = ("limit", "parts", "size", "truncated")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.truncated = False
-
-    def add(self, chunk: bytes) -> None:
-        room = self.limit - self.size
-        if room <= 0:
-            self.truncated = self.truncated or bool(chunk)
-            return
-        if len(chunk) > room:
-            chunk = chunk[:room]
-            self.truncated = True
-        self.parts.append(chunk)
-        self.size += len(chunk)
-
-    def body(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class ShadowJob:
-    """Everything a background worker needs to send the copy and record the pair."""
-
-    __slots__ = ("url", "method", "headers", "body", "pair_base", "service")
-
-    def __init__(
-        self,
-        url: URL,
-        method: str,
-        headers: CIMultiDict[str],
-        body: bytes,
-        service: str,
-        pair_base: dict[str, Any],
-    ) -> None:
-        self.url = url
-        self.method = method
-        self.headers = headers
-        self.body = body
-        self.service = service
-        self.pair_base = pair_base
-
-
-class ShadowDispatcher:
-    """Bounded queue + fixed worker pool; when full, copies are dropped and counted."""
-
-    def __init__(
-        self,
-        config: ProxyConfig,
-        sink: ShadowSink,
-        stats: Stats,
-        session_factory: Callable[[], aiohttp.ClientSession],
-    ) -> None:
-        self.settings = config.shadow
-        self.sink = sink
-        self.stats = stats
-        self._session_factory = session_factory
-        self._queue: asyncio.Queue[ShadowJob] | None = None
-        self._workers: list[asyncio.Task[None]] = []
-        self._session: aiohttp.ClientSession | None = None
-        self.in_flight = 0
-        self.external_queued = 0  # reported by worker processes (supervisor side)
-
-    async def start(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.settings.queue_size)
-        self._session = self._session_factory()
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"shadow-worker-{i}")
-            for i in range(self.settings.max_concurrency)
-        ]
-
-    @property
-    def queued(self) -> int:
-        own = self._queue.qsize() if self._queue is not None else 0
-        return own + self.external_queued
-
-    def submit(self, job: ShadowJob) -> bool:
-        """Never blocks the caller."""
-        assert self._queue is not None
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.stats.incr("shadow_dropped")
-            return False
-        return True
-
-    async def stop(self, drain_timeout: float = 1.0) -> None:
-        if self._queue is not None and self._workers:
-            try:
-                await asyncio.wait_for(self._queue.join(), drain_timeout)
-            except TimeoutError:
-                pass
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _work(self) -> None:
-        assert self._queue is not None
-        while True:
-            job = await self._queue.get()
-            self.in_flight += 1
-            try:
-                await self._run(job)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a shadow problem must never escape
-                log.exception("shadow job failed")
-            finally:
-                self.in_flight -= 1
-                self._queue.task_done()
-
-    async def _run(self, job: ShadowJob) -> None:
-        assert self._session is not None
-        started = time.perf_counter()
-        response: RecordedResponse | None = None
-        error: str | None = None
-        try:
-            async with self._session.request(
-                job.method,
-                job.url,
-                headers=job.headers,
-                data=job.body or None,
-                allow_redirects=False,
-            ) as resp:
-                capture = _Capture(self.settings.record_body_bytes)
-                async for chunk in resp.content.iter_chunked(65536):
-                    capture.add(chunk)
-                latency = (time.perf_counter() - started) * 1000
-                response = RecordedResponse(
-                    resp.status,
-                    redact_headers(resp.headers.items()),
-                    capture.body(),
-                    latency,
-                    capture.truncated,
-                )
-            self.stats.incr("shadow_sent")
-        except TimeoutError:
-            error = "timeout"
-            self.stats.incr("shadow_errors")
-        except (aiohttp.ClientError, OSError) as exc:
-            error = f"{exc.__class__.__name__}: {exc}"
-            self.stats.incr("shadow_errors")
-        latency_ms = (time.perf_counter() - started) * 1000
-        pair = ShadowPair(
-            service=job.service,
-            service_response=response,
-            service_error=error,
-            service_latency_ms=latency_ms,
-            **job.pair_base,
-        )
-        self.sink.record(pair)
-
-
 class ProxyCore:
     """Routes and forwards client requests; the route table is swapped as a whole."""
 
@@ -331,6 +131,36 @@ class ProxyCore:
         self.shadow = ShadowDispatcher(config, sink, stats, self._make_session)
         self.limits = config.limits
         self.in_flight = 0
+        self.errors = ErrorShape(config.error_template)
+        self.client_key = config.client_key
+        self.pins = RywPins(config.ryw_window_s, config.ryw_max_clients)
+
+    def json_error(self, status: int, code: str, message: str, **extra: Any) -> web.Response:
+        """The proxy's own error, in the configured shape (route/service when known)."""
+        body = self.errors.body(status, code, message, **extra)
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    def refuse(self, refusal: Refusal) -> web.Response:
+        """A request-head verdict (see strangler_proxy/headcheck.py) as a closing response."""
+        self.stats.incr("rejected_requests")
+        resp = self.json_error(refusal.status, refusal.code, refusal.message)
+        resp.force_close()
+        return resp
+
+    def decide(self, match: Match, method: str, header: HeaderGetter, remote: str) -> Decision:
+        """`policy.decide` with this proxy's client key, pins and clock (both paths call it)."""
+        decision = decide(match, method, header, remote, self.client_key, self.pins, self.clock())
+        if decision.pinned:
+            self.stats.incr("ryw_pinned_reads")
+        elif decision.shadow_skipped:
+            self.stats.incr("shadow_skipped_unsafe")
+        return decision
+
+    def served(self, match: Match, decision: Decision, side: str) -> None:
+        """Note which side served a write, for the client's reads that follow."""
+        if decision.pin_key is not None and match.route is not None:
+            self.pins.record(match.route.service, decision.pin_key, side, self.clock())
+            self.stats.incr("ryw_writes_pinned")
 
     # -- lifecycle -----------------------------------------------------------------------
     def _make_session(self) -> aiohttp.ClientSession:
@@ -376,38 +206,25 @@ class ProxyCore:
             self.in_flight -= 1
 
     async def _handle(self, request: web.BaseRequest, started: float) -> web.StreamResponse:
+        # The request head was checked by the parser (headcheck.StrictRequestParser).
         method = request.method
-        raw_path = request.raw_path
-        rejection = self._reject(request, method, raw_path)
-        if rejection is not None:
-            self.stats.incr("rejected_requests")
-            rejection.force_close()
-            return rejection
-        table = self.table
-        match = table.match(method, request.path)
-        kind = match.mode.kind
-        route = match.route
+        match = self.table.match(method, request.path)
+        decision = self.decide(
+            match, method, raw_header_getter(request.raw_headers), request.remote or ""
+        )
         headers = self._upstream_headers(request)
+        target = decision.target
         try:
-            if kind == MODE_MONOLITH or route is None:
-                target = MONOLITH
+            if decision.shadow:
+                resp = await self._shadowed(request, match.route, headers, match, started)  # type: ignore[arg-type]
+            elif target == MONOLITH:
                 resp = await self._simple(request, MONOLITH, headers, match)
-            elif kind == MODE_SHADOW:
-                target = MONOLITH
-                resp = await self._shadowed(request, route, headers, match, started)
-            elif kind == MODE_EXTRACTED:
-                target, resp = await self._to_service(request, route, headers, match)
-            elif kind == MODE_CANARY:
-                if self._canary_hit(request, route, match):
-                    target, resp = await self._to_service(request, route, headers, match)
-                else:
-                    target = MONOLITH
-                    resp = await self._simple(request, MONOLITH, headers, match)
-            else:  # pragma: no cover - the parser makes this unreachable
-                target, resp = MONOLITH, json_error(500, "bad_mode", str(match.mode))
+            else:
+                target, resp = await self._to_service(request, decision, headers, match)
         except BodyTooLarge:
             target = "-"
-            resp = self._too_large()
+            resp = self.refuse(too_large(self.limits))
+        self.served(match, decision, target)
         latency = (time.perf_counter() - started) * 1000
         self.stats.observe(
             match.pattern,
@@ -418,45 +235,6 @@ class ProxyCore:
         )
         return resp
 
-    # -- validation ----------------------------------------------------------------------
-    def _reject(self, request: web.BaseRequest, method: str, raw_path: str) -> web.Response | None:
-        if method == "CONNECT":
-            return json_error(
-                400, "bad_request", "CONNECT is not supported: this is not a forward proxy"
-            )
-        if not raw_path.startswith("/"):
-            return json_error(
-                400,
-                "bad_request",
-                "only origin-form request targets (/path?query) are accepted; "
-                "absolute-form and authority-form targets are refused",
-            )
-        limits = self.limits
-        if len(raw_path) > limits.max_line_bytes:
-            return json_error(
-                414, "uri_too_long", f"request target longer than {limits.max_line_bytes} bytes"
-            )
-        size = 0
-        for name, value in request.raw_headers:
-            size += len(name) + len(value) + 4
-        if size > limits.max_header_bytes:
-            return json_error(
-                431,
-                "headers_too_large",
-                f"request headers larger than {limits.max_header_bytes} bytes",
-            )
-        length = request.content_length
-        if length is not None and length > limits.max_body_bytes:
-            return self._too_large()
-        return None
-
-    def _too_large(self) -> web.Response:
-        resp = json_error(
-            413, "payload_too_large", f"request body larger than {self.limits.max_body_bytes} bytes"
-        )
-        resp.force_close()
-        return resp
-
     # -- headers -------------------------------------------------------------------------
     def _upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
         incoming = request.headers
@@ -464,11 +242,11 @@ class ProxyCore:
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in incoming.items():
             lower = name.lower()
-            if lower in _REQUEST_DROP or lower in tokens:
+            if lower in REQUEST_DROP or lower in tokens:
                 continue
             out.add(name, value)
         remote = request.remote or ""
-        prior = incoming.get("X-Forwarded-For")
+        prior = None if "x-forwarded-for" in tokens else incoming.get("X-Forwarded-For")
         out["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
         out["X-Forwarded-Proto"] = request.scheme
         host = incoming.get("Host")
@@ -497,6 +275,15 @@ class ProxyCore:
         return out
 
     # -- bodies --------------------------------------------------------------------------
+    @staticmethod
+    async def _continue(request: web.BaseRequest) -> None:
+        """A client waiting for `100 Continue` gets it once the proxy is about to read the body
+        (the proxy answers Expect itself; headcheck refused any other expectation)."""
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == (
+            "100-continue"
+        ):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         if not request.body_exists:
             return b""
@@ -512,6 +299,7 @@ class ProxyCore:
         """bytes when small or when a replay may be needed, else a limited stream."""
         if not request.body_exists:
             return None
+        await self._continue(request)
         length = request.content_length
         if buffer or (length is not None and length <= SMALL_BODY):
             return await self._read_body(request)
@@ -546,7 +334,7 @@ class ProxyCore:
         request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
         target: str,
-        capture: _Capture | None = None,
+        capture: Capture | None = None,
     ) -> web.StreamResponse:
         """Copy the upstream response to the client: whole if small, else streamed."""
         try:
@@ -587,14 +375,8 @@ class ProxyCore:
     def _failure_response(
         self, failure: UpstreamFailure, match: Match, target: str
     ) -> web.Response:
-        if failure.timeout:
-            resp = json_error(
-                504, "upstream_timeout", failure.detail, route=match.pattern, service=target
-            )
-        else:
-            resp = json_error(
-                502, "upstream_unavailable", failure.detail, route=match.pattern, service=target
-            )
+        status, code = failure.status_code()
+        resp = self.json_error(status, code, failure.detail, route=match.pattern, service=target)
         resp._proxy_error = True  # type: ignore[attr-defined]
         return resp
 
@@ -605,7 +387,7 @@ class ProxyCore:
         headers: CIMultiDict[str],
         body: Any,
         match: Match,
-        capture: _Capture | None = None,
+        capture: Capture | None = None,
     ) -> web.StreamResponse:
         try:
             upstream = await self._send(request, target, headers, body)
@@ -619,7 +401,7 @@ class ProxyCore:
         upstream: aiohttp.ClientResponse,
         target: str,
         match: Match,
-        capture: _Capture | None = None,
+        capture: Capture | None = None,
     ) -> web.StreamResponse:
         try:
             return await self._relay(request, upstream, target, capture)
@@ -637,25 +419,14 @@ class ProxyCore:
         return await self._forward(request, target, headers, body, match)
 
     # -- modes ---------------------------------------------------------------------------
-    def _canary_hit(self, request: web.BaseRequest, route: Route, match: Match) -> bool:
-        def key() -> str:
-            sticky: str | None = None
-            if route.sticky_header:
-                sticky = request.headers.get(route.sticky_header)
-            elif route.sticky_cookie:
-                sticky = request.cookies.get(route.sticky_cookie)
-            return sticky or request.remote or ""
-
-        return canary_hit(match.mode.threshold, key)
-
     async def _to_service(
-        self, request: web.BaseRequest, route: Route, headers: CIMultiDict[str], match: Match
+        self, request: web.BaseRequest, decision: Decision, headers: CIMultiDict[str], match: Match
     ) -> tuple[str, web.StreamResponse]:
-        service = route.service
-        can_fallback = route.fallback and request.method in IDEMPOTENT_METHODS
+        service = decision.target
+        can_fallback = decision.fallback
         breaker = self.breakers.get(service)
         if breaker is None:  # route names a service that is not configured here
-            return service, json_error(
+            return service, self.json_error(
                 502,
                 "upstream_unavailable",
                 f"service {service!r} is not configured on this proxy",
@@ -701,12 +472,9 @@ class ProxyCore:
         started: float,
     ) -> web.StreamResponse:
         method = request.method
-        if method not in SAFE_METHODS and not route.shadow_writes:
-            self.stats.incr("shadow_skipped_unsafe")
-            return await self._simple(request, MONOLITH, headers, match)
         arrived = self.wall_clock()
         body = await self._body_for(request, buffer=True) or b""
-        capture = _Capture(self.config.shadow.record_body_bytes)
+        capture = Capture(self.config.shadow.record_body_bytes)
         resp = await self._forward(request, MONOLITH, headers, body, match, capture)
         # The client already has its full response; queueing the copy is a non-blocking put.
         if route.service not in self.bases:

@@ -203,7 +203,11 @@ def start_detached(
     log_path = rundir.log_path(spec.name)
     env = {**(os.environ if base_env is None else base_env), **spec.env}
     env.setdefault("PYTHONUNBUFFERED", "1")
-    with open(log_path, "ab") as log:
+    # 0600: a process's log may hold what its users sent (the proxy logs no header values,
+    # but an app's traceback may); the mode is set on an existing file too.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(f"\n=== {stamp} starting {spec.name}: {' '.join(spec.argv)}\n".encode())
         log.flush()

@@ -88,7 +88,7 @@ class SessionManager:
 
     def verify(self, cookie: str | None) -> Session | None:
         """The session for a cookie value, or None if forged, expired or signed out."""
-        if not cookie or cookie.count(".") != 1:
+        if not cookie or not cookie.isascii() or cookie.count(".") != 1:
             return None
         payload, _, signature = cookie.partition(".")
         try:
@@ -113,7 +113,7 @@ class SessionManager:
 
     def check_csrf(self, session: Session, given: str | None) -> bool:
         """Constant-time comparison of a submitted CSRF token with the session's."""
-        if not given:
+        if not given or not given.isascii():
             return False
         return hmac.compare_digest(given.encode(), session.csrf.encode())
 
@@ -134,38 +134,48 @@ class SessionManager:
 
 
 class LoginThrottle:
-    """At most `limit` failed sign-ins per `window` seconds (per proxy), then refuse for a while.
+    """At most `limit` failed sign-ins per `window` seconds per client address, then refuse
+    that address for a while (others still sign in). Remembers at most `max_clients`.
 
     The admin port is loopback-only, so this is a brake on scripted guessing, not a lockout.
     """
 
     def __init__(
-        self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int = 10,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
     ) -> None:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._failures: deque[float] = deque()
+        self._max = max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def retry_after(self) -> float:
-        """Seconds to wait before another attempt is accepted (0 when allowed now)."""
+    def retry_after(self, client: str = "") -> float:
+        """Seconds `client` waits before another attempt is accepted (0 when allowed now)."""
         with self._lock:
-            self._expire()
-            if len(self._failures) < self.limit:
+            failures = self._expire(client)
+            if len(failures) < self.limit:
                 return 0.0
-            return max(0.0, self._failures[0] + self.window - self._clock())
+            return max(0.0, failures[0] + self.window - self._clock())
 
-    def failed(self) -> None:
+    def failed(self, client: str = "") -> None:
         with self._lock:
-            self._failures.append(self._clock())
-            self._expire()
+            self._expire(client).append(self._clock())
+            self._failures.move_to_end(client)
+            while len(self._failures) > self._max:
+                self._failures.popitem(last=False)
 
-    def succeeded(self) -> None:
+    def succeeded(self, client: str = "") -> None:
         with self._lock:
-            self._failures.clear()
+            self._failures.pop(client, None)
 
-    def _expire(self) -> None:
+    def _expire(self, client: str) -> deque[float]:
+        failures = self._failures.setdefault(client, deque())
         cutoff = self._clock() - self.window
-        while self._failures and self._failures[0] <= cutoff:
-            self._failures.popleft()
+        while failures and failures[0] <= cutoff:
+            failures.popleft()
+        return failures

@@ -171,7 +171,8 @@ async def login(request: web.Request) -> web.Response:
     cross = _cross_site(request)
     if cross is not None:
         return _html(render("login.html", prefix=PREFIX, error=f"Refused: {cross}."), 403)
-    wait = dashboard.throttle.retry_after()
+    client = request.remote or ""
+    wait = dashboard.throttle.retry_after(client)
     if wait > 0:
         resp = _html(
             render(
@@ -186,11 +187,11 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     given = form.get("token")
     expected = request.app[RUNTIME_KEY].admin_token
-    given_text = given.strip() if isinstance(given, str) else ""
-    if not hmac.compare_digest(given_text.encode(), expected.encode()):
-        dashboard.throttle.failed()
+    given_text = given.strip() if isinstance(given, str) and given.isascii() else ""
+    if not given_text or not hmac.compare_digest(given_text.encode(), expected.encode()):
+        dashboard.throttle.failed(client)
         return _html(render("login.html", prefix=PREFIX, error="That is not the admin token."), 401)
-    dashboard.throttle.succeeded()
+    dashboard.throttle.succeeded(client)
     cookie, session = dashboard.sessions.issue()
     resp = _redirect(f"{PREFIX}/")
     resp.set_cookie(

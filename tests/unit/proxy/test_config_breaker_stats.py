@@ -9,7 +9,8 @@ import pytest
 
 from strangler_proxy.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from strangler_proxy.config import BreakerSettings, config_from_mapping, load_config
-from strangler_proxy.server import UpstreamFailure, canary_bucket
+from strangler_proxy.policy import canary_bucket
+from strangler_proxy.server import UpstreamFailure
 from strangler_proxy.shadow import (
     REDACTED,
     JsonLinesSink,

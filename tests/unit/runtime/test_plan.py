@@ -42,7 +42,7 @@ def test_threads_setting_is_read_and_validated() -> None:
 
 
 def test_upstream_keep_alive_outlives_the_proxy_idle_pool() -> None:
-    from strangler_proxy.fastpath import UPSTREAM_IDLE_S
+    from strangler_proxy.fastpath.upstream import UPSTREAM_IDLE_S
 
     assert GUNICORN_KEEP_ALIVE_S > UPSTREAM_IDLE_S
     argv = gunicorn_argv("py", "app:create()", "127.0.0.1:1", 3, 2, "--name", "x")
