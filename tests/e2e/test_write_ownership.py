@@ -1,8 +1,11 @@
-"""Write ownership on the running shop (`kit up`'s real processes, traffic through the proxy):
+"""Write ownership on the running shop (`kit up`'s real processes, traffic through the proxy,
+each client with its own `X-Client-Id`, the manifest's `[proxy] client_key`):
 
 - after `writes`, sending the create endpoint back to the monolith is refused (it would lose
   a user's row) and names `kit rollback`; `kit rollback` under concurrent writers loses no
   row, the verifier is clean in both directions and no id is handed out twice;
+- read-your-writes while reads and writes are split (`canary`, `reads`, and after rolling
+  back `writes`): every client reads its own new row at once, never a 404;
 - `kill -9` of the service's gunicorn master with its routes extracted: the watchdog brings it
   back within seconds; the failed writes of the gap are counted and printed.
 """
@@ -15,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +47,7 @@ class Writers:
 
     url: str
     clients: int = 3
+    tag: str = "A"
     created: dict[int, str] = field(default_factory=dict)  # id -> sku
     failed: list[tuple[float, str]] = field(default_factory=list)
     stale: int = 0
@@ -67,10 +71,15 @@ class Writers:
 
     def _run(self, n: int) -> None:
         serial = 0
-        with httpx.Client(base_url=self.url, trust_env=False, timeout=10) as client:
+        with httpx.Client(
+            base_url=self.url,
+            trust_env=False,
+            timeout=10,
+            headers={"X-Client-Id": f"{self.tag}{n}"},
+        ) as client:
             while not self._stop.is_set():
                 serial += 1
-                sku = f"OWN-{os.getpid()}-{n}-{serial}"
+                sku = f"OWN-{os.getpid()}-{self.tag}{n}-{serial}"
                 body = {
                     "sku": sku,
                     "name": f"ownership {n}/{serial}",
@@ -106,24 +115,43 @@ class Writers:
         time.sleep(0.05)
 
 
+Shop = tuple[Manifest, Playbook, RunDir]
+
+
 @pytest.fixture
-def shop_at_writes(tmp_path: Path) -> Iterator[tuple[Manifest, Playbook, RunDir]]:
-    """`kit up` on a fresh demo folder, catalog advanced to `writes` (parity gates forced)."""
-    path = write_demo_manifest(tmp_path / "demo", parity_min_samples=1)
-    m = load_manifest(path)
-    seed_monolith(m, SMALL, 42)
-    rundir = run_dir(m)
-    supervisor = Supervisor(build_specs(m), rundir, echo=lambda _l: None)
-    pb = Playbook(m, actor="test")
-    try:
+def shop_at(tmp_path: Path) -> Iterator[Callable[[str], Shop]]:
+    """`kit up` on a fresh demo folder, catalog advanced to a step (parity gates forced)."""
+    started: list[tuple[Supervisor, Playbook]] = []
+
+    def at(step: str) -> Shop:
+        path = write_demo_manifest(tmp_path / "demo", parity_min_samples=1)
+        path.write_text(
+            path.read_text().replace(
+                "[proxy]\n", '[proxy]\nclient_key = { header = "X-Client-Id" }\n', 1
+            )
+        )
+        m = load_manifest(path)
+        assert m.proxy.client_key == {"header": "X-Client-Id"}
+        seed_monolith(m, SMALL, 42)
+        rundir = run_dir(m)
+        supervisor = Supervisor(build_specs(m), rundir, echo=lambda _l: None)
+        pb = Playbook(m, actor="test")
+        started.append((supervisor, pb))
         supervisor.up()
-        while not (pb.state.get("catalog").step == "writes"):
+        while not (pb.state.get("catalog").step == step):
             result = pb.advance("catalog", force=True)
             assert result.ok, result
-        yield m, pb, rundir
-    finally:
+        return m, pb, rundir
+
+    yield at
+    for supervisor, pb in started:
         pb.close()
         supervisor.down(timeout_s=5)
+
+
+@pytest.fixture
+def shop_at_writes(shop_at: Callable[[str], Shop]) -> Shop:
+    return shop_at("writes")
 
 
 def _ids_and_skus(url: str, table: str) -> dict[int, str]:
@@ -136,7 +164,7 @@ def _ids_and_skus(url: str, table: str) -> dict[int, str]:
 
 
 def test_moving_writes_back_is_refused_as_a_route_and_loses_nothing_as_a_rollback(
-    shop_at_writes: tuple[Manifest, Playbook, RunDir],
+    shop_at_writes: Shop,
 ) -> None:
     m, pb, _rundir = shop_at_writes
     cwd = m.root
@@ -150,10 +178,14 @@ def test_moving_writes_back_is_refused_as_a_route_and_loses_nothing_as_a_rollbac
     assert "owns the writes of" in flip.stderr and "kit rollback catalog" in flip.stderr
     assert pb.route_modes()[("POST", "/products")] == "extracted"
 
-    writers = Writers(proxy_url(m)).start()
+    before = Writers(proxy_url(m), tag="W").start()  # the service owns the writes
+    time.sleep(2.0)
+    before.stop()
+    row = verify_service(m, "catalog")  # reverse CDC: the monolith has every row
+    assert row.ok, row.detail
+    writers = Writers(proxy_url(m), tag="R").start()
     try:
-        time.sleep(2.0)
-        assert verify_service(m, "catalog").ok  # reverse CDC: the monolith has every row
+        time.sleep(1.0)
         result = pb.rollback("catalog")
         assert result.ok, result
         time.sleep(2.0)
@@ -163,18 +195,42 @@ def test_moving_writes_back_is_refused_as_a_route_and_loses_nothing_as_a_rollbac
     assert row.ok, row.detail
     monolith = _ids_and_skus(m.monolith.database_url, "products")
     service = _ids_and_skus(m.service("catalog").database_url, "catalog_product")
-    lost = [i for i, sku in writers.created.items() if monolith.get(i) != sku]
+    created = {**before.created, **writers.created}
+    assert len(created) == len(before.created) + len(writers.created)  # no id handed out twice
+    lost = [i for i, sku in created.items() if monolith.get(i) != sku]
     print(
-        f"\nrollback of writes under {writers.clients} writers: {len(writers.created)} rows "
+        f"\nrollback of writes under {writers.clients} writers: {len(created)} rows "
         f"created, {len(lost)} lost, {len(writers.failed)} failed requests, "
         f"{writers.stale} of {writers.reads} read-after-write misses"
     )
-    assert not lost and not writers.failed
-    assert all(service.get(i) == sku for i, sku in writers.created.items())
+    assert not lost and not writers.failed and not before.failed
+    assert all(service.get(i) == sku for i, sku in created.items())
+    assert writers.stale == 0  # read-your-writes: pinned to the monolith after the flip
+
+
+@pytest.mark.parametrize("step", ["canary", "reads"])
+def test_each_client_reads_its_own_write_at_once_while_reads_and_writes_are_split(
+    shop_at: Callable[[str], Shop], step: str
+) -> None:
+    m, pb, _rundir = shop_at(step)
+    assert pb.route_modes()[("GET", "/products/<int:id>")].startswith(
+        "canary" if step == "canary" else "extracted"
+    )
+    writers = Writers(proxy_url(m)).start()
+    try:
+        time.sleep(4.0)
+    finally:
+        writers.stop()
+    print(
+        f"\nat {step}: {writers.reads} reads of a row the client had just created, "
+        f"{writers.stale} misses, {len(writers.failed)} failed requests"
+    )
+    assert writers.reads > 50
+    assert writers.stale == 0 and not writers.failed
 
 
 def test_a_killed_service_is_restarted_by_the_watchdog(
-    shop_at_writes: tuple[Manifest, Playbook, RunDir],
+    shop_at_writes: Shop,
 ) -> None:
     m, _pb, rundir = shop_at_writes
     record = rundir.read("catalog")

@@ -224,9 +224,12 @@ def test_watchdog_restarts_a_crashed_app_but_not_an_external_or_a_stopped_one(
         rundir, lambda: [], lambda: [app, external, stopped], echo=lines.append, backoff_s=0.2
     )
     first, ext = (Supervisor([app, external], rundir).up()[i] for i in (0, 1))
-    for record in (rundir.read("catalog"), rundir.read("legacy")):
+    killed = [rundir.read("catalog"), rundir.read("legacy")]
+    for record in killed:
         os.kill(record.pid, signal.SIGKILL)  # type: ignore[union-attr]
     deadline = time.monotonic() + 10
+    while any(is_running(r) for r in killed) and time.monotonic() < deadline:  # type: ignore[arg-type]
+        time.sleep(0.02)
     restarted = None
     while restarted is None and time.monotonic() < deadline:
         dog.tick()
