@@ -184,6 +184,9 @@ class ProxySettings:
     token_file: Path
     shadow_jsonl: Path | None = None
     error_template: str | None = None  # the app's error shape for the proxy's own errors
+    # who a client is (canary buckets, read-your-writes pins): {header|cookie|hash_header = name}
+    client_key: Mapping[str, str] | None = None
+    read_your_writes: float | None = None  # seconds; None: derived from measured CDC lag
 
 
 @dataclass(frozen=True)
@@ -697,6 +700,8 @@ def parse_manifest(
         token_file=r.path("token_file", str(var_dir / "admin-token")) or var_dir / "admin-token",
         shadow_jsonl=r.path("shadow_jsonl"),
         error_template=r.str("error_template"),
+        client_key=_client_key(r),
+        read_your_writes=_read_your_writes(r),
     )
     if proxy.error_template is not None:
         from strangler_proxy.errors import parse_template
@@ -904,6 +909,32 @@ def load_manifest(path: str | Path | None = None, env: Mapping[str, str] | None 
 # derived configuration (one source of truth)
 
 
+def _client_key(r: _Reader) -> Mapping[str, str] | None:
+    """`[proxy] client_key`, checked by the proxy's own parser (one definition of valid)."""
+    raw = r.raw("client_key")
+    if raw is None:
+        return None
+    from strangler_proxy.policy import ClientKeySpec
+
+    try:
+        spec = ClientKeySpec.from_mapping(raw)
+    except ValueError as exc:
+        r.problem("client_key", str(exc))
+        return None
+    return {spec.kind: spec.name}
+
+
+def _read_your_writes(r: _Reader) -> float | None:
+    """`[proxy] read_your_writes`: "auto" (default) or seconds (0 turns the pins off)."""
+    raw = r.raw("read_your_writes", "auto")
+    if raw == "auto":
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+        r.problem("read_your_writes", f'must be "auto" or seconds >= 0, got {raw!r}')
+        return None
+    return float(raw)
+
+
 def proxy_config(m: Manifest, **overrides: Any) -> Any:
     """The strangler proxy's ProxyConfig: upstreams and declared routes from the manifest."""
     from strangler_proxy.config import ProxyConfig, ShadowSettings
@@ -925,6 +956,7 @@ def proxy_config(m: Manifest, **overrides: Any) -> Any:
         ),
         "routes": routes,
         "error_template": m.proxy.error_template,
+        "client_key": dict(m.proxy.client_key) if m.proxy.client_key else None,
     }
     kwargs.update(overrides)
     return ProxyConfig(**kwargs)

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +93,8 @@ class ProxyRuntime:
         self._poller: asyncio.Task[None] | None = None
         self._reload_lock: asyncio.Lock | None = None
         self.reloads = 0
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._reported: tuple[int, float] = (0, 0.0)  # (version, monotonic time) last reported
 
     @property
     def proxy_url(self) -> str:
@@ -157,9 +160,31 @@ class ProxyRuntime:
                 self.workers.push_table()
             return True
 
+    def served_version(self) -> int:
+        """The route table version every process of this proxy serves (workers acknowledge)."""
+        if self.workers is None:
+            return self.core.table.version
+        return self.workers.served_version()
+
+    async def report_served(self) -> None:
+        """Record the served version in the store: at once when it moved, else as a heartbeat
+        every second (a proxy that stops reporting is no longer waited for)."""
+        version, at = self._reported
+        served = self.served_version()
+        if served == version and time.monotonic() - at < 1.0:
+            return
+        await asyncio.to_thread(self.store.report_served, self.instance, served)
+        self._reported = (served, time.monotonic())
+
     async def _poll(self) -> None:
         interval = self.config.poll_interval
         while True:
+            try:
+                await self.report_served()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a missed heartbeat only delays acknowledgements
+                log.warning("route version not reported", exc_info=True)
             await asyncio.sleep(interval)
             try:
                 await self.reload()
@@ -175,6 +200,8 @@ class ProxyRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.forget_instance, self.instance)
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 
@@ -110,6 +111,19 @@ class RouteService:
         path: str,
         mode: str,
         *,
+        guards: Sequence[Guard] | None = None,
+        **options: Any,
+    ) -> ChangeResult:
+        """Set the mode of one or more methods of a declared route, atomically (`options`:
+        those of `plan`)."""
+        return self.commit(self.plan(methods, path, mode, **options), guards=guards)
+
+    def plan(
+        self,
+        methods: str | Sequence[str],
+        path: str,
+        mode: str,
+        *,
         service: str | None = None,
         reason: str = "",
         actor: str = "unknown",
@@ -118,9 +132,8 @@ class RouteService:
         shadow_writes: bool | None = None,
         sticky_header: str | None = None,
         sticky_cookie: str | None = None,
-        guards: Sequence[Guard] | None = None,
-    ) -> ChangeResult:
-        """Set the mode of one or more methods of a declared route, atomically."""
+    ) -> list[RouteChange]:
+        """The validated changes `set_route` would make (nothing is guarded or stored yet)."""
         method_set = parse_methods(methods)
         parse_pattern(path)
         parsed_mode = parse_mode(mode)
@@ -158,13 +171,25 @@ class RouteService:
                 else (None if sticky_header else old.sticky_cookie),
             )
             changes.append(RouteChange(old, new, actor, reason, force))
+        return changes
+
+    def commit(
+        self, changes: Sequence[RouteChange], *, guards: Sequence[Guard] | None = None
+    ) -> ChangeResult:
+        """Guard every change once, then store the whole set as ONE route-table version (a
+        proxy never serves half of it); any refusal stores nothing."""
         for change in changes:
             for guard in self.guards if guards is None else guards:
                 refusal = guard(change)
                 if refusal:
                     raise ChangeRefused(refusal)
-        version, _ = self.store.apply([c.new for c in changes], actor=actor, reason=reason)
-        return ChangeResult(version, changes)
+        if not changes:
+            return ChangeResult(self.store.version(), [])
+        first = changes[0]
+        version, _ = self.store.apply(
+            [c.new for c in changes], actor=first.actor, reason=first.reason
+        )
+        return ChangeResult(version, list(changes))
 
     def reset(self, *, actor: str = "unknown", reason: str = "reset") -> int:
         """Everything back to the monolith; never guarded (rollback must always work)."""

@@ -3,17 +3,19 @@
 SQLite by default; any SQLAlchemy URL (e.g. PostgreSQL) lets several proxy instances share
 one table. Every change runs in one transaction that first bumps the version row, which
 serialises concurrent writers (row lock on PostgreSQL, write lock on SQLite), then writes the
-routes and one audit row per changed route. Proxies poll `version()` - a one-row primary-key
-read - and reload the table only when it moved.
+routes and one audit row per changed route, so a change set is ONE version. Proxies poll
+`version()` - a one-row primary-key read - and reload the table only when it moved; each
+proxy instance records the version it serves (`report_served`) so that whoever changed the
+routes can wait until every live proxy serves them (`wait_served`) instead of sleeping.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     Boolean,
@@ -25,13 +27,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
+    delete,
     insert,
     select,
     update,
 )
 
+from kitcore.db import make_engine
 from strangler_proxy.routes import MODE_MONOLITH, Mode, Route, RouteError
 
 metadata = MetaData()
@@ -63,6 +65,31 @@ state_table = Table(
     Column("id", Integer, primary_key=True),
     Column("version", Integer, nullable=False),
 )
+
+instances_table = Table(
+    "proxy_instances",
+    metadata,
+    Column("instance", String(200), primary_key=True),  # host:pid:nonce of a proxy
+    Column("version", Integer, nullable=False),  # the route table version it serves
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+)
+
+LIVE_S = 3.0  # a proxy that has not reported for this long is not waited for
+
+
+@dataclass(frozen=True)
+class Served:
+    """How far a route change reached: live proxies, those serving it, the time it took."""
+
+    version: int
+    live: int
+    serving: int
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return self.serving == self.live
+
 
 audit_table = Table(
     "proxy_route_audit",
@@ -130,23 +157,6 @@ def _route_values(route: Route) -> dict[str, object]:
     }
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL and a busy timeout so several processes can share it."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    return engine
-
-
 class RouteStore:
     """Durable route table with versioning and an audit trail."""
 
@@ -209,7 +219,43 @@ class RouteStore:
             for row in rows
         ]
 
+    def served(self, version: int, *, live_s: float = LIVE_S) -> Served:
+        """Live proxies (reported within `live_s`) and how many of them serve `version`+."""
+        since = _now() - timedelta(seconds=live_s)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(instances_table.c.version).where(instances_table.c.seen_at >= since)
+            ).all()
+        return Served(version, len(rows), sum(1 for r in rows if r.version >= version), 0.0)
+
+    def wait_served(self, version: int, *, timeout: float = 10.0, live_s: float = LIVE_S) -> Served:
+        """Wait until every live proxy serves `version` (or `timeout`); the last view, timed."""
+        started = time.monotonic()
+        while True:
+            seen = self.served(version, live_s=live_s)
+            elapsed = time.monotonic() - started
+            if seen.complete or elapsed >= timeout:
+                return Served(version, seen.live, seen.serving, elapsed)
+            time.sleep(0.02)
+
     # -- writes --------------------------------------------------------------------------
+    def report_served(self, instance: str, version: int) -> None:
+        """A proxy instance's heartbeat: the route table version all its processes serve."""
+        with self.engine.begin() as conn:
+            values = {"version": version, "seen_at": _now()}
+            res = conn.execute(
+                update(instances_table)
+                .where(instances_table.c.instance == instance)
+                .values(**values)
+            )
+            if res.rowcount == 0:
+                conn.execute(insert(instances_table).values(instance=instance, **values))
+
+    def forget_instance(self, instance: str) -> None:
+        """A proxy that stops cleanly is no longer waited for."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(instances_table).where(instances_table.c.instance == instance))
+
     def sync_services(self, services: Mapping[str, str]) -> None:
         """Record the configured upstreams so store-only tools (the CLI) can validate names."""
         with self.engine.begin() as conn:

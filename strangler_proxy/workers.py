@@ -252,6 +252,11 @@ class WorkerPool:
             for w in self.slots
         ]
 
+    def served_version(self) -> int:
+        """The oldest route version a ready worker acknowledged (what every worker serves)."""
+        versions = [int(w.gauges.get("route_version") or 0) for w in self.slots if w.ready]
+        return min(versions) if versions else self.runtime.core.table.version
+
     def push_table(self) -> None:
         """Send the runtime's current route table to every worker (they swap it in at once)."""
         message = _frame(_table_fields(self.runtime.core.table))
@@ -358,6 +363,7 @@ async def worker_main(sock: socket.socket, setup: dict[str, Any]) -> None:
                 message = await _read_message(reader)
                 if "routes" in message:
                     core.swap_table(RouteTable(message["routes"], message["version"]))
+                    report()  # acknowledges the version at once (the supervisor records it)
         stop.set()
 
     report(ready=True)

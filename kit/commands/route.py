@@ -145,8 +145,8 @@ def _playbook_guards() -> list[Any]:
         m = load_manifest(None)
     except ManifestError:
         return []
-    from kit.playbook.engine import Playbook
     from kit.playbook.guards import route_guard
+    from kit.playbook.machine import Playbook
 
     return [route_guard(Playbook(m, actor="kit route").guard_context())]
 

@@ -6,15 +6,16 @@ and writes it to the playbook audit log):
 
 - order: an endpoint goes to `shadow` only once its service reached the `shadow` step,
   `canary` at `canary`, `extracted` at `reads` (read endpoints) or `writes` (write endpoints);
-- ownership: no write endpoint is routed to a service while forward CDC still owns its
-  tables (the `writes` step moves ownership to the service first);
+- ownership: a write endpoint is served only by the side that owns its tables' writes
+  (kit.playbook.ownership; the `writes` step and its rollback are the one way to move it);
 - parity: no read endpoint goes to `canary`/`extracted` while its parity mismatch rate is over
   `guards.parity_max_mismatch_rate` over at least `guards.parity_min_samples` samples;
 - lag: no route flip while the CDC pipeline feeding the side that will answer lags more
   than `guards.cdc_max_lag_seconds` (forward before write cut-over, reverse after it).
 
-Going back to the monolith is only ever refused by the lag rule after write cut-over (the
-monolith would answer from stale rows); `kit route reset` is never guarded.
+Going back to the monolith is refused for write endpoints once the service owns the writes,
+and for reads by the lag rule after write cut-over (the monolith would answer from stale
+rows); `kit route reset` is never guarded (the emergency lever; see docs/playbook.md).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kit.manifest import Endpoint, Manifest
+from kit.playbook.ownership import write_route_refusal
 from kit.playbook.state import ServiceState, StateStore
 
 LagFn = Callable[[str, str], "list[Any] | None"]  # (service, direction) -> [Lag] | None
@@ -94,13 +96,6 @@ class GuardContext:
                     f"step {need!r}, but it is {at}; way forward: `kit advance {svc}` until "
                     f"{need!r} (or force)"
                 )
-            if not e.is_read and st.write_owner != "service":
-                tables = ", ".join(self.m.service(svc).tables)
-                out.append(
-                    f"forward CDC still owns {tables}: routing write endpoint {e.label} to "
-                    f"{svc!r} would fork the data; way forward: `kit step {svc} writes` moves "
-                    "ownership first (or force)"
-                )
             if e.is_read and intent.mode in ("canary", "extracted") and self.stats is not None:
                 stats = self.stats.stats_for(e.label)
                 samples, rate = parity_rate(stats)
@@ -111,6 +106,17 @@ class GuardContext:
                         "service (see `kit parity report`), reset the statistics by re-running "
                         f"`kit step {svc} shadow`, or force"
                     )
+        if not e.is_read:
+            refusal = write_route_refusal(
+                svc,
+                e.label,
+                intent.mode,
+                st.write_owner,
+                st.step,
+                ", ".join(self.m.service(svc).tables),
+            )
+            if refusal:
+                out.append(refusal)
         if intent.mode_text != intent.old_text and self.lag is not None:
             direction = None
             if to_service and st.write_owner == "monolith":

@@ -1034,10 +1034,19 @@ def drain(
 
 def wait_worker_stopped(m: Manifest, name: str, timeout_s: float) -> bool:
     """Wait until no process runs worker `name` (after marking it unwanted)."""
+    return _wait_worker(m, name, timeout_s, running=False)
+
+
+def wait_worker_running(m: Manifest, name: str, timeout_s: float) -> bool:
+    """Wait until a process (the `kit up` watchdog's) runs worker `name` (after wanting it)."""
+    return _wait_worker(m, name, timeout_s, running=True)
+
+
+def _wait_worker(m: Manifest, name: str, timeout_s: float, *, running: bool) -> bool:
     runner = manifest_worker(m, name)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not runner.held_elsewhere():
+        if runner.held_elsewhere() == running:
             return True
         time.sleep(0.2)
     return False

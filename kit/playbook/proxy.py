@@ -17,6 +17,7 @@ from typing import Any
 from kit.manifest import Manifest, parity_rules, proxy_config
 from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, route_guard
+from kit.playbook.ryw import ryw_windows
 from kit.playbook.state import STEPS, StateStore
 from strangler_proxy.shadow import ShadowPair as ProxyPair
 from strangler_proxy.shadow import ShadowSink
@@ -168,7 +169,6 @@ def build_proxy(m: Manifest, **overrides: Any) -> Any:
     from strangler_proxy.bootstrap import bootstrap
     from strangler_proxy.service import readiness_guard
 
-    config = proxy_config(m, **overrides)
     pair_sink = make_pair_sink(m)
     shadow = ParityShadowSink(pair_sink)
     state = StateStore(m.kit.state_url)
@@ -177,6 +177,11 @@ def build_proxy(m: Manifest, **overrides: Any) -> Any:
     def lag(service: str, direction: str) -> list[pl.Lag]:
         pipe = (pl.forward_pipeline if direction == "forward" else pl.reverse_pipeline)(m, service)
         return pl.pipeline_lag(pipe, transport)
+
+    if "ryw_window_s" not in overrides:
+        overrides["ryw_window_s"] = ryw_windows(m, state, lag)
+        log.info("read-your-writes windows: %s", overrides["ryw_window_s"])
+    config = proxy_config(m, **overrides)
 
     gctx = GuardContext(m, state, pair_sink.stats, lag)
     guards = [readiness_guard(dict(config.upstreams)), route_guard(gctx)]

@@ -7,13 +7,23 @@ no route store) is reported as a note instead of failing the whole view.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from kit.manifest import Manifest
 from kit.playbook.guards import parity_rate
-from kit.playbook.state import STEPS
+from kit.playbook.state import STEPS, StateStore
 
-if TYPE_CHECKING:
-    from kit.playbook.engine import Playbook
+
+class StatusSource(Protocol):
+    """What the status view reads (the Playbook is one; no import of it, so no cycle)."""
+
+    m: Manifest
+    state: StateStore
+
+    def explain(self, service: str) -> str: ...
+    def route_modes(self) -> dict[tuple[str, str], str]: ...
+    def stats(self) -> Any: ...
+    def lag(self, service: str, direction: str) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,7 @@ class Status:
         }
 
 
-def collect_status(pb: Playbook) -> Status:
+def collect_status(pb: StatusSource) -> Status:
     out = Status()
     m = pb.m
     for name in m.services:

@@ -37,7 +37,8 @@ class ProcessSpec:
     kind: str = "app"
     bind: str | None = None  # `host:port` it listens on: checked free before it starts
     ready_status: int | None = None
-    external: bool = False
+    external: bool = False  # the team runs it: checked for readiness, never started or stopped
+    restart: bool = True  # the watchdog restarts it when it crashes (never an external app)
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_CHARS:

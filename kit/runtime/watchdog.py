@@ -1,10 +1,15 @@
-"""The CDC watchdog: keeps exactly the workers the playbook wants running, restarts crashes.
+"""The watchdog: keeps the apps `kit up` started and exactly the CDC workers the playbook wants
+running, restarting crashes.
 
 `kit up` starts it as a process (`python -m kit.runtime.watchdog --manifest PATH`). About
 once a second it asks the playbook which workers are wanted (`desired_workers(manifest)`),
 starts each wanted one that is not running (a crashed one is restarted, with a short
 back-off when it keeps crashing), and sends SIGTERM to running ones no longer wanted.
 Worker positions are durable, so a restart continues where the crashed worker stopped.
+Apps (the monolith and each service, `ProcessSpec.restart`) are restarted the same way when
+their record says `kit up` started them but the process is gone (a `kill -9`, a crash):
+leftovers of their process group (orphaned gunicorn workers holding the port) are ended
+first; an app `kit down` stopped has no record and is left alone.
 On SIGTERM the watchdog stops its workers, then exits. Counters go to
 `var/run/watchdog-state.json` for `kit up --status` and the demo summary.
 """
@@ -23,7 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.runtime.procs import ProcessSpec, RunDir, start_detached, stop_record
+from kit.runtime.procs import (
+    PortInUse,
+    ProcessSpec,
+    RunDir,
+    is_running,
+    start_detached,
+    stop_record,
+    stop_records,
+)
 
 WORKER_PREFIX = "cdc-"
 STATE_FILE = "watchdog-state.json"
@@ -56,6 +69,7 @@ class Watchdog:
 
     rundir: RunDir
     wanted: Callable[[], Sequence[WantedWorker]]
+    apps: Callable[[], Sequence[ProcessSpec]] = tuple
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = print
@@ -66,8 +80,48 @@ class Watchdog:
     last_error: str | None = None
     restarts: int = 0
 
+    def _may_restart(self, name: str, label: str, now: float) -> bool:
+        """Backoff: the first restart at once, then doubling waits (capped) while it crashes."""
+        track = self.tracks.setdefault(name, _Track())
+        if track.starts:
+            wait = min(self.max_backoff_s, self.backoff_s * 2 ** min(track.crashes, 6))
+            if now - track.last_start < wait:
+                return False
+            track.crashes += 1
+            self.restarts += 1
+            self.echo(f"watchdog: {label} is not running; restart #{track.crashes}")
+        else:
+            self.echo(f"watchdog: starting {label}")
+        track.starts += 1
+        track.last_start = now
+        return True
+
+    def tick_apps(self, now: float) -> None:
+        """Restart each app `kit up` started (it has a record) whose process is gone."""
+        for spec in self.apps():
+            record = self.rundir.read(spec.name)
+            if spec.external or not spec.restart or record is None or is_running(record):
+                continue
+            track = self.tracks.setdefault(spec.name, _Track(starts=1, last_start=-1e9))
+            if not self._may_restart(spec.name, f"app {spec.name} (pid {record.pid})", now):
+                continue
+            stop_records([record], timeout_s=5.0)  # orphaned workers of its group, if any
+            try:
+                new = start_detached(spec, self.rundir)
+            except PortInUse as exc:
+                self.echo(f"watchdog: app {spec.name} not restarted yet: {exc}")
+                continue
+            self.echo(f"watchdog: app {spec.name} restarted, pid {new.pid}")
+            track.last_start = now
+
     def tick(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        try:
+            self.tick_apps(now)
+        except Exception as exc:  # noqa: BLE001 - never let one app stop the CDC watch
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.echo(f"watchdog: app check failed: {self.last_error}")
         try:
             wanted = {process_name(w.name): w for w in self.wanted()}
         except Exception as exc:  # noqa: BLE001 - keep the current workers; retry next tick
@@ -76,22 +130,12 @@ class Watchdog:
             self.echo(f"watchdog: cannot read the wanted workers: {self.last_error}")
             return
         for name, worker in wanted.items():
-            track = self.tracks.setdefault(name, _Track())
             if self.rundir.running(name) is not None:
                 continue
-            if track.starts:
-                wait = min(self.max_backoff_s, self.backoff_s * 2 ** min(track.crashes, 6))
-                if now - track.last_start < wait:
-                    continue
-                track.crashes += 1
-                self.restarts += 1
-                self.echo(f"watchdog: {worker.name} is not running; restart #{track.crashes}")
-            else:
-                self.echo(f"watchdog: starting {worker.name}")
+            if not self._may_restart(name, worker.name, now):
+                continue
             spec = ProcessSpec(name=name, argv=worker.argv, env=self.env, cwd=self.cwd, kind="cdc")
             record = start_detached(spec, self.rundir)
-            track.starts += 1
-            track.last_start = now
             self.echo(f"watchdog: {worker.name} pid {record.pid}")
         for record in self.rundir.records():
             if record.kind == "cdc" and record.name not in wanted:
@@ -171,6 +215,16 @@ def playbook_wanted(
     return wanted
 
 
+def manifest_apps(manifest_path: str) -> Callable[[], list[ProcessSpec]]:
+    """The app processes of `kit up`'s plan (built once: the manifest does not change under a
+    running `kit up`)."""
+    from kit.manifest import load_manifest
+    from kit.runtime.plan import build_specs
+
+    specs = [s for s in build_specs(load_manifest(manifest_path)) if s.kind == "app"]
+    return lambda: specs
+
+
 def kit_argv(argv: Sequence[str], python: str = sys.executable) -> tuple[str, ...]:
     """Run `kit ...` argv with this interpreter (`kit` may not be on PATH)."""
     if argv and argv[0] == "kit":
@@ -192,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     watchdog = Watchdog(
         RunDir(Path(args.run_dir), Path(args.log_dir)),
         playbook_wanted(manifest),
+        manifest_apps(manifest),
         cwd=os.getcwd(),
         env={"KIT_MANIFEST": manifest},
         echo=lambda line: print(time.strftime("%H:%M:%S ") + line, flush=True),

@@ -139,6 +139,35 @@ def test_no_write_endpoint_goes_to_the_service_while_forward_cdc_owns_its_tables
     assert "kit step catalog writes" in str(info.value)
 
 
+def test_a_write_endpoint_goes_back_to_the_monolith_only_by_rolling_back_writes(
+    pb: Playbook,
+) -> None:
+    _advance_to(pb, "writes")
+    with pytest.raises(ChangeRefused) as info:
+        pb.routes().set_route("POST", "/products", "monolith", actor="ops")
+    text_ = str(info.value)
+    assert "'catalog' owns the writes of categories, products" in text_
+    assert "`kit rollback catalog`" in text_ and "force risks exactly that data loss" in text_
+    assert pb.route_modes()[("POST", "/products")] == "extracted"  # nothing changed
+    forced = pb.routes().set_route("POST", "/products", "monolith", actor="ops", force=True)
+    assert forced.version > 0
+    assert any(
+        "POST /products -> monolith forced past" in a.message
+        for a in pb.state.audit_log(10, kind="forced")
+    )
+
+
+def test_a_step_moves_all_its_endpoints_in_one_route_version(pb: Playbook) -> None:
+    _advance_to(pb, "shadow")
+    before = pb.routes().store.version()
+    result = pb.advance("catalog")  # canary: every read endpoint of catalog at once
+    assert result.ok
+    [change] = result.evidence["route_versions"]
+    assert change["version"] == before + 1 == pb.routes().store.version()
+    versions = {e.version for e in pb.routes().store.history(20) if e.version > before}
+    assert versions == {before + 1}
+
+
 @pytest.mark.parametrize("shop", [{"max_lag": 0.0}], indirect=True)
 def test_no_route_flip_while_cdc_lags(pb: Playbook) -> None:
     _advance_to(pb, "verify")

@@ -256,3 +256,33 @@ def test_a_missing_interpreter_fails_the_start_with_its_path(
     spec = replace(http_server("gone", tmp_path / "g"), argv=(str(tmp_path / "venv/bin/python"),))
     with pytest.raises(StartFailed, match=r"gone: cannot run \S+/venv/bin/python"):
         Supervisor([spec], rundir).up()
+
+
+def test_watchdog_restarts_a_crashed_app_but_not_an_external_or_a_stopped_one(
+    tmp_path: Path, rundir: RunDir
+) -> None:
+    app = http_server("catalog", tmp_path / "catalog")
+    external = replace(http_server("legacy", tmp_path / "legacy"), restart=False)
+    stopped = http_server("reports", tmp_path / "reports")  # `kit down` left no record
+    lines: list[str] = []
+    dog = Watchdog(
+        rundir, lambda: [], lambda: [app, external, stopped], echo=lines.append, backoff_s=0.2
+    )
+    first, ext = (Supervisor([app, external], rundir).up()[i] for i in (0, 1))
+    killed = [rundir.read("catalog"), rundir.read("legacy")]
+    for record in killed:
+        os.kill(record.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while any(is_running(r) for r in killed) and time.monotonic() < deadline:  # type: ignore[arg-type]
+        time.sleep(0.02)
+    restarted = None
+    while restarted is None and time.monotonic() < deadline:
+        dog.tick()
+        restarted = rundir.running("catalog")
+        time.sleep(0.05)
+    assert restarted is not None and restarted.pid != first.pid
+    assert any("app catalog restarted" in line for line in lines)
+    assert rundir.running("legacy") is None and rundir.read("reports") is None
+    assert read_state(rundir)["restarts"] == 1  # type: ignore[index]
+    stop_all(rundir)
+    assert not alive(restarted.pid) and not alive(ext.pid)

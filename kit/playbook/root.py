@@ -1,0 +1,99 @@
+"""The playbook's composition root: every adapter a step touches, built once per Playbook.
+
+State store, route service (with the proxy's guards), parity statistics, CDC transport and
+the pipelines of each service. Each is built on first use (a `kit status` that never reads
+parity never opens its store) and then kept; tests pass fakes (subclasses of the real ports)
+through the constructor instead of patching modules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kit.manifest import Manifest
+from kit.playbook import pipelines as pl
+from kit.playbook.guards import GuardContext, route_guard
+from kit.playbook.state import StateStore
+
+
+class Root:
+    """The adapters of one Playbook; see the module docstring."""
+
+    def __init__(
+        self,
+        m: Manifest,
+        *,
+        actor: str | None = None,
+        state: StateStore | None = None,
+        stats: Any = None,
+        transport: Any = None,
+        routes: Any = None,
+    ) -> None:
+        self.m = m
+        self.actor = actor or os.environ.get("USER") or "kit"
+        self.state = state if state is not None else StateStore(m.kit.state_url)
+        self._stats = stats
+        self._transport = transport
+        self._routes = routes
+        self._pipes: dict[tuple[str, str], pl.Pipeline] = {}
+
+    def stats(self) -> Any:
+        """Parity statistics (what the `canary`/`reads` gates read)."""
+        if self._stats is None:
+            from parity.recording import open_stats_store
+
+            self._stats = open_stats_store(self.m.parity.stats_url)
+        return self._stats
+
+    def transport(self) -> Any:
+        """The CDC transport (embedded log or Kafka) the pipelines publish to."""
+        if self._transport is None:
+            self._transport = pl.make_transport(self.m)
+        return self._transport
+
+    def pipeline(self, direction: str, service: str) -> pl.Pipeline:
+        key = (direction, service)
+        if key not in self._pipes:
+            build = pl.forward_pipeline if direction == "forward" else pl.reverse_pipeline
+            self._pipes[key] = build(self.m, service)
+        return self._pipes[key]
+
+    def forward(self, service: str) -> pl.Pipeline:
+        return self.pipeline("forward", service)
+
+    def reverse(self, service: str) -> pl.Pipeline:
+        return self.pipeline("reverse", service)
+
+    def lag(self, service: str, direction: str) -> list[pl.Lag]:
+        return pl.pipeline_lag(self.pipeline(direction, service), self.transport())
+
+    def guard_context(self) -> GuardContext:
+        return GuardContext(self.m, self.state, self.stats(), self.lag)
+
+    def routes(self) -> Any:
+        """RouteService on the shared route store, with the same guards as the proxy."""
+        if self._routes is None:
+            from kit.manifest import proxy_config
+            from strangler_proxy.service import RouteService, readiness_guard
+            from strangler_proxy.store import RouteStore
+
+            cfg = proxy_config(self.m)
+            store = RouteStore.from_url(self.m.proxy.store_url)
+            store.sync_services(cfg.upstreams)
+            store.declare(cfg.routes)
+            self._routes = RouteService(
+                store, [readiness_guard(store.services), route_guard(self.guard_context())]
+            )
+        return self._routes
+
+    def route_modes(self) -> dict[tuple[str, str], str]:
+        _, routes = self.routes().store.load()
+        return {r.key: str(r.mode) for r in routes}
+
+    def close(self) -> None:
+        if self._routes is not None:
+            self._routes.store.close()
+        if self._stats is not None and hasattr(self._stats, "close"):
+            self._stats.close()
+        self.state.close()
