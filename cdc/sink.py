@@ -69,31 +69,18 @@ from cdc.coerce import coercer
 from cdc.events import READERS, EventDecodeError, JsonReaders, decode_envelope_plain, now_ms
 from cdc.mapping import MappingError, MappingSpec, TableMapping
 from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
+from cdc.toast import (
+    any_unavailable,
+    may_hold_placeholder,
+    plain_row_may_hold,
+    unavailable_columns,
+)
 
 SINK_OFFSETS = "_cdc_sink_offsets"
 DEAD_LETTERS = "_cdc_dead_letters"
 APPLY_MARKER = "_cdc_apply_marker"  # same name as cdc.capture.sqlite.APPLY_MARKER
 DLQ_SUFFIX = ".dlq"  # dead-letter topic = <topic>.dlq (same as cdc.transport.kafka.dlq_topic)
 DEAD_LETTER_STORES = ("table", "topic")
-# Debezium's stand-in for an unchanged TOASTed value it could not read (default replica
-# identity); bytes when a schema said the column is binary (base64-decoded by the parser).
-UNAVAILABLE_VALUE = "__debezium_unavailable_value"
-UNAVAILABLE_BYTES = UNAVAILABLE_VALUE.encode()
-
-
-def _may_hold_placeholder(raw: bytes | None) -> bool:
-    """False when a row image decoded from `raw` cannot hold the placeholder (str or bytes).
-
-    The str form must be spelled out unless JSON escapes are used; the bytes form only comes
-    from base64 decoding under a Kafka Connect schema (the {schema, payload} wrapper). Three
-    substring scans are far cheaper than comparing every value of every row.
-    """
-    if type(raw) is not bytes:
-        return True
-    find = raw.find  # `x in raw` first tries x as an int (a raised and cleared TypeError)
-    return find(UNAVAILABLE_BYTES) >= 0 or find(b"\\") >= 0 or find(b'"payload"') >= 0
-
-
 _meta = MetaData()
 sink_offsets = Table(
     SINK_OFFSETS,
@@ -329,7 +316,9 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-_EXACT = 2**63  # |int| below this has at most 19 digits: Decimal scales it exactly
+# |int| below this has at most 15 digits: v / 10**k is the float nearest to the decimal, whose
+# shortest repr is that decimal again (what float_exact demands of a SQLite NUMERIC value).
+_EXACT = 10**15
 
 _DECIMAL_SAMPLES = (Decimal("10.13"), Decimal("-0.07"), Decimal("123456789.123456789"))
 _DATETIME_SAMPLES = (
@@ -438,7 +427,10 @@ class _TargetTable:
                 f"named in the mapping of source {mapping.source!r}"
             )
         self.mapping = mapping
-        self.coercers = {c.target: coercer(self.table.c[c.target].type) for c in mapping.columns}
+        self.coercers = {
+            c.target: coercer(self.table.c[c.target].type, engine.dialect.name)
+            for c in mapping.columns
+        }
         self.key_cols = [self.table.c[k] for k in mapping.key]
         self.dialect = engine.dialect.name
         non_key = [c.target for c in mapping.columns if c.target not in mapping.key]
@@ -512,7 +504,7 @@ class _TargetTable:
             coerce = self.coercers[name]
             ns[f"_c{i}"] = coerce
             exact = getattr(coerce, "exact", None)
-            if exact is None:
+            if exact is None and i not in scaled:
                 lines.append(f"        c{i} = _c{i}({exprs[i]})\n")
                 continue
             ns[f"_x{i}"] = exact  # the coercer returns a value of this type as it is
@@ -528,10 +520,13 @@ class _TargetTable:
                 lines.append("        else:\n")
                 indent += "    "
             j = self.param_names.index(name)
-            lines.append(f"{indent}c{i} = {exprs[i]}\n")
-            lines.append(
-                f"{indent}if c{i} is not None and type(c{i}) is not _x{i}: c{i} = _c{i}(c{i})\n"
-            )
+            if exact is None:
+                lines.append(f"{indent}c{i} = _c{i}({exprs[i]})\n")
+            else:
+                lines.append(f"{indent}c{i} = {exprs[i]}\n")
+                lines.append(
+                    f"{indent}if c{i} is not None and type(c{i}) is not _x{i}: c{i} = _c{i}(c{i})\n"
+                )
             if i in scaled:
                 ns[f"_b{j}"] = self.binds[j]
                 lines.append(f"{indent}p{i} = _b{j}(c{i}) if c{i} is not None else None\n")
@@ -566,7 +561,10 @@ class _TargetTable:
             exp = c.args.get("exp")
             if type(exp) is not int or not -22 <= exp < 0:  # 10**22: the last exact power
                 continue
-            if getattr(self.coercers[c.target], "exact", None) is not Decimal:
+            coerce = self.coercers[c.target]
+            if getattr(coerce, "exact", None) is not Decimal and not getattr(
+                coerce, "float_checked", False
+            ):
                 continue
             bind = self.binds[self.param_names.index(c.target)]
             if bind is None or any(
@@ -715,10 +713,10 @@ class Sink:
         op, table, before, after, source, ts_ms = env
         source_ts = source.get("ts_ms")
         ts = source_ts if isinstance(source_ts, int) else ts_ms
-        if plain:  # only str/int/bool/None values: just the str placeholder is possible
-            placeholders = after is not None and UNAVAILABLE_VALUE in after.values()
+        if plain:  # only str/int/bool/None values: only a scalar spelling is possible
+            placeholders = after is not None and plain_row_may_hold(after)
         else:
-            placeholders = _may_hold_placeholder(value)
+            placeholders = may_hold_placeholder(value)
         try:
             actions = self._actions(op, table, before, after, placeholders)
         except MappingError as exc:
@@ -745,8 +743,7 @@ class Sink:
         if op == "t":
             return [_Action("truncate", tm, ())]
         assert after is not None
-        vals = after.values()
-        if placeholders and (UNAVAILABLE_VALUE in vals or UNAVAILABLE_BYTES in vals):
+        if placeholders and any_unavailable(after):
             return self._patch_actions(op, target, before, after)
         if target.matches is not None and not target.matches(after):
             tm.check_drift(after)
@@ -784,7 +781,7 @@ class Sink:
         """Row image with unchanged-TOAST placeholders: update only the columns it carries,
         so the stored values of the others stay (applied as an UPDATE of an existing row)."""
         tm = target.mapping
-        gone = {c for c, v in after.items() if v == UNAVAILABLE_VALUE or v == UNAVAILABLE_BYTES}
+        gone = unavailable_columns(after)
         needs = {c.target: set(c.sources) for c in tm.columns}
         for k in tm.key:
             if needs.get(k, set()) & gone:

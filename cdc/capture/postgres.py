@@ -62,12 +62,10 @@ from cdc.capture.pgoutput import (
 )
 from cdc.events import ENVELOPE_VERSION, encode_value_raw, json_default, now_ms, topic_name
 from cdc.ports import OutgoingMessage, Producer, Transport
+from cdc.toast import UNAVAILABLE_VALUE  # Debezium's unchanged-TOAST stand-in
 
 CONNECTOR = "postgresql"
 STATE_TABLE = "_cdc_pg_snapshots"
-# What Debezium puts in place of an unchanged TOASTed value it cannot read (its default
-# `unavailable.value.placeholder`); sinks must keep the stored value for such a column.
-UNAVAILABLE_VALUE = "__debezium_unavailable_value"
 # Session settings that make every text-format value parse the same way, in the walsender
 # (pgoutput runs the output functions there) and on the snapshot connection.
 SESSION_OPTIONS = (
