@@ -32,6 +32,7 @@ import base64
 import datetime as dt
 import gc
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,6 +70,7 @@ from cdc.coerce import coercer
 from cdc.events import READERS, EventDecodeError, JsonReaders, decode_envelope_plain, now_ms
 from cdc.mapping import MappingError, MappingSpec, TableMapping
 from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
+from cdc.retry import Backoff, TransientDatabaseError, sqlstate, transient_reason
 from cdc.toast import (
     any_unavailable,
     may_hold_placeholder,
@@ -76,6 +78,7 @@ from cdc.toast import (
     unavailable_columns,
 )
 
+_log = logging.getLogger("cdc.sink")
 SINK_OFFSETS = "_cdc_sink_offsets"
 DEAD_LETTERS = "_cdc_dead_letters"
 APPLY_MARKER = "_cdc_apply_marker"  # same name as cdc.capture.sqlite.APPLY_MARKER
@@ -173,9 +176,7 @@ _INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of "permission denied ..."
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
-    """The SQLSTATE of a driver error (psycopg 3 names it `sqlstate`, psycopg2 `pgcode`)."""
-    orig = exc.orig
-    return getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return sqlstate(exc.orig)
 
 
 def check_pg_replica_role(engine: Engine) -> None:
@@ -270,6 +271,7 @@ class BatchResult:
     dead: int = 0
     skipped: int = 0
     row_by_row: bool = False
+    retrying: str | None = None  # set: the batch waits for a retry (why, since when)
 
 
 # One of each per event: NamedTuples, which the hot path builds with tuple.__new__ (no
@@ -650,6 +652,9 @@ class Sink:
         self.consumer: Consumer | None = None
         self._dlq_producer: Producer | None = None
         self._targets: dict[str, _TargetTable] = {}
+        self._pending: list[Message] | None = None  # a batch waiting for a retry
+        self._backoff = Backoff()
+        self.last_batch_size = 0
         if engine.dialect.name == "postgresql":
             check_pg_replica_role(engine)  # before anything is created: fail fast, clearly
         ensure_sink_tables(engine)
@@ -942,12 +947,31 @@ class Sink:
             "attempts": 0,
         }
 
-    def apply(self, msgs: Sequence[Message]) -> tuple[BatchResult, dict[TopicPartition, int]]:
-        """Apply one polled batch; returns counts and the next offsets now stored."""
-        if not msgs:
-            return BatchResult(), {}
-        with _no_cyclic_gc():
-            return self._apply(msgs)
+    def apply(
+        self, msgs: Sequence[Message], resumed: bool = False
+    ) -> tuple[BatchResult, dict[TopicPartition, int]]:
+        """Apply one polled batch; returns counts and the next offsets now stored.
+
+        A database failure that says nothing about the events (cdc.retry) raises
+        TransientDatabaseError and dead-letters nothing; `resumed` applies such a batch again,
+        less the events the target already stored (a row-by-row pass may have committed some).
+        """
+        try:
+            if resumed:
+                msgs = self._unapplied(msgs)
+            if not msgs:
+                return BatchResult(), {}
+            with _no_cyclic_gc():
+                return self._apply(msgs)
+        except SQLAlchemyError as exc:
+            reason = transient_reason(exc)
+            if reason is None:
+                raise
+            raise TransientDatabaseError(reason) from exc
+
+    def _unapplied(self, msgs: Sequence[Message]) -> list[Message]:
+        stored = self.stored_offsets()
+        return [m for m in msgs if m.offset >= stored.get(TopicPartition(m.topic, m.partition), 0)]
 
     def _apply(self, msgs: Sequence[Message]) -> tuple[BatchResult, dict[TopicPartition, int]]:
         decode = self._decode
@@ -987,7 +1011,9 @@ class Sink:
                     self._store_dead(conn, [(d.msg, d.reason or "") for d in dead])
                 offsets = self._write_offsets(conn, msgs, ts)
             return result, offsets
-        except (DBAPIError, SQLAlchemyError):
+        except SQLAlchemyError as exc:
+            if transient_reason(exc):
+                raise
             return self._apply_one_by_one(decoded)
 
     def _apply_one_by_one(
@@ -1007,9 +1033,8 @@ class Sink:
                     if not d.actions:
                         result.skipped += 1
                     continue
-                except (DBAPIError, SQLAlchemyError) as exc:
-                    orig = getattr(exc, "orig", None) or exc
-                    reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
+                except SQLAlchemyError as exc:
+                    reason = _rejection(exc)
             with self.begin() as conn:
                 self._store_dead(conn, [(d.msg, reason)])
                 offsets.update(self._write_offsets(conn, [d.msg], d.ts_ms))
@@ -1017,15 +1042,40 @@ class Sink:
         return result, offsets
 
     # -- loop
+    @property
+    def retrying(self) -> str | None:
+        """Why the sink is waiting to apply its batch again (None: it is not)."""
+        return self._backoff.describe() if self._pending is not None else None
+
     def run_once(self) -> BatchResult:
-        """Poll one batch, apply it, and tell the transport (best effort)."""
+        """Poll one batch (or take the one waiting for a retry), apply it, and tell the
+        transport (best effort). A transient database failure keeps the batch for a retry
+        after a backoff; a retry not yet due waits at most a poll timeout and returns."""
         if self.consumer is None:
             self.start()
         assert self.consumer is not None
+        pending = self._pending
+        if pending is not None and (wait := self._backoff.wait_s()) > 0:
+            time.sleep(min(wait, self.config.poll_timeout_s))
+            return BatchResult(retrying=self.retrying)
         with _no_cyclic_gc():
-            msgs = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
-            result, offsets = self.apply(msgs)
+            if pending is not None:
+                msgs = pending
+            else:
+                msgs = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
             self.last_batch_size = len(msgs)
+            try:
+                result, offsets = self.apply(msgs, resumed=pending is not None)
+            except TransientDatabaseError as exc:
+                self._pending = list(msgs)
+                self._backoff.failed(str(exc))
+                _log.warning("sink %s: %s", self.config.group, self.retrying)
+                return BatchResult(retrying=self.retrying)
+            if pending is not None:
+                _log.info(
+                    "sink %s: applied after %d retries", self.config.group, self._backoff.attempts
+                )
+                self._pending, self._backoff = None, Backoff()
             del msgs  # freed while the collector still waits: it never has to walk them
         if offsets and self.config.commit_to_transport:
             try:
@@ -1048,10 +1098,21 @@ class Sink:
         seen, idle = 0, 0
         deadline = time.monotonic() + timeout_s
         while idle < idle_polls and time.monotonic() < deadline:
-            self.run_once()
+            if self.run_once().retrying is not None:
+                idle = 0
+                continue
             seen += self.last_batch_size
             idle = idle + 1 if self.last_batch_size == 0 else 0
         return seen
+
+
+def _rejection(exc: SQLAlchemyError) -> str:
+    """The dead letter's reason for an error about the event; a transient one is re-raised
+    (it says nothing about the event, cdc.retry)."""
+    if transient_reason(exc):
+        raise exc
+    orig = getattr(exc, "orig", None) or exc
+    return f"database rejected the event: {orig.__class__.__name__}: {orig}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1148,9 +1209,8 @@ def retry_dead_letters(sink: Sink, ids: Iterable[int] | None = None) -> tuple[in
                     conn.execute(delete(dead_letters).where(dead_letters.c.id == dl.id))
                 ok += 1
                 continue
-            except (DBAPIError, SQLAlchemyError) as exc:
-                orig = getattr(exc, "orig", None) or exc
-                reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
+            except SQLAlchemyError as exc:
+                reason = _rejection(exc)
         with sink.begin() as conn:
             conn.execute(
                 update(dead_letters)

@@ -23,7 +23,6 @@ uncommitted marker, so exactly the sink's own changes are skipped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -37,6 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from cdc.events import ENVELOPE_VERSION, encode_value_raw, now_ms, topic_name
+from cdc.locks import try_exclusive
 from cdc.ports import OutgoingMessage, Transport
 
 CHANGES = "_cdc_changes"
@@ -332,14 +332,9 @@ class CaptureWorker:
     # -- lock
     def acquire(self) -> None:
         """Take the per-database capture lock; raise CaptureBusy when another worker has it."""
-        fd = os.open(f"{self.path}.cdc-{self.config.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CaptureBusy(
-                f"another capture worker {self.config.name!r} runs on {self.path}"
-            ) from None
+        fd = try_exclusive(f"{self.path}.cdc-{self.config.name}.lock")
+        if fd is None:
+            raise CaptureBusy(f"another capture worker {self.config.name!r} runs on {self.path}")
         self._lock_fd = fd
 
     def close(self) -> None:
