@@ -8,6 +8,7 @@ strings → Decimal for Numeric, 0/1 → bool, ...).
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import types as sqltypes
 
-from cdc.mapping import to_bool
+from cdc.mapping import EXACT, to_bool
 
 EPOCH = dt.datetime(1970, 1, 1)
 
@@ -109,15 +110,63 @@ def _string(v: Any) -> str:
 
 
 def _binary(v: Any) -> bytes:
+    """Bytes, or base64 text (standard or URL-safe, as Debezium's binary.handling.mode writes
+    it); anything else is refused rather than decoded around (b64decode skips stray
+    characters unless told to validate)."""
     if isinstance(v, bytes | bytearray | memoryview):
         return bytes(v)
-    return base64.b64decode(str(v))
+    text = str(v)
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        try:
+            return base64.b64decode(text, altchars=b"-_", validate=True)
+        except binascii.Error:
+            raise ValueError(f"{text[:40]!r} is not base64") from None
 
 
-def coercer(column_type: sqltypes.TypeEngine[Any]) -> Callable[[Any], Any]:
-    """The conversion for one column type (None always stays None)."""
+# A SQLite NUMERIC/DECIMAL column stores a number as a 64-bit float (SQLAlchemy binds a
+# Decimal as float(value); SQLite turns decimal text into REAL too), so only a decimal that a
+# float reproduces exactly survives; the sink dead-letters the others instead of rounding them.
+def float_exact(d: Decimal) -> Decimal:
+    """`d` when a float holds it exactly (read back as the shortest repr), else ValueError."""
+    stored = Decimal(repr(float(d)))
+    if stored != d and d.is_finite():
+        raise ValueError(
+            f"{d} would be stored as {stored}: a SQLite NUMERIC column holds a 64-bit float "
+            "(about 15 significant digits); declare the target column as TEXT (String) to keep "
+            "exact decimals"
+        )
+    return d
+
+
+def stores_decimal_as_float(column_type: sqltypes.TypeEngine[Any], dialect: str | None) -> bool:
+    """A fixed-point (Numeric, not Float) column of a SQLite database."""
+    return (
+        dialect == "sqlite"
+        and isinstance(column_type, sqltypes.Numeric)
+        and not isinstance(column_type, sqltypes.Float)
+    )
+
+
+def coercer(
+    column_type: sqltypes.TypeEngine[Any], dialect: str | None = None
+) -> Callable[[Any], Any]:
+    """The conversion for one column type of a `dialect` database (None always stays None).
+
+    On SQLite a fixed-point column also refuses decimals a float would round (float_exact);
+    its coercer then has no ``exact`` shortcut (every value is checked) but says
+    ``float_checked``.
+    """
     t = column_type
     exact: type | None = None  # a value of exactly this type is returned as it is
+    if stores_decimal_as_float(t, dialect):
+
+        def checked(v: Any) -> Any:
+            return None if v is None else float_exact(_decimal(v))
+
+        checked.float_checked = True  # type: ignore[attr-defined]
+        return checked
     if isinstance(t, sqltypes.Boolean):
         fn: Callable[[Any], Any] = to_bool
         exact = bool
@@ -176,8 +225,8 @@ def canonical(value: Any) -> Any:
     if isinstance(value, Decimal | float):
         d = Decimal(str(value)) if isinstance(value, float) else value
         if d == d.to_integral_value():
-            return str(d.quantize(Decimal(1)))
-        return str(d.normalize())
+            return str(d.quantize(Decimal(1), context=EXACT))
+        return str(d.normalize(EXACT))
     if isinstance(value, int):
         return str(value)
     if isinstance(value, dt.datetime):

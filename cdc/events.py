@@ -169,7 +169,15 @@ def build_event(
 
 def _decimal_from_bytes(raw: str, scale: int) -> Decimal:
     unscaled = int.from_bytes(base64.b64decode(raw), "big", signed=True)
-    return Decimal(unscaled).scaleb(-scale)
+    return Decimal(f"{unscaled}E{-scale}")  # exact at any precision (scaleb would round at 28)
+
+
+def _micros_of_nanos(value: Any) -> int:
+    """Nanoseconds as microseconds, refusing to drop digits (Python times hold microseconds)."""
+    micros, rest = divmod(int(value), 1000)
+    if rest:
+        raise ValueError(f"{value} ns has a sub-microsecond part no target time can hold")
+    return micros
 
 
 def _decode_logical(value: Any, fschema: Mapping[str, Any]) -> Any:
@@ -190,7 +198,7 @@ def _decode_logical(value: Any, fschema: Mapping[str, Any]) -> Any:
     if name == "io.debezium.time.MicroTimestamp":
         return EPOCH + dt.timedelta(microseconds=int(value))
     if name == "io.debezium.time.NanoTimestamp":
-        return EPOCH + dt.timedelta(microseconds=int(value) // 1000)
+        return EPOCH + dt.timedelta(microseconds=_micros_of_nanos(value))
     if name == "io.debezium.time.ZonedTimestamp":
         return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if name in {"io.debezium.time.Time", "org.apache.kafka.connect.data.Time"}:
@@ -198,7 +206,7 @@ def _decode_logical(value: Any, fschema: Mapping[str, Any]) -> Any:
     if name == "io.debezium.time.MicroTime":
         return (EPOCH + dt.timedelta(microseconds=int(value))).time()
     if name == "io.debezium.time.NanoTime":
-        return (EPOCH + dt.timedelta(microseconds=int(value) // 1000)).time()
+        return (EPOCH + dt.timedelta(microseconds=_micros_of_nanos(value))).time()
     if ftype == "bytes" and isinstance(value, str) and name is None:
         return base64.b64decode(value)
     return value

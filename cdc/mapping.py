@@ -11,7 +11,7 @@ import tomllib
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ class MappingError(ValueError):
 
 
 TransformFn = Callable[[Sequence[Any], Mapping[str, Any]], Any]
+
+
+# Decimal arithmetic rounds to its context's precision (28 digits by default): a NUMERIC(38,10)
+# value would lose digits. Every scaling, normalising and decoding of a decimal uses this one.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _t_copy(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
@@ -47,7 +52,7 @@ def _t_scale(values: Sequence[Any], args: Mapping[str, Any]) -> Any:
             raise ValueError(f"cannot scale non-numeric value {value!r}") from exc
         if not number.is_finite():
             raise ValueError(f"cannot scale non-finite value {value!r}")
-    result = number.scaleb(exp)
+    result = number.scaleb(exp, EXACT)
     if exp >= 0 and result == result.to_integral_value():
         return int(result)
     return result
@@ -61,7 +66,7 @@ def _scale_by(args: Mapping[str, Any]) -> Callable[[Any], Any]:
 
     def scale(value: Any) -> Any:
         if type(value) is int:
-            return Decimal(value).scaleb(exp)  # what _t_scale returns for an int, exp < 0
+            return Decimal(value).scaleb(exp, EXACT)  # what _t_scale returns for an int, exp < 0
         return _t_scale((value,), args)
 
     return scale

@@ -81,6 +81,12 @@ class Consumer(ABC):
     def close(self) -> None: ...
 
 
+class ConsumerGroupBusy(RuntimeError):
+    """Another member of the consumer group already reads these partitions (a transport that
+    gives every member all partitions admits one member at a time, as Kafka's group
+    assignment gives each partition to one member)."""
+
+
 class Transport(ABC):
     """Factory for producers and consumers on one event backbone."""
 

@@ -32,6 +32,7 @@ import base64
 import datetime as dt
 import gc
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,31 +70,20 @@ from cdc.coerce import coercer
 from cdc.events import READERS, EventDecodeError, JsonReaders, decode_envelope_plain, now_ms
 from cdc.mapping import MappingError, MappingSpec, TableMapping
 from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
+from cdc.retry import Backoff, TransientDatabaseError, sqlstate, transient_reason
+from cdc.toast import (
+    any_unavailable,
+    may_hold_placeholder,
+    plain_row_may_hold,
+    unavailable_columns,
+)
 
+_log = logging.getLogger("cdc.sink")
 SINK_OFFSETS = "_cdc_sink_offsets"
 DEAD_LETTERS = "_cdc_dead_letters"
 APPLY_MARKER = "_cdc_apply_marker"  # same name as cdc.capture.sqlite.APPLY_MARKER
 DLQ_SUFFIX = ".dlq"  # dead-letter topic = <topic>.dlq (same as cdc.transport.kafka.dlq_topic)
 DEAD_LETTER_STORES = ("table", "topic")
-# Debezium's stand-in for an unchanged TOASTed value it could not read (default replica
-# identity); bytes when a schema said the column is binary (base64-decoded by the parser).
-UNAVAILABLE_VALUE = "__debezium_unavailable_value"
-UNAVAILABLE_BYTES = UNAVAILABLE_VALUE.encode()
-
-
-def _may_hold_placeholder(raw: bytes | None) -> bool:
-    """False when a row image decoded from `raw` cannot hold the placeholder (str or bytes).
-
-    The str form must be spelled out unless JSON escapes are used; the bytes form only comes
-    from base64 decoding under a Kafka Connect schema (the {schema, payload} wrapper). Three
-    substring scans are far cheaper than comparing every value of every row.
-    """
-    if type(raw) is not bytes:
-        return True
-    find = raw.find  # `x in raw` first tries x as an int (a raised and cleared TypeError)
-    return find(UNAVAILABLE_BYTES) >= 0 or find(b"\\") >= 0 or find(b'"payload"') >= 0
-
-
 _meta = MetaData()
 sink_offsets = Table(
     SINK_OFFSETS,
@@ -186,9 +176,7 @@ _INSUFFICIENT_PRIVILEGE = "42501"  # SQLSTATE of "permission denied ..."
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
-    """The SQLSTATE of a driver error (psycopg 3 names it `sqlstate`, psycopg2 `pgcode`)."""
-    orig = exc.orig
-    return getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return sqlstate(exc.orig)
 
 
 def check_pg_replica_role(engine: Engine) -> None:
@@ -283,6 +271,7 @@ class BatchResult:
     dead: int = 0
     skipped: int = 0
     row_by_row: bool = False
+    retrying: str | None = None  # set: the batch waits for a retry (why, since when)
 
 
 # One of each per event: NamedTuples, which the hot path builds with tuple.__new__ (no
@@ -329,7 +318,9 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-_EXACT = 2**63  # |int| below this has at most 19 digits: Decimal scales it exactly
+# |int| below this has at most 15 digits: v / 10**k is the float nearest to the decimal, whose
+# shortest repr is that decimal again (what float_exact demands of a SQLite NUMERIC value).
+_EXACT = 10**15
 
 _DECIMAL_SAMPLES = (Decimal("10.13"), Decimal("-0.07"), Decimal("123456789.123456789"))
 _DATETIME_SAMPLES = (
@@ -438,7 +429,10 @@ class _TargetTable:
                 f"named in the mapping of source {mapping.source!r}"
             )
         self.mapping = mapping
-        self.coercers = {c.target: coercer(self.table.c[c.target].type) for c in mapping.columns}
+        self.coercers = {
+            c.target: coercer(self.table.c[c.target].type, engine.dialect.name)
+            for c in mapping.columns
+        }
         self.key_cols = [self.table.c[k] for k in mapping.key]
         self.dialect = engine.dialect.name
         non_key = [c.target for c in mapping.columns if c.target not in mapping.key]
@@ -512,7 +506,7 @@ class _TargetTable:
             coerce = self.coercers[name]
             ns[f"_c{i}"] = coerce
             exact = getattr(coerce, "exact", None)
-            if exact is None:
+            if exact is None and i not in scaled:
                 lines.append(f"        c{i} = _c{i}({exprs[i]})\n")
                 continue
             ns[f"_x{i}"] = exact  # the coercer returns a value of this type as it is
@@ -528,10 +522,13 @@ class _TargetTable:
                 lines.append("        else:\n")
                 indent += "    "
             j = self.param_names.index(name)
-            lines.append(f"{indent}c{i} = {exprs[i]}\n")
-            lines.append(
-                f"{indent}if c{i} is not None and type(c{i}) is not _x{i}: c{i} = _c{i}(c{i})\n"
-            )
+            if exact is None:
+                lines.append(f"{indent}c{i} = _c{i}({exprs[i]})\n")
+            else:
+                lines.append(f"{indent}c{i} = {exprs[i]}\n")
+                lines.append(
+                    f"{indent}if c{i} is not None and type(c{i}) is not _x{i}: c{i} = _c{i}(c{i})\n"
+                )
             if i in scaled:
                 ns[f"_b{j}"] = self.binds[j]
                 lines.append(f"{indent}p{i} = _b{j}(c{i}) if c{i} is not None else None\n")
@@ -566,7 +563,10 @@ class _TargetTable:
             exp = c.args.get("exp")
             if type(exp) is not int or not -22 <= exp < 0:  # 10**22: the last exact power
                 continue
-            if getattr(self.coercers[c.target], "exact", None) is not Decimal:
+            coerce = self.coercers[c.target]
+            if getattr(coerce, "exact", None) is not Decimal and not getattr(
+                coerce, "float_checked", False
+            ):
                 continue
             bind = self.binds[self.param_names.index(c.target)]
             if bind is None or any(
@@ -652,6 +652,9 @@ class Sink:
         self.consumer: Consumer | None = None
         self._dlq_producer: Producer | None = None
         self._targets: dict[str, _TargetTable] = {}
+        self._pending: list[Message] | None = None  # a batch waiting for a retry
+        self._backoff = Backoff()
+        self.last_batch_size = 0
         if engine.dialect.name == "postgresql":
             check_pg_replica_role(engine)  # before anything is created: fail fast, clearly
         ensure_sink_tables(engine)
@@ -715,10 +718,10 @@ class Sink:
         op, table, before, after, source, ts_ms = env
         source_ts = source.get("ts_ms")
         ts = source_ts if isinstance(source_ts, int) else ts_ms
-        if plain:  # only str/int/bool/None values: just the str placeholder is possible
-            placeholders = after is not None and UNAVAILABLE_VALUE in after.values()
+        if plain:  # only str/int/bool/None values: only a scalar spelling is possible
+            placeholders = after is not None and plain_row_may_hold(after)
         else:
-            placeholders = _may_hold_placeholder(value)
+            placeholders = may_hold_placeholder(value)
         try:
             actions = self._actions(op, table, before, after, placeholders)
         except MappingError as exc:
@@ -745,8 +748,7 @@ class Sink:
         if op == "t":
             return [_Action("truncate", tm, ())]
         assert after is not None
-        vals = after.values()
-        if placeholders and (UNAVAILABLE_VALUE in vals or UNAVAILABLE_BYTES in vals):
+        if placeholders and any_unavailable(after):
             return self._patch_actions(op, target, before, after)
         if target.matches is not None and not target.matches(after):
             tm.check_drift(after)
@@ -784,7 +786,7 @@ class Sink:
         """Row image with unchanged-TOAST placeholders: update only the columns it carries,
         so the stored values of the others stay (applied as an UPDATE of an existing row)."""
         tm = target.mapping
-        gone = {c for c, v in after.items() if v == UNAVAILABLE_VALUE or v == UNAVAILABLE_BYTES}
+        gone = unavailable_columns(after)
         needs = {c.target: set(c.sources) for c in tm.columns}
         for k in tm.key:
             if needs.get(k, set()) & gone:
@@ -945,12 +947,31 @@ class Sink:
             "attempts": 0,
         }
 
-    def apply(self, msgs: Sequence[Message]) -> tuple[BatchResult, dict[TopicPartition, int]]:
-        """Apply one polled batch; returns counts and the next offsets now stored."""
-        if not msgs:
-            return BatchResult(), {}
-        with _no_cyclic_gc():
-            return self._apply(msgs)
+    def apply(
+        self, msgs: Sequence[Message], resumed: bool = False
+    ) -> tuple[BatchResult, dict[TopicPartition, int]]:
+        """Apply one polled batch; returns counts and the next offsets now stored.
+
+        A database failure that says nothing about the events (cdc.retry) raises
+        TransientDatabaseError and dead-letters nothing; `resumed` applies such a batch again,
+        less the events the target already stored (a row-by-row pass may have committed some).
+        """
+        try:
+            if resumed:
+                msgs = self._unapplied(msgs)
+            if not msgs:
+                return BatchResult(), {}
+            with _no_cyclic_gc():
+                return self._apply(msgs)
+        except SQLAlchemyError as exc:
+            reason = transient_reason(exc)
+            if reason is None:
+                raise
+            raise TransientDatabaseError(reason) from exc
+
+    def _unapplied(self, msgs: Sequence[Message]) -> list[Message]:
+        stored = self.stored_offsets()
+        return [m for m in msgs if m.offset >= stored.get(TopicPartition(m.topic, m.partition), 0)]
 
     def _apply(self, msgs: Sequence[Message]) -> tuple[BatchResult, dict[TopicPartition, int]]:
         decode = self._decode
@@ -990,7 +1011,9 @@ class Sink:
                     self._store_dead(conn, [(d.msg, d.reason or "") for d in dead])
                 offsets = self._write_offsets(conn, msgs, ts)
             return result, offsets
-        except (DBAPIError, SQLAlchemyError):
+        except SQLAlchemyError as exc:
+            if transient_reason(exc):
+                raise
             return self._apply_one_by_one(decoded)
 
     def _apply_one_by_one(
@@ -1010,9 +1033,8 @@ class Sink:
                     if not d.actions:
                         result.skipped += 1
                     continue
-                except (DBAPIError, SQLAlchemyError) as exc:
-                    orig = getattr(exc, "orig", None) or exc
-                    reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
+                except SQLAlchemyError as exc:
+                    reason = _rejection(exc)
             with self.begin() as conn:
                 self._store_dead(conn, [(d.msg, reason)])
                 offsets.update(self._write_offsets(conn, [d.msg], d.ts_ms))
@@ -1020,15 +1042,40 @@ class Sink:
         return result, offsets
 
     # -- loop
+    @property
+    def retrying(self) -> str | None:
+        """Why the sink is waiting to apply its batch again (None: it is not)."""
+        return self._backoff.describe() if self._pending is not None else None
+
     def run_once(self) -> BatchResult:
-        """Poll one batch, apply it, and tell the transport (best effort)."""
+        """Poll one batch (or take the one waiting for a retry), apply it, and tell the
+        transport (best effort). A transient database failure keeps the batch for a retry
+        after a backoff; a retry not yet due waits at most a poll timeout and returns."""
         if self.consumer is None:
             self.start()
         assert self.consumer is not None
+        pending = self._pending
+        if pending is not None and (wait := self._backoff.wait_s()) > 0:
+            time.sleep(min(wait, self.config.poll_timeout_s))
+            return BatchResult(retrying=self.retrying)
         with _no_cyclic_gc():
-            msgs = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
-            result, offsets = self.apply(msgs)
+            if pending is not None:
+                msgs = pending
+            else:
+                msgs = self.consumer.poll(self.config.batch_size, self.config.poll_timeout_s)
             self.last_batch_size = len(msgs)
+            try:
+                result, offsets = self.apply(msgs, resumed=pending is not None)
+            except TransientDatabaseError as exc:
+                self._pending = list(msgs)
+                self._backoff.failed(str(exc))
+                _log.warning("sink %s: %s", self.config.group, self.retrying)
+                return BatchResult(retrying=self.retrying)
+            if pending is not None:
+                _log.info(
+                    "sink %s: applied after %d retries", self.config.group, self._backoff.attempts
+                )
+                self._pending, self._backoff = None, Backoff()
             del msgs  # freed while the collector still waits: it never has to walk them
         if offsets and self.config.commit_to_transport:
             try:
@@ -1051,10 +1098,21 @@ class Sink:
         seen, idle = 0, 0
         deadline = time.monotonic() + timeout_s
         while idle < idle_polls and time.monotonic() < deadline:
-            self.run_once()
+            if self.run_once().retrying is not None:
+                idle = 0
+                continue
             seen += self.last_batch_size
             idle = idle + 1 if self.last_batch_size == 0 else 0
         return seen
+
+
+def _rejection(exc: SQLAlchemyError) -> str:
+    """The dead letter's reason for an error about the event; a transient one is re-raised
+    (it says nothing about the event, cdc.retry)."""
+    if transient_reason(exc):
+        raise exc
+    orig = getattr(exc, "orig", None) or exc
+    return f"database rejected the event: {orig.__class__.__name__}: {orig}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1151,9 +1209,8 @@ def retry_dead_letters(sink: Sink, ids: Iterable[int] | None = None) -> tuple[in
                     conn.execute(delete(dead_letters).where(dead_letters.c.id == dl.id))
                 ok += 1
                 continue
-            except (DBAPIError, SQLAlchemyError) as exc:
-                orig = getattr(exc, "orig", None) or exc
-                reason = f"database rejected the event: {orig.__class__.__name__}: {orig}"
+            except SQLAlchemyError as exc:
+                reason = _rejection(exc)
         with sink.begin() as conn:
             conn.execute(
                 update(dead_letters)

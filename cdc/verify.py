@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, and_, select, text, tuple_
+from sqlalchemy import Engine, Float, MetaData, Table, and_, select, text, tuple_, type_coerce
 
-from cdc.coerce import canonical, coercer
+from cdc.coerce import canonical, coercer, stores_decimal_as_float
 from cdc.mapping import MappingError, MappingSpec, TableMapping
 
 MAX_LISTED = 50
@@ -78,6 +78,15 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _exact_read(column: Any, dialect: str) -> Any:
+    """The column as selected for comparison: a SQLite fixed-point column as the float it
+    stores (SQLAlchemy's Decimal reading pads it to the scale with float noise, 1234567.1 as
+    1234567.1000000001; canonical() reads the float by its shortest repr)."""
+    if stores_decimal_as_float(column.type, dialect):
+        return type_coerce(column, Float()).label(column.name)
+    return column
+
+
 def verify_table(
     source: Engine,
     target: Engine,
@@ -90,9 +99,10 @@ def verify_table(
     if not all(by_target[k].is_copy for k in tm.key):
         raise VerifyError(f"table {tm.source!r}: key columns must be plain copies to verify")
     ttable = Table(tm.target, MetaData(), autoload_with=target)
-    coercers = {c.target: coercer(ttable.c[c.target].type) for c in tm.columns}
+    dialect = target.dialect.name
+    coercers = {c.target: coercer(ttable.c[c.target].type, dialect) for c in tm.columns}
     key_cols = [ttable.c[k] for k in tm.key]
-    mapped_cols = [ttable.c[c.target] for c in tm.columns]
+    mapped_cols = [_exact_read(ttable.c[c.target], dialect) for c in tm.columns]
     skey = tm.source_key
     report = TableReport(tm.source, tm.target, tm.key)
     last: tuple[Any, ...] | None = None

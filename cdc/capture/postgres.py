@@ -39,7 +39,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,12 +62,12 @@ from cdc.capture.pgoutput import (
 )
 from cdc.events import ENVELOPE_VERSION, encode_value_raw, json_default, now_ms, topic_name
 from cdc.ports import OutgoingMessage, Producer, Transport
+from cdc.toast import UNAVAILABLE_VALUE  # Debezium's unchanged-TOAST stand-in
 
 CONNECTOR = "postgresql"
 STATE_TABLE = "_cdc_pg_snapshots"
-# What Debezium puts in place of an unchanged TOASTed value it cannot read (its default
-# `unavailable.value.placeholder`); sinks must keep the stored value for such a column.
-UNAVAILABLE_VALUE = "__debezium_unavailable_value"
+# Declared keys of captured tables without a primary key (the mapping's key), read by workers.
+KEYS_TABLE = "_cdc_pg_keys"
 # Session settings that make every text-format value parse the same way, in the walsender
 # (pgoutput runs the output functions there) and on the snapshot connection.
 SESSION_OPTIONS = (
@@ -140,7 +140,20 @@ class TableInfo:
     replica_identity: str
 
 
-def _table_info(cur: Any, ref: TableRef) -> TableInfo:
+def _stored_key(cur: Any, ref: TableRef) -> tuple[str, ...]:
+    """The declared key `enable_capture` stored for a table without a primary key."""
+    cur.execute("SELECT to_regclass(%s)", (f"public.{KEYS_TABLE}",))
+    if cur.fetchone()[0] is None:
+        return ()
+    cur.execute(
+        f"SELECT key FROM public.{KEYS_TABLE} WHERE schema_name = %s AND table_name = %s",
+        (ref.schema, ref.name),
+    )
+    row = cur.fetchone()
+    return tuple(json.loads(row[0])) if row else ()
+
+
+def _table_info(cur: Any, ref: TableRef, declared: Sequence[str] | None = None) -> TableInfo:
     cur.execute("SELECT to_regclass(%s)::oid", (ref.qualified,))
     oid = cur.fetchone()[0]
     if oid is None:
@@ -160,11 +173,22 @@ def _table_info(cur: Any, ref: TableRef) -> TableInfo:
         (oid,),
     )
     pk = tuple(r[0] for r in cur.fetchall())
+    types = {name: fmt for name, _oid, fmt in cols}
     if not pk:
-        raise CaptureError(f"cannot capture table {ref}: it has no primary key")
+        pk = tuple(declared or _stored_key(cur, ref))
+        if not pk:
+            raise CaptureError(
+                f"cannot capture table {ref}: it has no primary key and the mapping declares "
+                "no key for it (give its [[tables]] entry key = [...] naming unique columns)"
+            )
+        unknown = [c for c in pk if c not in types]
+        if unknown:
+            raise CaptureError(
+                f"cannot capture table {ref} by its declared key {list(pk)}: no column(s) "
+                f"{', '.join(unknown)}"
+            )
     cur.execute("SELECT relreplident FROM pg_class WHERE oid = %s", (oid,))
     ident = cur.fetchone()[0]
-    types = {name: fmt for name, _oid, fmt in cols}
     return TableInfo(
         ref,
         tuple((name, type_oid) for name, type_oid, _fmt in cols),
@@ -186,24 +210,73 @@ def _published(cur: Any, publication: str) -> set[TableRef]:
     return {TableRef(s, t) for s, t in cur.fetchall()}
 
 
+@dataclass(frozen=True)
+class EnableResult:
+    """What `enable_capture` found and did for one table."""
+
+    info: TableInfo
+    key_source: str  # "primary key" | "declared key"
+    did: str  # e.g. "set REPLICA IDENTITY FULL (was DEFAULT)", "kept REPLICA IDENTITY FULL"
+
+    # read like the TableInfo it wraps
+    @property
+    def ref(self) -> TableRef:
+        return self.info.ref
+
+    @property
+    def pk(self) -> tuple[str, ...]:
+        return self.info.pk
+
+    @property
+    def columns(self) -> tuple[tuple[str, int], ...]:
+        return self.info.columns
+
+    @property
+    def replica_identity(self) -> str:
+        return self.info.replica_identity
+
+
+_IDENTITY = {"f": "FULL", "d": "DEFAULT", "n": "NOTHING", "i": "USING INDEX"}
+
+
 def enable_capture(
     url: str,
     tables: Iterable[str],
     publication: str = "strangler_cdc",
     replica_identity_full: bool = True,
-) -> list[TableInfo]:
+    keys: Mapping[str, Sequence[str]] | None = None,
+) -> list[EnableResult]:
     """Publish `tables` in `publication` (created when absent) and set their replica identity.
 
     ``replica_identity_full`` (the default) sets ``REPLICA IDENTITY FULL`` so update and
     delete events carry the whole old row in ``before`` (and unchanged TOASTed values can be
-    filled in); with False the identity is left as it is (default: primary key only).
-    Idempotent. Every table needs a primary key (it is the event key).
+    filled in); with False the identity is left as it is (default: primary key only). A table
+    without a primary key is captured by ``keys[table]`` (its mapping's declared key, stored
+    in ``_cdc_pg_keys`` for the workers) and always gets ``REPLICA IDENTITY FULL``: without a
+    key PostgreSQL logs no old row at all, so updates and deletes could not be keyed.
+    All or nothing, in one transaction: one CaptureError names every table that cannot be
+    captured. Idempotent. Each result says what was done to the table.
     """
     refs = [TableRef.parse(t) for t in tables]
+    keys = keys or {}
     conn = _connect(url)
     try:
         with conn, conn.cursor() as cur:
-            infos = [_table_info(cur, ref) for ref in refs]
+            infos: list[TableInfo] = []
+            problems: list[str] = []
+            for ref in refs:
+                declared = keys.get(str(ref)) or keys.get(ref.name)
+                try:
+                    infos.append(_table_info(cur, ref, declared))
+                except CaptureError as exc:
+                    problems.append(str(exc))
+            if problems:
+                raise CaptureError(
+                    problems[0]
+                    if len(problems) == 1
+                    else f"no table enabled, {len(problems)} cannot be captured:\n  "
+                    + "\n  ".join(problems)
+                )
             cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,))
             exists = cur.fetchone() is not None
             have = _published(cur, publication) if exists else set()
@@ -214,13 +287,48 @@ def enable_capture(
             elif missing:
                 target = ", ".join(r.qualified for r in missing)
                 cur.execute(f"ALTER PUBLICATION {_qi(publication)} ADD TABLE {target}")
-            if replica_identity_full:
-                for info in infos:
-                    if info.replica_identity != "f":
-                        cur.execute(f"ALTER TABLE {info.ref.qualified} REPLICA IDENTITY FULL")
-            return [_table_info(cur, ref) for ref in refs]
+            results = []
+            for info in infos:
+                has_pk = _has_primary_key(cur, info.ref)
+                if not has_pk:
+                    _store_key(cur, info.ref, info.pk)
+                was = _IDENTITY.get(info.replica_identity, info.replica_identity)
+                if (replica_identity_full or not has_pk) and info.replica_identity != "f":
+                    cur.execute(f"ALTER TABLE {info.ref.qualified} REPLICA IDENTITY FULL")
+                    why = "" if has_pk else " (no primary key: old rows carry the declared key)"
+                    did = f"set REPLICA IDENTITY FULL (was {was}){why}"
+                else:
+                    did = f"kept REPLICA IDENTITY {was}"
+                results.append(
+                    EnableResult(
+                        _table_info(cur, info.ref, info.pk),
+                        "primary key" if has_pk else "declared key",
+                        did,
+                    )
+                )
+            return results
     finally:
         conn.close()
+
+
+def _has_primary_key(cur: Any, ref: TableRef) -> bool:
+    cur.execute(
+        "SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) AND indisprimary",
+        (ref.qualified,),
+    )
+    return cur.fetchone() is not None
+
+
+def _store_key(cur: Any, ref: TableRef, key: Sequence[str]) -> None:
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS public.{KEYS_TABLE} (schema_name text NOT NULL, "
+        "table_name text NOT NULL, key text NOT NULL, PRIMARY KEY (schema_name, table_name))"
+    )
+    cur.execute(
+        f"INSERT INTO public.{KEYS_TABLE} (schema_name, table_name, key) VALUES (%s, %s, %s) "
+        "ON CONFLICT (schema_name, table_name) DO UPDATE SET key = excluded.key",
+        (ref.schema, ref.name, json.dumps(list(key))),
+    )
 
 
 def disable_capture(url: str, tables: Iterable[str], publication: str = "strangler_cdc") -> None:

@@ -23,13 +23,12 @@ uncommitted marker, so exactly the sink's own changes are skipped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from cdc.events import ENVELOPE_VERSION, encode_value_raw, now_ms, topic_name
+from cdc.keys import duplicate_key
+from cdc.locks import try_exclusive
 from cdc.ports import OutgoingMessage, Transport
 
 CHANGES = "_cdc_changes"
@@ -114,23 +115,74 @@ def _check_sqlite(conn: Connection) -> None:
         )
 
 
-def install_capture(conn: Connection, tables: Iterable[str]) -> list[CapturedTable]:
+def _capture_key(
+    conn: Connection, table: str, info: list[tuple[str, str, int]], declared: Sequence[str] | None
+) -> tuple[str, ...]:
+    """The event key of `table`: its primary key, else the key the mapping declares (which
+    must name existing columns and hold no duplicate); CaptureError says which is missing."""
+    pk = tuple(n for n, _d, k in sorted((c for c in info if c[2] > 0), key=lambda c: c[2]))
+    if pk:
+        return pk
+    if not declared:
+        raise CaptureError(
+            f"cannot capture table {table!r}: it has no primary key and the mapping declares "
+            "no key for it (give its [[tables]] entry key = [...] naming unique columns)"
+        )
+    names = {n for n, _d, _k in info}
+    unknown = [c for c in declared if c not in names]
+    if unknown:
+        raise CaptureError(
+            f"cannot capture table {table!r} by its declared key {list(declared)}: no column(s) "
+            f"{', '.join(unknown)}"
+        )
+    dup = duplicate_key(conn, _q(table), declared)
+    if dup is not None:
+        raise CaptureError(
+            f"cannot capture table {table!r} by its declared key {list(declared)}: the key is "
+            f"not unique (several rows have {tuple(dup)}); declare a unique key or add a "
+            "unique index"
+        )
+    return tuple(declared)
+
+
+def install_capture(
+    conn: Connection,
+    tables: Iterable[str],
+    keys: Mapping[str, Sequence[str]] | None = None,
+) -> list[CapturedTable]:
     """Create the change table and (re)create the triggers of `tables` on this connection.
 
     Idempotent: calling it again after ALTER TABLE refreshes the triggers so the row images
-    carry the new columns. Alembic: ``install_capture(op.get_bind(), ["products"])``.
+    carry the new columns. A table without a primary key is captured by ``keys[table]`` (the
+    key its mapping declares). Every table is checked before anything is created: one
+    CaptureError names every table that cannot be captured, and none is.
+    Alembic: ``install_capture(op.get_bind(), ["products"])``.
     """
     _check_sqlite(conn)
-    for ddl in DDL:
-        conn.exec_driver_sql(ddl)
-    done = []
+    tables = list(tables)
+    keys = keys or {}
+    plans: list[tuple[str, list[tuple[str, str, int]], tuple[str, ...]]] = []
+    problems: list[str] = []
     for table in tables:
         info = _table_info(conn, table)
         if not info:
-            raise CaptureError(f"cannot capture table {table!r}: it does not exist")
-        pk = tuple(n for n, _d, k in sorted((c for c in info if c[2] > 0), key=lambda c: c[2]))
-        if not pk:
-            raise CaptureError(f"cannot capture table {table!r}: it has no primary key")
+            problems.append(f"cannot capture table {table!r}: it does not exist")
+            continue
+        try:
+            plans.append((table, info, _capture_key(conn, table, info, keys.get(table))))
+        except CaptureError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise CaptureError(
+            problems[0]
+            if len(problems) == 1
+            else f"no table enabled, {len(problems)} cannot be captured:\n  "
+            + "\n  ".join(problems)
+        )
+    for ddl in DDL:
+        conn.exec_driver_sql(ddl)
+    done = []
+    for table, info, pk in plans:
         cols = [(n, d) for n, d, _k in info]
         pk_cols = [(n, d) for n, d, _k in info if n in pk]
         pk_cols.sort(key=lambda c: pk.index(c[0]))
@@ -183,13 +235,16 @@ def remove_capture(conn: Connection, tables: Iterable[str]) -> None:
         conn.execute(text(f"DELETE FROM {TABLES} WHERE tbl = :t"), {"t": table})
 
 
-def enable_capture(engine: Engine, tables: Iterable[str]) -> list[CapturedTable]:
-    """Install capture for `tables` in one transaction (and switch the file to WAL)."""
+def enable_capture(
+    engine: Engine, tables: Iterable[str], keys: Mapping[str, Sequence[str]] | None = None
+) -> list[CapturedTable]:
+    """Install capture for `tables` in one transaction, all or none (and switch the file to
+    WAL); `keys`: the declared key of a table without a primary key."""
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     with engine.begin() as conn:
-        return install_capture(conn, tables)
+        return install_capture(conn, tables, keys)
 
 
 def disable_capture(engine: Engine, tables: Iterable[str]) -> None:
@@ -332,14 +387,9 @@ class CaptureWorker:
     # -- lock
     def acquire(self) -> None:
         """Take the per-database capture lock; raise CaptureBusy when another worker has it."""
-        fd = os.open(f"{self.path}.cdc-{self.config.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CaptureBusy(
-                f"another capture worker {self.config.name!r} runs on {self.path}"
-            ) from None
+        fd = try_exclusive(f"{self.path}.cdc-{self.config.name}.lock")
+        if fd is None:
+            raise CaptureBusy(f"another capture worker {self.config.name!r} runs on {self.path}")
         self._lock_fd = fd
 
     def close(self) -> None:
@@ -547,6 +597,8 @@ class CaptureWorker:
     def run_once(self) -> int:
         """One unit of work: a snapshot chunk when one is pending, else a stream batch."""
         n = self.snapshot_chunk()
+        while n == 0:  # a snapshot ended on an empty chunk: that is no sign of idleness
+            n = self.snapshot_chunk()
         if n is None:
             n = self.stream_batch()
         if time.monotonic() - self._last_prune >= self.config.prune_interval_s:

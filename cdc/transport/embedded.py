@@ -7,6 +7,7 @@ Layout under ``log_dir``::
     topics/<topic>/<p>/checkpoint           producer's last known (segment, byte, offset) hint
     topics/<topic>/<p>/append.lock          flock held while a batch is appended
     groups.sqlite                           committed offsets of consumer groups (WAL)
+    groups/<group>.lock                     flock held by the group's one active consumer
 
 Record framing (big-endian)::
 
@@ -27,8 +28,10 @@ frame or bad CRC) left by a crash. Readers never truncate; they treat an incompl
 
 Retention deletes whole closed segments older than ``retention_ms`` or beyond
 ``retention_bytes`` per partition; a consumer whose position was deleted continues at the
-earliest remaining offset. Every consumer of a group is assigned all partitions of its topics:
-use one active member per group, and separate groups to fan out.
+earliest remaining offset. Every consumer of a group is assigned all partitions of its topics,
+so a group has one active member at a time (as each Kafka partition has one member of a group):
+a second consumer of a running group, in any process, gets ConsumerGroupBusy. Separate groups
+fan out.
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdc.ports import Consumer, Message, OutgoingMessage, Producer, TopicPartition, Transport
+from cdc.locks import try_exclusive
+from cdc.ports import (
+    Consumer,
+    ConsumerGroupBusy,
+    Message,
+    OutgoingMessage,
+    Producer,
+    TopicPartition,
+    Transport,
+)
 
 HEADER = struct.Struct(">II")
 BODY = struct.Struct(">qqii")
@@ -626,11 +638,28 @@ class EmbeddedProducer(Producer):
         self.writers.clear()
 
 
+def _lock_group(root: Path, group: str) -> int:
+    """Hold the group's member lock (released when the fd closes, also by a killed process)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in group)[:80]
+    digest = zlib.crc32(group.encode()) & 0xFFFFFFFF
+    folder = root / "groups"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = try_exclusive(folder / f"{safe}-{digest:08x}.lock")
+    if fd is None:
+        raise ConsumerGroupBusy(
+            f"consumer group {group!r} already has an active member on the embedded log "
+            f"{root} (another `kit cdc run` sink of this group?): one member reads a group's "
+            "partitions at a time; stop the other one or use another group"
+        )
+    return fd
+
+
 class EmbeddedConsumer(Consumer):
     def __init__(self, log: EmbeddedLog, group: str, topics: list[str]) -> None:
         self.log = log
         self.group = group
         self.topics = topics
+        self._lock_fd: int | None = _lock_group(log.root, group)
         self.offsets = _Offsets(log.root / "groups.sqlite")
         self.readers: dict[TopicPartition, _PartitionReader] = {}
         self._pending_seek: dict[TopicPartition, int] = {}
@@ -688,3 +717,6 @@ class EmbeddedConsumer(Consumer):
             r.close()
         self.readers.clear()
         self.offsets.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -39,6 +39,7 @@ from cdc.capture.sqlite import (
 )
 from cdc.dlq import list_any_dead_letters
 from cdc.events import topic_name
+from cdc.keys import declared_keys
 from cdc.mapping import MappingError, MappingSpec, load_mapping
 from cdc.ports import Transport
 from cdc.sink import (
@@ -432,6 +433,8 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identi
     triggers on SQLite, publication + replica identity on PostgreSQL."""
     tables = tuple(_tables_or_mapped(obj, tables))
     url = db_url or obj.source_url
+    # a table without a primary key is captured by the key its mapping declares
+    keys = declared_keys(obj.mapping()) if obj.mapping_path else {}
     if is_postgres(url):
         try:
             infos = pgcap.enable_capture(
@@ -439,27 +442,21 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identi
                 tables,
                 publication=obj.publication,
                 replica_identity_full=not default_identity,
+                keys=keys,
             )
         except pgcap.CaptureError as exc:
             raise click.ClickException(str(exc)) from None
-        identity = {"f": "full", "d": "default", "n": "nothing", "i": "index"}
         print_table(
-            ["table", "primary key", "columns", "replica identity", "publication"],
+            ["table", "key", "key from", "columns", "replica identity", "publication"],
             [
-                (
-                    str(i.ref),
-                    ",".join(i.pk),
-                    len(i.columns),
-                    identity.get(i.replica_identity, i.replica_identity),
-                    obj.publication,
-                )
+                (str(i.ref), ",".join(i.pk), i.key_source, len(i.columns), i.did, obj.publication)
                 for i in infos
             ],
         )
         return
     engine = make_engine(db_url) if db_url else obj.source()
     try:
-        done = enable_capture(engine, tables)
+        done = enable_capture(engine, tables, keys)
     except CaptureError as exc:
         raise click.ClickException(str(exc)) from None
     print_table(

@@ -88,39 +88,51 @@ def test_pipeline_survives_repeated_kill_9_of_capture_and_sink(tmp_path: Path) -
         "CDC_MAPPING": str(tmp_path / "m.toml"),
         "CDC_LOG_DIR": str(tmp_path / "log"),
     }
-    rng = random.Random(5)
+    kills = crash_and_verify(
+        env, [WRITER, str(tmp_path / "src.db"), "14"], rounds=6, seed=5, min_writes=500
+    )
+    assert kills == {"capture": 3, "sink": 3}
+
+
+def crash_and_verify(
+    env: dict[str, str],
+    writer: list[str],
+    *,
+    rounds: int,
+    seed: int,
+    batch: str = "50",
+    min_writes: int = 300,
+) -> dict[str, int]:
+    """Run a writer (`python -c *writer`), capture and sink as processes; SIGKILL capture and
+    sink in turn `rounds` times and restart them; stop them cleanly, drain, and assert that
+    `kit cdc verify` finds source and target equal. Returns the kills per worker."""
+    rng = random.Random(seed)
     procs: list[subprocess.Popen] = []
     try:
-        writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path / "src.db"), "14"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(writer)
-        capture = _spawn(env, "--no-sink", "--batch", "50")
-        sink = _spawn(env, "--no-capture", "--batch", "50")
-        procs += [capture, sink]
+        proc = subprocess.Popen([sys.executable, "-c", *writer], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        workers = {
+            "capture": _spawn(env, "--no-sink", "--batch", batch),
+            "sink": _spawn(env, "--no-capture", "--batch", batch),
+        }
+        procs += workers.values()
         kills = {"capture": 0, "sink": 0}
-        for i in range(6):
+        for i in range(rounds):
             time.sleep(rng.uniform(0.8, 2.0))
-            if i % 2 == 0:
-                _kill(capture)
-                kills["capture"] += 1
-                capture = _spawn(env, "--no-sink", "--batch", "50")
-                procs.append(capture)
-            else:
-                _kill(sink)
-                kills["sink"] += 1
-                sink = _spawn(env, "--no-capture", "--batch", "50")
-                procs.append(sink)
-        writes = int(writer.communicate(timeout=60)[0].strip())
-        assert writes > 500
+            name = "capture" if i % 2 == 0 else "sink"
+            _kill(workers[name])
+            kills[name] += 1
+            flag = "--no-sink" if name == "capture" else "--no-capture"
+            workers[name] = _spawn(env, flag, "--batch", batch)
+            procs.append(workers[name])
+        writes = int(proc.communicate(timeout=60)[0].strip())
+        assert writes > min_writes
         # Let the last workers run a moment, then stop them cleanly with SIGTERM.
         time.sleep(0.5)
-        for proc in (capture, sink):
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=30)
-            assert proc.returncode == 0, err
+        for worker in workers.values():
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, err
         # Drain what is left: capture first, then the sink.
         for args in (("--no-sink",), ("--no-capture",)):
             final = _spawn(env, *args, "--exit-when-idle")
@@ -137,9 +149,9 @@ def test_pipeline_survives_repeated_kill_9_of_capture_and_sink(tmp_path: Path) -
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "source and target match" in result.stdout
-        assert kills == {"capture": 3, "sink": 3}
+        return kills
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

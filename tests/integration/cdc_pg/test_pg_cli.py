@@ -48,7 +48,7 @@ def test_cli_runs_the_postgres_pipeline_from_enable_to_a_clean_verify(pg_url, tm
         return result.output
 
     out = kit("enable", "products")
-    assert "public.products" in out and "full" in out
+    assert "public.products" in out and "REPLICA IDENTITY FULL" in out
     assert scalar(pg_url, "SELECT relreplident FROM pg_class WHERE relname = 'products'") == "f"
     out = kit("snapshot", "--chunk", "15")
     assert "public.products" in out and "done" in out and "40" in out

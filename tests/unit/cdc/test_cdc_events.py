@@ -154,7 +154,7 @@ def test_debezium_decimal_date_and_time_types_decode() -> None:
         "ratio": {"scale": 3, "value": dbz.decimal_bytes(1500)},
         "born": 19000,
         "at": 1704164645123,
-        "at_ns": 1704164645123456789,
+        "at_ns": 1704164645123456000,  # PostgreSQL keeps microseconds: nanoseconds end in 000
         "opens": 34200000000,
         "blob": "AQI=",
     }
@@ -178,6 +178,10 @@ def test_debezium_decimal_date_and_time_types_decode() -> None:
     # schema-less VariableScaleDecimal is self-describing and still decodes
     plain = parse_event(dbz.plain({**payload, "after": {"id": 3, "ratio": after["ratio"]}}))
     assert plain is not None and plain.after["ratio"] == Decimal("1.500")
+    # a sub-microsecond part would be dropped by any target: refused, not truncated
+    finer = {**payload, "after": {**after, "at_ns": 1704164645123456789}}
+    with pytest.raises(EventDecodeError, match="sub-microsecond"):
+        parse_event(dbz.wrapped(finer, "prices", fields))
 
 
 def test_key_parser_accepts_wrapped_plain_and_garbage() -> None:

@@ -18,7 +18,8 @@ import pytest
 
 from cdc.events import READERS, JsonReaders
 from cdc.ports import Message
-from cdc.sink import UNAVAILABLE_VALUE, BatchResult, list_dead_letters
+from cdc.sink import BatchResult, list_dead_letters
+from cdc.toast import UNAVAILABLE_VALUE
 from tests.unit.cdc.synthetic import Pipeline
 
 PRODUCTS, CUSTOMERS = "mono.main.products", "mono.main.customers"

@@ -15,7 +15,8 @@ from cdc.dlq import list_any_dead_letters, read_topic_dead_letters
 from cdc.events import parse_event
 from cdc.mapping import parse_mapping
 from cdc.ports import OutgoingMessage
-from cdc.sink import UNAVAILABLE_VALUE, Sink, SinkConfig, count_dead_letters, list_dead_letters
+from cdc.sink import Sink, SinkConfig, count_dead_letters, list_dead_letters
+from cdc.toast import UNAVAILABLE_VALUE
 from cdc.transport.embedded import EmbeddedLog, EmbeddedLogConfig
 from kitcore.db import make_engine
 
