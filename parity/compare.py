@@ -29,6 +29,7 @@ from parity.model import (
     DiffKind,
     Request,
     Response,
+    both_denied,
 )
 from parity.paths import Segment, generalise, render_path
 from parity.rules import (
@@ -587,7 +588,14 @@ class Comparator:
             extra_noise |= self.noise_paths(control, secondary, endpoint)
         if diffs:
             diffs = self.classify(diffs, endpoint, extra_noise)
-        return ComparisonResult(endpoint, request, diffs, control=control, candidate=candidate)
+        return ComparisonResult(
+            endpoint,
+            request,
+            diffs,
+            control=control,
+            candidate=candidate,
+            denied=both_denied(control, candidate),
+        )
 
 
 class _NoiseIndex:

@@ -202,7 +202,7 @@ class _Progress:
         return (
             f"{done}{of} requests — {counts.get('match', 0)} match, "
             f"{counts.get('mismatch', 0)} mismatch, {counts.get('noise-only', 0)} noise, "
-            f"{counts.get('error', 0)} errors"
+            f"{counts.get('error', 0)} errors, {counts.get('denied', 0)} denied"
         )
 
 
