@@ -94,6 +94,8 @@ class Redactor:
     ) -> None:
         self.header_names = DEFAULT_REDACTED_HEADERS | {h.lower() for h in headers}
         fields = list(fields)
+        self.fields = tuple(fields)
+        self.patterns = tuple(patterns)
         self.field_names = frozenset(f.lower() for f in fields if not f.startswith("$"))
         paths = [f for f in fields if f.startswith("$")]
         try:
