@@ -151,11 +151,15 @@ class AuthenticatedBackend(Backend):
         self.credentials = credentials
         self.name = inner.name
 
+    retries = 2  # fresh credentials per 401: concurrent requests may use a new token up
+
     def send(self, request: Request) -> Response:
         version, headers = self.credentials.current()
         response = self.inner.send(self.credentials.apply(request, headers))
-        if response.status == 401 and self.credentials.refresh(version):
-            _, headers = self.credentials.current()
+        for _ in range(self.retries):
+            if response.status != 401 or not self.credentials.refresh(version):
+                break
+            version, headers = self.credentials.current()
             response = self.inner.send(self.credentials.apply(request, headers))
         return response
 
