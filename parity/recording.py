@@ -72,6 +72,9 @@ _SECRET_SUFFIXES = ("token", "secret", "password", "apikey")
 _JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.){1,200})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*)')
 
 
+_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+
+
 def _secret_name(name: str) -> bool:
     return name.lower().replace("_", "").replace("-", "").endswith(_SECRET_SUFFIXES)
 
@@ -186,6 +189,8 @@ class Redactor:
         if "x-www-form-urlencoded" in ct:
             pairs = parse_qsl(text, keep_blank_values=True)
             return urlencode(self.query(pairs)).encode("utf-8")
+        if self._nothing_to_redact(text):
+            return body  # a big clean body is not parsed and re-written for nothing
         try:
             doc = json.loads(text)
         except RecursionError:
@@ -196,6 +201,17 @@ class Redactor:
             return json.dumps(self.json_value(doc), ensure_ascii=False).encode("utf-8")
         except RecursionError:
             return self.free_text(text).encode("utf-8")
+
+    def _nothing_to_redact(self, text: str) -> bool:
+        """True when no redaction rule can apply to JSON `text`, decided by regex scans
+        alone (no parse): no path rule, no secret key among its distinct keys, no pattern
+        match. Anything doubtful says False (the full parse and walk then decide)."""
+        if self.matcher is not None:
+            return False
+        for key in set(_JSON_KEY.findall(text)):
+            if "\\" in key or self.sensitive(key):
+                return False
+        return self.text(text) == text
 
     # ---------------------------------------------------------------- records
     def request(self, request: Request) -> Request:

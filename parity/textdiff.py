@@ -63,7 +63,8 @@ def _align(
         else:
             anchors = _unique_anchors(a, b, i1, i2, j1, j2)
             if not anchors:
-                _positional(i1, i2, j1, j2, out)
+                if not _myers(a, b, i1, i2, j1, j2, out):
+                    _positional(a, b, i1, i2, j1, j2, out)
                 continue
             parts: list[tuple[bool, int, int, int, int]] = []
             pi, pj = i1, j1
@@ -117,9 +118,73 @@ def _longest_increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _positional(i1: int, i2: int, j1: int, j2: int, out: list[Opcode]) -> None:
+MYERS_BUDGET = 4_000_000  # (lines) x (edit distance) steps before giving up on a region
+
+
+def _myers(
+    a: Sequence[str], b: Sequence[str], i1: int, i2: int, j1: int, j2: int, out: list[Opcode]
+) -> bool:
+    """Myers' O((N+M)D) shortest edit script for a region without unique lines (repeated
+    rows); False, with nothing emitted, when the edit distance exceeds the budget."""
+    n, m = i2 - i1, j2 - j1
+    max_d = min(n + m, MYERS_BUDGET // (n + m))
+    offset = max_d + 1
+    v = [0] * (2 * max_d + 3)
+    trace: list[list[int]] = []
+    for d in range(max_d + 1):
+        trace.append(v[offset - d - 1 : offset + d + 2])  # only what step d reads
+        for k in range(-d, d + 1, 2):
+            if k == -d or (k != d and v[offset + k - 1] < v[offset + k + 1]):
+                x = v[offset + k + 1]
+            else:
+                x = v[offset + k - 1] + 1
+            y = x - k
+            while x < n and y < m and a[i1 + x] == b[j1 + y]:
+                x += 1
+                y += 1
+            v[offset + k] = x
+            if x >= n and y >= m:
+                _backtrack(trace, d, n, m, i1, j1, out)
+                return True
+    return False
+
+
+def _backtrack(
+    trace: list[list[int]], d_end: int, n: int, m: int, i1: int, j1: int, out: list[Opcode]
+) -> None:
+    ops: list[Opcode] = []
+    x, y = n, m
+    for d in range(d_end, 0, -1):
+        v = trace[d]  # v[t] is V[k] for k = t - d - 1 (as it stood before step d)
+        k = x - y
+        if k == -d or (k != d and v[k - 1 + d + 1] < v[k + 1 + d + 1]):
+            prev_k = k + 1
+        else:
+            prev_k = k - 1
+        prev_x = v[prev_k + d + 1]
+        prev_y = prev_x - prev_k
+        mid_x, mid_y = (prev_x, prev_y + 1) if prev_k == k + 1 else (prev_x + 1, prev_y)
+        if x > mid_x:
+            ops.append(("equal", i1 + mid_x, i1 + x, j1 + mid_y, j1 + y))
+        if prev_k == k + 1:
+            ops.append(("insert", i1 + prev_x, i1 + prev_x, j1 + prev_y, j1 + mid_y))
+        else:
+            ops.append(("delete", i1 + prev_x, i1 + mid_x, j1 + prev_y, j1 + prev_y))
+        x, y = prev_x, prev_y
+    if x > 0:
+        ops.append(("equal", i1, i1 + x, j1, j1 + y))
+    ops.reverse()
+    out.extend(ops)
+
+
+def _positional(
+    a: Sequence[str], b: Sequence[str], i1: int, i2: int, j1: int, j2: int, out: list[Opcode]
+) -> None:
+    """Last resort for a huge region far apart: line k against line k (equal where equal)."""
     common = min(i2 - i1, j2 - j1)
-    out.append(("replace", i1, i1 + common, j1, j1 + common))
+    for k in range(common):
+        tag = "equal" if a[i1 + k] == b[j1 + k] else "replace"
+        out.append((tag, i1 + k, i1 + k + 1, j1 + k, j1 + k + 1))
     if i1 + common < i2:
         out.append(("delete", i1 + common, i2, j1 + common, j1 + common))
     if j1 + common < j2:
@@ -127,14 +192,21 @@ def _positional(i1: int, i2: int, j1: int, j2: int, out: list[Opcode]) -> None:
 
 
 def _merge(ops: list[Opcode]) -> list[Opcode]:
-    """Join adjacent opcodes of the same tag (what difflib would have produced)."""
+    """Join adjacent opcodes of the same tag, and adjacent changes into one `replace` (what
+    difflib would have produced)."""
     out: list[Opcode] = []
     for op in ops:
         if op[1] == op[2] and op[3] == op[4]:
             continue
-        if out and out[-1][0] == op[0] and out[-1][2] == op[1] and out[-1][4] == op[3]:
+        if out and out[-1][2] == op[1] and out[-1][4] == op[3]:
             prev = out[-1]
-            out[-1] = (op[0], prev[1], op[2], prev[3], op[4])
-        else:
-            out.append(op)
+            tags = {prev[0], op[0]}
+            if len(tags) == 1 or (tags <= _CHANGES and "equal" not in tags):
+                tag = op[0] if len(tags) == 1 else "replace"
+                out[-1] = (tag, prev[1], op[2], prev[3], op[4])
+                continue
+        out.append(op)
     return out
+
+
+_CHANGES = frozenset({"replace", "delete", "insert"})
