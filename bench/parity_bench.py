@@ -2,6 +2,12 @@
 two live HTTP backends as a ratio of the slower backend's own throughput in the same run.
 
     .venv/bin/python bench/parity_bench.py [--seconds 2] [--concurrency 8] [--requests 3000]
+    .venv/bin/python bench/parity_bench.py --hostile-only   # big bodies: text diff, 20 MB JSON
+
+The hostile part times one pass each (no servers): a text diff of HTML pages of 0.25, 1 and
+4 MB made of repeated lines with one line changed (near-linear: the 4 MB page should cost
+about 4x the 1 MB one), and a 20 MB JSON body with one difference compared, redacted and
+rendered as the HTML report, beside the floor of parsing both bodies once (orjson).
 
 The backends are the live monolith (control) and the extracted catalog service (candidate),
 each served by one gunicorn process (gthread, keep-alive, as `kit up` runs them) on 127.0.0.1:
@@ -23,12 +29,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 from _procs import ROOT, stop_processes  # also puts ROOT on sys.path for tests.*
 
 from kit.runtime.plan import gunicorn_argv
 from kitcore.net import free_port, wait_http_ok
-from parity.compare import Comparator
+from parity.compare import Comparator, diff_text
 from parity.model import Request, Response
+from parity.recording import Redactor
+from parity.report import RunReport, render_html
 from parity.rules import RuleSet
 from parity.runner import HttpBackend, Runner
 from parity.sources import from_list
@@ -220,6 +229,58 @@ def bench_replay(
     return out
 
 
+def _html_page(megabytes: float, changes: int) -> tuple[str, str]:
+    """An HTML table of repeated cells (the input that made difflib quadratic) and a copy
+    with `changes` rows changed, spread evenly."""
+    rows, size = [], 0
+    while size < megabytes * 1_000_000:
+        row = f"<tr><td>{len(rows) % 17}</td><td>item</td><td>{len(rows) % 5}</td></tr>"
+        rows.append(row)
+        size += len(row) + 1
+    changed = list(rows)
+    for c in range(changes):
+        changed[(c + 1) * len(rows) // (changes + 1)] = f"<tr><td>changed {c}</td></tr>"
+    return "\n".join(rows), "\n".join(changed)
+
+
+def _timed(fn) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def bench_hostile() -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for changes in (1, 10):
+        for mb in (0.25, 1.0, 4.0):
+            a, b = _html_page(mb, changes)
+            seconds, diffs = _timed(lambda a=a, b=b: diff_text(a, b))
+            assert len(diffs) == changes, diffs  # type: ignore[arg-type]
+            out.append((f"text diff, {mb:g} MB HTML page, {changes} line(s) changed (s)", seconds))
+    per_item = len(_body(1000)) / 1000
+    big = _body(int(20_000_000 / per_item) + 1)
+    a = big
+    b = big.replace(b'"Product 12345"', b'"Product 12345 (changed)"', 1)
+    assert a != b
+    ctype = {"Content-Type": "application/json"}
+    parse_floor, _ = _timed(lambda: (orjson.loads(a), orjson.loads(b)))
+    out.append((f"parse both {len(a) / 1e6:.1f} MB bodies once, orjson (floor, s)", parse_floor))
+
+    def compare_and_report() -> str:
+        result = Comparator().compare(
+            Request("GET", "/big"), Response(200, ctype, a), Response(200, ctype, b)
+        )
+        assert len(result.differences) == 1, result.differences
+        safe = Redactor().result(result)
+        return render_html(RunReport("control", "candidate", results=[safe]))
+
+    seconds, page = _timed(compare_and_report)
+    out.append(("compare + redact + HTML report of that pair (s)", seconds))
+    out.append(("  ... as a multiple of the parse floor", seconds / parse_floor))
+    out.append(("  ... HTML page size (KB)", len(page) / 1000))  # type: ignore[arg-type]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per comparator case")
@@ -230,7 +291,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved replay rounds")
     parser.add_argument("--skip-replay", action="store_true")
     parser.add_argument("--skip-comparator", action="store_true")
+    parser.add_argument("--skip-hostile", action="store_true")
+    parser.add_argument("--hostile-only", action="store_true", help="only the big-body timings")
     args = parser.parse_args()
+    if args.hostile_only:
+        args.skip_comparator = args.skip_replay = True
+    if not args.skip_hostile:
+        print("hostile inputs (one pass each):")
+        for label, value in bench_hostile():
+            print(f"  {label:<60} {value:>10,.2f}")
     if not args.skip_comparator:
         print("comparator alone (diffs/s):")
         for label, rate in bench_comparator(args.seconds):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import string
 import sys
 import tomllib
@@ -204,10 +205,19 @@ class TransportSpec:
 
 @dataclass(frozen=True)
 class ParitySettings:
+    """`[parity]`: statistics, rules (inline and `rules_file`, which `kit parity learn-noise
+    --save` writes), credentials (`auth`: a command printing headers), what is redacted, and
+    where a listing's ids are (`ids`: endpoint -> JSONPath)."""
+
     stats_url: str
     rules: Mapping[str, Any] = field(default_factory=dict)
     recordings_dir: Path | None = None
     sample_rate: float = 0.1
+    rules_file: Path | None = None
+    auth: tuple[str, ...] | None = None
+    redact_fields: tuple[str, ...] = ()
+    redact_patterns: tuple[str, ...] | None = None  # None: the built-ins (kitcore.redact)
+    ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -248,6 +258,7 @@ class ServiceSpec(AppSpec):
     tables: tuple[str, ...]
     endpoints: tuple[Endpoint, ...]
     parity: Mapping[str, Any] = field(default_factory=dict)
+    parity_rules_file: Path | None = None
     stop_reverse_cdc_on_retire: bool = True
 
     @property
@@ -742,6 +753,8 @@ def parse_manifest(
         rules=rules if isinstance(rules, dict) else {},
         recordings_dir=r.path("recordings_dir"),
         sample_rate=r.float("sample_rate", 0.1, 0.0, 1.0),
+        rules_file=r.path("rules_file"),
+        **_parity_access(r),
     )
     _check_rules(parity.rules, "parity.rules", problems)
     r.unknown()
@@ -794,6 +807,13 @@ def parse_manifest(
         if not isinstance(parity_rules, dict):
             r.problem("parity", "must be a table of parity rules")
             parity_rules = {}
+        parity_rules = dict(parity_rules)
+        service_rules_file = _Reader(
+            {"rules_file": parity_rules.pop("rules_file")} if "rules_file" in parity_rules else {},
+            f"services.{name}.parity",
+            problems,
+            root,
+        ).path("rules_file")
         _check_rules(parity_rules, f"services.{name}.parity", problems)
         services[name] = ServiceSpec(
             **r.app_fields(),
@@ -802,6 +822,7 @@ def parse_manifest(
             tables=tables,
             endpoints=_parse_endpoints(r.raw("endpoints", None, True), name, problems),
             parity=parity_rules,
+            parity_rules_file=service_rules_file,
             stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
         )
         r.unknown()
@@ -811,6 +832,51 @@ def parse_manifest(
     if problems:
         raise ManifestError(problems, path)
     return Manifest(path, root, kit, monolith, proxy, transport, parity, guards, services)
+
+
+def _parity_access(r: _Reader) -> dict[str, Any]:
+    """The `[parity]` keys for credentials, redaction and id discovery, validated."""
+    from kitcore.redact import TextScrubber
+    from parity.paths import PathSyntaxError, parse_pattern
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = r.raw(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            r.problem(key, f"must be a list of strings, got {value!r}")
+            return None
+        return tuple(value)
+
+    auth_raw = r.raw("auth")
+    auth: tuple[str, ...] | None = None
+    if isinstance(auth_raw, str) and auth_raw.strip():
+        auth = tuple(shlex.split(auth_raw))
+    elif auth_raw is not None:
+        auth = strings("auth")
+        if not auth:
+            r.problem("auth", "must be a command: a string or a list of strings")
+    patterns = strings("redact_patterns")
+    if patterns is not None:
+        try:
+            TextScrubber(patterns)
+        except ValueError as exc:
+            r.problem("redact_patterns", str(exc))
+    ids = r.raw("ids", {})
+    if not isinstance(ids, dict):
+        r.problem("ids", "must be a table of endpoint = JSONPath, e.g. '$.data[*].id'")
+        ids = {}
+    for endpoint, path in ids.items():
+        try:
+            parse_pattern(path if isinstance(path, str) else "")
+        except PathSyntaxError as exc:
+            r.problem(f"ids.{endpoint!r}", str(exc))
+    return {
+        "auth": auth,
+        "redact_fields": strings("redact_fields") or (),
+        "redact_patterns": patterns,
+        "ids": dict(ids),
+    }
 
 
 def _check_rules(rules: Any, where: str, problems: list[Problem]) -> None:
@@ -963,19 +1029,22 @@ def proxy_config(m: Manifest, **overrides: Any) -> Any:
 
 
 def parity_rules(m: Manifest) -> Any:
-    """One parity RuleSet: global defaults/endpoints plus each service's, and every manifest
-    endpoint as a known pattern (so live pairs are counted under `GET /products/<int:id>`)."""
+    """One parity RuleSet: global defaults/endpoints, the rules files (`rules_file`, global
+    and per service), each service's, and every manifest endpoint as a known pattern (so
+    live pairs are counted under `GET /products/<int:id>`)."""
     from parity.rules import RuleSet
 
-    defaults = dict(m.parity.rules.get("defaults", {}) or {})
-    endpoints = list(m.parity.rules.get("endpoints", []) or [])
-    for s in m.services.values():
-        for k, v in (s.parity.get("defaults", {}) or {}).items():
+    files = [m.parity.rules_file, *(s.parity_rules_file for s in m.services.values())]
+    loaded = [RuleSet.load(f).to_dict() for f in files if f is not None and f.exists()]
+    defaults: dict[str, Any] = {}
+    endpoints: list[Any] = []
+    for rules in [m.parity.rules, *loaded, *(s.parity for s in m.services.values())]:
+        for k, v in (rules.get("defaults", {}) or {}).items():
             if k in defaults and isinstance(v, list) and isinstance(defaults[k], list):
                 defaults[k] = defaults[k] + v
             else:
                 defaults[k] = v
-        endpoints.extend(s.parity.get("endpoints", []) or [])
+        endpoints.extend(rules.get("endpoints", []) or [])
     named = {e.get("endpoint") for e in endpoints}
     for e in m.endpoints:
         if e.label not in named:
@@ -984,6 +1053,19 @@ def parity_rules(m: Manifest) -> Any:
     if defaults:
         data["defaults"] = defaults
     return RuleSet.from_dict(data)
+
+
+def parity_redactor(m: Manifest) -> Any:
+    """The parity Redactor of the manifest: built-in fields and patterns plus `[parity]
+    redact_fields`; `redact_patterns` replaces the built-in patterns when given."""
+    from kitcore.redact import DEFAULT_PATTERNS
+    from parity.recording import DEFAULT_REDACTED_FIELDS, Redactor
+
+    patterns = m.parity.redact_patterns
+    return Redactor(
+        fields=[*DEFAULT_REDACTED_FIELDS, *m.parity.redact_fields],
+        patterns=DEFAULT_PATTERNS if patterns is None else patterns,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

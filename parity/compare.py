@@ -8,7 +8,6 @@ own primary/secondary control pair) is marked on the differences, never dropped.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -16,6 +15,13 @@ from typing import Any
 import orjson
 
 from kitcore.jsonscan import may_hold_big_int
+from parity.depth import (
+    MAX_WALK_DEPTH,
+    clip,
+    first_difference_offset,
+    path_at_offset,
+    preview_at,
+)
 from parity.model import (
     ABSENT,
     ComparisonResult,
@@ -23,6 +29,7 @@ from parity.model import (
     DiffKind,
     Request,
     Response,
+    both_denied,
 )
 from parity.paths import Segment, generalise, render_path
 from parity.rules import (
@@ -34,6 +41,7 @@ from parity.rules import (
     EndpointResolver,
     RuleSet,
 )
+from parity.textdiff import line_opcodes
 
 MAX_DIFFERENCES = 500
 _SCALARS = (str, int, float, bool, type(None))
@@ -68,20 +76,32 @@ def _strictly_equal(a: Any, b: Any) -> bool:
     """Equal values that also agree in every type, all the way down: 1 vs 1.0 vs True.
 
     Containers are told apart by serialising both at C speed (orjson); repr() is the
-    fallback for what orjson refuses (integers beyond 64 bits, non-JSON values)."""
+    fallback for what orjson refuses (integers beyond 64 bits, non-JSON values). Values too
+    deep for either are "not known equal": the walk then compares them piece by piece.
+    NaN equals NaN here (the same answer twice is no difference)."""
     t = type(a)
-    if t is not type(b) or a != b:
+    if t is not type(b):
         return False
-    if t in _PLAIN:
-        return True
     try:
-        return orjson.dumps(a) == orjson.dumps(b)
-    except (TypeError, orjson.JSONEncodeError):
-        return repr(a) == repr(b)
+        if a != b:
+            return t is float and a != a and b != b
+        if t in _PLAIN:
+            return True
+        try:
+            return orjson.dumps(a) == orjson.dumps(b)
+        except (TypeError, orjson.JSONEncodeError):
+            return repr(a) == repr(b)
+    except RecursionError:
+        return False
 
 
 def _canonical(value: Any) -> str:
-    return _CANONICAL.encode(value)
+    """Sorted-key JSON text of a value; a value too deep for the encoder gets a text of its
+    own (it then matches nothing exactly and is compared under rules instead)."""
+    try:
+        return _CANONICAL.encode(value)
+    except RecursionError:
+        return f"<deep {id(value)}>"
 
 
 class _Differ:
@@ -98,7 +118,7 @@ class _Differ:
 
     def emit(self, kind: DiffKind, segs: tuple[Segment, ...], a: Any, b: Any) -> None:
         if len(self.out) < self.limit:
-            self.out.append(Difference(kind, render_path(segs), a, b))
+            self.out.append(Difference(kind, render_path(segs), clip(a), clip(b)))
 
     def run(self, a: Any, b: Any) -> list[Difference]:
         if _strictly_equal(a, b):
@@ -118,6 +138,9 @@ class _Differ:
     def walk(
         self, a: Any, b: Any, segs: tuple[Segment, ...], state: Any, accepted: tuple[int, ...]
     ) -> None:
+        if len(segs) >= MAX_WALK_DEPTH:
+            self.walk_deep(a, b, segs)
+            return
         tolerance = None
         unordered: Any = ABSENT
         if accepted:
@@ -132,14 +155,7 @@ class _Differ:
                 elif action == UNORDERED:
                     unordered = arg
         ta, tb = type(a), type(b)
-        if ta is not tb:
-            if (
-                tolerance is not None
-                and ta in (int, float)
-                and tb in (int, float)
-                and tolerance.accepts(a, b)
-            ):
-                return
+        if ta is not tb:  # a tolerance never hides a type change: 1 and 1.0 differ
             self.emit(DiffKind.TYPE, segs, a, b)
             return
         if ta is dict:
@@ -149,10 +165,41 @@ class _Differ:
                 self.walk_unordered(a, b, segs, state, unordered)
             else:
                 self.walk_array(a, b, segs, state)
-        elif a != b:
+        elif not _scalar_equal(a, b):
             if tolerance is not None and ta in (int, float) and tolerance.accepts(a, b):
                 return
             self.emit(DiffKind.VALUE, segs, a, b)
+
+    def walk_deep(self, a: Any, b: Any, segs: tuple[Segment, ...]) -> None:
+        """Below MAX_WALK_DEPTH: the same structural comparison (no rules, no order
+        detection) with an explicit stack, so no nesting depth can exhaust the call stack."""
+        stack: list[tuple[Any, Any, tuple[Segment, ...]]] = [(a, b, segs)]
+        while stack and len(self.out) < self.limit:
+            a, b, segs = stack.pop()
+            ta = type(a)
+            if ta is not type(b):
+                self.emit(DiffKind.TYPE, segs, a, b)
+            elif ta is dict:
+                children = []
+                for key, va in a.items():
+                    vb = b.get(key, ABSENT)
+                    if vb is ABSENT:
+                        self.emit(DiffKind.MISSING, (*segs, key), va, ABSENT)
+                    elif va is not vb:
+                        children.append((va, vb, (*segs, key)))
+                for key, vb in b.items():
+                    if key not in a:
+                        self.emit(DiffKind.EXTRA, (*segs, key), ABSENT, vb)
+                stack.extend(reversed(children))
+            elif ta is list:
+                n = min(len(a), len(b))
+                for i in range(n, len(a)):
+                    self.emit(DiffKind.MISSING, (*segs, i), a[i], ABSENT)
+                for i in range(n, len(b)):
+                    self.emit(DiffKind.EXTRA, (*segs, i), ABSENT, b[i])
+                stack.extend((a[i], b[i], (*segs, i)) for i in reversed(range(n)))
+            elif not _scalar_equal(a, b):
+                self.emit(DiffKind.VALUE, segs, a, b)
 
     def walk_object(self, a: dict, b: dict, segs: tuple[Segment, ...], state: Any) -> None:
         for key, va in a.items():
@@ -222,7 +269,7 @@ class _Differ:
     def _same_multiset(a: list, b: list) -> bool:
         try:
             return sorted(map(_canonical, a)) == sorted(map(_canonical, b))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return False
 
     def _equal_under_rules(
@@ -236,19 +283,42 @@ class _Differ:
         self, a: list, b: list, segs: tuple[Segment, ...], state: Any, key: str | None
     ) -> None:
         if key is not None:
-            by_key: dict[Any, int] = {}
+            # a key may repeat: each control element takes a candidate element of its key,
+            # one equal to it under the rules first, else the first one left
+            by_key: dict[Any, list[int]] = {}
             for j, vb in enumerate(b):
                 if isinstance(vb, dict) and key in vb:
-                    by_key.setdefault(_canonical(vb[key]), j)
-            used: set[int] = set()
+                    by_key.setdefault(_canonical(vb[key]), []).append(j)
+            slots_of = [
+                by_key.get(_canonical(va[key]), []) if isinstance(va, dict) and key in va else []
+                for va in a
+            ]
+            partner: dict[int, int] = {}
+            for i, slots in enumerate(slots_of):
+                if len(slots) > 1:
+                    cstate, cacc = self.child(state, i)
+                    j = next(
+                        (
+                            k
+                            for k in slots
+                            if self._equal_under_rules(a[i], b[k], (*segs, i), cstate, cacc)
+                        ),
+                        None,
+                    )
+                    if j is not None:
+                        slots.remove(j)
+                        partner[i] = j
+            for i, slots in enumerate(slots_of):
+                if i not in partner and slots:
+                    partner[i] = slots.pop(0)
+            used: set[int] = set(partner.values())
             for i, va in enumerate(a):
-                j = by_key.get(_canonical(va[key])) if isinstance(va, dict) and key in va else None
                 cstate, cacc = self.child(state, i)
-                if j is None or j in used:
+                j = partner.get(i)
+                if j is None:
                     if not self._ignored(cacc):
                         self.emit(DiffKind.MISSING, (*segs, i), va, ABSENT)
                     continue
-                used.add(j)
                 self.walk(va, b[j], (*segs, i), cstate, cacc)
             for j, vb in enumerate(b):
                 if j not in used:
@@ -328,8 +398,7 @@ def diff_text(control: str, candidate: str) -> list[Difference]:
     if a == b:
         return []
     out: list[Difference] = []
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in line_opcodes(a, b):
         if tag == "equal":
             continue
         if tag == "replace":
@@ -364,6 +433,13 @@ def _norm_header(name: str, value: str) -> str:
     return value
 
 
+class _TooDeep:
+    """A JSON body nested deeper than any parser here accepts."""
+
+
+TOO_DEEP: Any = _TooDeep()
+
+
 def _try_json(body: bytes) -> tuple[bool, Any]:
     if not body:
         return False, None
@@ -374,8 +450,25 @@ def _try_json(body: bytes) -> tuple[bool, Any]:
             pass  # NaN/Infinity literals, lone surrogates...: the stdlib accepts those
     try:
         return True, json.loads(body)
+    except RecursionError:
+        return True, TOO_DEEP
     except ValueError:
         return False, None
+
+
+def _scalar_equal(a: Any, b: Any) -> bool:
+    return a == b or (a != a and b != b)  # NaN equals NaN
+
+
+def deep_body_difference(control: bytes, candidate: bytes) -> Difference:
+    """Bodies too deep to parse: one difference at the path where their bytes part."""
+    at = first_difference_offset(control, candidate)
+    return Difference(
+        DiffKind.BODY,
+        path_at_offset(control, at),
+        f"<nested too deep to compare structurally> {preview_at(control, at)}",
+        f"<nested too deep to compare structurally> {preview_at(candidate, at)}",
+    )
 
 
 def _preview(body: bytes, limit: int = 200) -> str:
@@ -427,6 +520,8 @@ class Comparator:
         if control.is_json or candidate.is_json:
             ok_a, a = _try_json(control.body)
             ok_b, b = _try_json(candidate.body)
+            if a is TOO_DEEP or b is TOO_DEEP:
+                return [deep_body_difference(control.body, candidate.body)]
             if ok_a and ok_b:
                 return diff_json(a, b, rules if rules.matcher is not None else None)
             if ok_a or ok_b:
@@ -493,7 +588,14 @@ class Comparator:
             extra_noise |= self.noise_paths(control, secondary, endpoint)
         if diffs:
             diffs = self.classify(diffs, endpoint, extra_noise)
-        return ComparisonResult(endpoint, request, diffs, control=control, candidate=candidate)
+        return ComparisonResult(
+            endpoint,
+            request,
+            diffs,
+            control=control,
+            candidate=candidate,
+            denied=both_denied(control, candidate),
+        )
 
 
 class _NoiseIndex:

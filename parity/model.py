@@ -337,11 +337,26 @@ class Outcome(StrEnum):
     MISMATCH = "mismatch"
     NOISE_ONLY = "noise-only"
     ERROR = "error"
+    DENIED = "denied"  # both sides refused (401/403): agreement that proves nothing
+
+
+DENIED_STATUSES = frozenset({401, 403})
+
+
+def both_denied(control: Response | None, candidate: Response | None) -> bool:
+    """True when monolith and service both refused the request (no credentials, or stale)."""
+    return (
+        control is not None
+        and candidate is not None
+        and control.status in DENIED_STATUSES
+        and candidate.status in DENIED_STATUSES
+    )
 
 
 @dataclass
 class ComparisonResult:
-    """Verdict for one request: regressions and noise are kept apart."""
+    """Verdict for one request: regressions and noise are kept apart; a pair both sides
+    refused (`denied`) is never a match."""
 
     endpoint: str
     request: Request
@@ -349,6 +364,7 @@ class ComparisonResult:
     error: str | None = None
     control: Response | None = None
     candidate: Response | None = None
+    denied: bool = False
 
     @property
     def regressions(self) -> list[Difference]:
@@ -364,6 +380,8 @@ class ComparisonResult:
             return Outcome.ERROR
         if any(not d.noise for d in self.differences):
             return Outcome.MISMATCH
+        if self.denied:
+            return Outcome.DENIED
         if self.differences:
             return Outcome.NOISE_ONLY
         return Outcome.MATCH

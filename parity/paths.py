@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 Segment = str | int
 
@@ -128,6 +129,35 @@ def parse_concrete(path: str) -> tuple[Segment, ...]:
             raise PathSyntaxError(f"path {path!r}: wildcards are not allowed here")
         segs.append(value)  # type: ignore[arg-type]
     return tuple(segs)
+
+
+def select(doc: Any, pattern: str) -> list[Any]:
+    """Values at a JSONPath pattern (`$.data[*].id`, `$..id`, `$[*]`) in document order."""
+    nodes = [doc]
+    for kind, value in parse_pattern(pattern):
+        nxt: list[Any] = []
+        for node in nodes:
+            if kind == DESCEND:
+                stack = [node]  # the node and every container below it (iterative)
+                while stack:
+                    cur = stack.pop()
+                    nxt.append(cur)
+                    children = cur.values() if isinstance(cur, dict) else cur
+                    if isinstance(cur, dict | list):
+                        stack.extend(
+                            c for c in reversed(list(children)) if isinstance(c, dict | list)
+                        )
+            elif kind == ANY:
+                if isinstance(node, dict):
+                    nxt.extend(node.values())
+                elif isinstance(node, list):
+                    nxt.extend(node)
+            elif kind == KEY and isinstance(node, dict) and value in node:
+                nxt.append(node[value])
+            elif kind == INDEX and isinstance(node, list) and -len(node) <= value < len(node):  # type: ignore[operator]
+                nxt.append(node[value])  # type: ignore[index]
+        nodes = nxt
+    return nodes
 
 
 def _token_matches(token: Token, seg: Segment) -> bool:

@@ -9,11 +9,15 @@ test module), then override the configuration fixtures:
     def parity_candidate(): return "http://127.0.0.1:8001"
     @pytest.fixture
     def parity_rules():     return RuleSet.load("parity-rules.toml")
+    @pytest.fixture
+    def parity_auth():      return Credentials(hook="./get-token.sh")   # or {"Authorization": ...}
 
     def test_product_detail_matches(parity):
         parity.check("GET", "/products/42")
 
-A failing check fails the test with a readable list of differences.
+A failing check fails the test with a readable list of differences. Both sides get the same
+credentials; a check both sides refuse (401/403) fails too, since it proved nothing (pass
+`allow_denied=True` where the refusal is what is checked).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from parity.auth import Credentials, as_credentials, authenticated
 from parity.compare import Comparator
 from parity.model import ComparisonResult, Outcome, Request
 from parity.rules import RuleSet
@@ -65,16 +70,26 @@ class ParityChecker:
         self.results.append(result)
         return result
 
-    def check(self, method: str, path: str, **kwargs: Any) -> ComparisonResult:
-        """Compare and fail the test on any regression (noise alone passes)."""
+    def check(
+        self, method: str, path: str, *, allow_denied: bool = False, **kwargs: Any
+    ) -> ComparisonResult:
+        """Compare and fail the test on any regression (noise alone passes), and on a pair
+        both sides refused unless `allow_denied`."""
         result = self.compare(method, path, **kwargs)
-        if result.outcome in (Outcome.MISMATCH, Outcome.ERROR):
+        failing = {Outcome.MISMATCH, Outcome.ERROR} | (set() if allow_denied else {Outcome.DENIED})
+        if result.outcome in failing:
             pytest.fail(format_failure(result), pytrace=False)
         return result
 
 
 def format_failure(result: ComparisonResult) -> str:
     lines = [f"parity mismatch for {result.request} ({result.endpoint}):"]
+    if result.outcome is Outcome.DENIED:
+        lines.append(
+            f"  both sides refused it ({result.control.status if result.control else '?'}/"
+            f"{result.candidate.status if result.candidate else '?'}): the check proves "
+            "nothing; give credentials (a `parity_auth` fixture)"
+        )
     if result.error:
         lines.append(f"  {result.error}")
     for d in result.regressions[:30]:
@@ -105,12 +120,24 @@ def parity_rules() -> RuleSet:
 
 
 @pytest.fixture
+def parity_auth() -> Credentials | Mapping[str, str] | None:
+    """Override: credentials sent to both sides — a `parity.auth.Credentials` (headers and/or
+    an auth hook command, refreshed on 401) or a header mapping; none by default."""
+    return None
+
+
+@pytest.fixture
 def parity(
-    parity_control: Any, parity_candidate: Any, parity_rules: RuleSet
+    parity_control: Any, parity_candidate: Any, parity_rules: RuleSet, parity_auth: Any
 ) -> Iterator[ParityChecker]:
     control = as_backend(parity_control, name="control")
     candidate = as_backend(parity_candidate, name="candidate")
-    checker = ParityChecker(control, candidate, Comparator(parity_rules))
+    credentials = as_credentials(parity_auth)
+    checker = ParityChecker(
+        authenticated(control, credentials),
+        authenticated(candidate, credentials),
+        Comparator(parity_rules),
+    )
     try:
         yield checker
     finally:

@@ -9,10 +9,12 @@ them into the recording store.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from kitcore.redact import DEFAULT_PATTERNS, MARK, TextScrubber
 from parity.compare import Comparator
 from parity.model import (
     ABSENT,
@@ -40,38 +43,83 @@ from parity.report import EndpointSummary
 
 log = logging.getLogger(__name__)
 
-REDACTED = "[REDACTED]"
+REDACTED = MARK
 DEFAULT_REDACTED_HEADERS = frozenset(
     {"authorization", "cookie", "set-cookie", "proxy-authorization"}
 )
-DEFAULT_REDACTED_FIELDS = ("password", "token", "secret", "access_token", "refresh_token")
+DEFAULT_REDACTED_FIELDS = (
+    "password",
+    "token",
+    "secret",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "client_secret",
+    "email",
+    "phone",
+    "phone_number",
+    "telephone",
+    "mobile",
+    "card_number",
+    "cvv",
+    "cvc",
+    "iban",
+    "ssn",
+)
+# a field whose name ends so is a secret whatever its prefix (`resetToken`, `db_password`)
+_SECRET_SUFFIXES = ("token", "secret", "password", "apikey")
+_JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.){1,200})"(\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*)')
+
+
+_JSON_KEY = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:')
+
+
+def _secret_name(name: str) -> bool:
+    return name.lower().replace("_", "").replace("-", "").endswith(_SECRET_SUFFIXES)
 
 
 class Redactor:
-    """Removes secrets from requests, responses, JSON values and differences.
+    """Removes secrets and personal data from requests, responses, JSON values, differences.
 
     `fields` holds names (matched case-insensitively at any depth of a JSON body, and as
-    query/form parameter names) and `$`-paths (e.g. `$.card.number`, wildcards allowed).
+    query/form parameter names; names ending in token/secret/password/apikey always are)
+    and `$`-paths (e.g. `$.card.number`, wildcards allowed). `patterns` (kitcore.redact:
+    e-mail, phone, card, token, or regexes) are replaced inside every other string: JSON
+    values, text bodies, paths, query values and header values.
     """
 
     def __init__(
-        self, headers: Iterable[str] = (), fields: Iterable[str] = DEFAULT_REDACTED_FIELDS
+        self,
+        headers: Iterable[str] = (),
+        fields: Iterable[str] = DEFAULT_REDACTED_FIELDS,
+        patterns: Iterable[str] = DEFAULT_PATTERNS,
     ) -> None:
         self.header_names = DEFAULT_REDACTED_HEADERS | {h.lower() for h in headers}
         fields = list(fields)
+        self.fields = tuple(fields)
+        self.patterns = tuple(patterns)
         self.field_names = frozenset(f.lower() for f in fields if not f.startswith("$"))
         paths = [f for f in fields if f.startswith("$")]
         try:
             self.matcher = PathMatcher.compile(paths) if paths else None
         except PathSyntaxError as exc:
             raise ValueError(f"redact fields: {exc}") from None
+        self.text = TextScrubber(patterns)
+
+    def sensitive(self, name: str) -> bool:
+        """True when a field or parameter of this name is always redacted."""
+        return name.lower() in self.field_names or _secret_name(name)
 
     # ---------------------------------------------------------------- pieces
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
-        return {k: (REDACTED if k.lower() in self.header_names else v) for k, v in headers.items()}
+        return {
+            k: (REDACTED if k.lower() in self.header_names else self.text(v))
+            for k, v in headers.items()
+        }
 
     def query(self, pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-        return tuple((k, REDACTED if k.lower() in self.field_names else v) for k, v in pairs)
+        return tuple((k, REDACTED if self.sensitive(k) else self.text(v)) for k, v in pairs)
 
     def json_value(self, value: Any, base: tuple[Segment, ...] = ()) -> Any:
         """A copy of `value` (found at path `base`) with redacted fields replaced."""
@@ -84,49 +132,92 @@ class Redactor:
                 state, accepted = self.matcher.step(state, seg)
             if base and accepted:
                 return REDACTED
-        if base and isinstance(base[-1], str) and base[-1].lower() in self.field_names:
+        if base and isinstance(base[-1], str) and self.sensitive(base[-1]):
             return REDACTED
         return self._walk(value, state)
 
     def _walk(self, value: Any, state: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for k, v in value.items():
-                cstate, acc = self.matcher.step(state, k) if state is not None else (None, ())
-                if acc or k.lower() in self.field_names:
-                    out[k] = REDACTED
-                else:
-                    out[k] = self._walk(v, cstate)
-            return out
-        if isinstance(value, list):
-            out_list = []
-            for i, v in enumerate(value):
-                cstate, acc = self.matcher.step(state, i) if state is not None else (None, ())
-                out_list.append(REDACTED if acc else self._walk(v, cstate))
-            return out_list
-        return value
+        """The redacted copy, built with an explicit stack (no nesting depth breaks it)."""
+        root: list[Any] = [None]
+        stack: list[tuple[Any, Any, Any, Any]] = [(value, state, root, 0)]
+        step = self.matcher.step if self.matcher is not None else None
+        while stack:
+            node, st, parent, slot = stack.pop()
+            if isinstance(node, dict):
+                out: dict[str, Any] = {}
+                parent[slot] = out
+                for k, v in node.items():
+                    cst, acc = step(st, k) if st is not None and step else (None, ())
+                    if acc or self.sensitive(k):
+                        out[k] = REDACTED
+                    else:
+                        out[k] = None
+                        stack.append((v, cst, out, k))
+            elif isinstance(node, list):
+                items: list[Any] = [None] * len(node)
+                parent[slot] = items
+                for i, v in enumerate(node):
+                    cst, acc = step(st, i) if st is not None and step else (None, ())
+                    if acc:
+                        items[i] = REDACTED
+                    else:
+                        stack.append((v, cst, items, i))
+            elif isinstance(node, str):
+                parent[slot] = self.text(node)
+            else:
+                parent[slot] = node
+        return root[0]
+
+    def free_text(self, text: str) -> str:
+        """Text that may be JSON nobody could parse: secret members, then the patterns."""
+
+        def member(m: re.Match[str]) -> str:
+            if self.sensitive(m.group(1)):
+                return f'"{m.group(1)}"{m.group(2)}"{REDACTED}"'
+            return m.group(0)
+
+        return self.text(_JSON_MEMBER.sub(member, text))
 
     def body(self, body: bytes, content_type: str = "") -> bytes:
         if not body:
             return body
         ct = content_type.lower()
-        if "x-www-form-urlencoded" in ct:
-            try:
-                pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-            except UnicodeDecodeError:
-                return body
-            return urlencode(self.query(pairs)).encode("utf-8")
         try:
-            doc = json.loads(body)
-        except ValueError:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
             return body
-        return json.dumps(self.json_value(doc), ensure_ascii=False).encode("utf-8")
+        if "x-www-form-urlencoded" in ct:
+            pairs = parse_qsl(text, keep_blank_values=True)
+            return urlencode(self.query(pairs)).encode("utf-8")
+        if self._nothing_to_redact(text):
+            return body  # a big clean body is not parsed and re-written for nothing
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            return self.free_text(text).encode("utf-8")
+        except ValueError:
+            return self.text(text).encode("utf-8")
+        try:
+            return json.dumps(self.json_value(doc), ensure_ascii=False).encode("utf-8")
+        except RecursionError:
+            return self.free_text(text).encode("utf-8")
+
+    def _nothing_to_redact(self, text: str) -> bool:
+        """True when no redaction rule can apply to JSON `text`, decided by regex scans
+        alone (no parse): no path rule, no secret key among its distinct keys, no pattern
+        match. Anything doubtful says False (the full parse and walk then decide)."""
+        if self.matcher is not None:
+            return False
+        for key in set(_JSON_KEY.findall(text)):
+            if "\\" in key or self.sensitive(key):
+                return False
+        return self.text(text) == text
 
     # ---------------------------------------------------------------- records
     def request(self, request: Request) -> Request:
         return Request(
             request.method,
-            request.path,
+            self.text(request.path),
             self.query(request.query),
             self.headers(request.headers),
             self.body(request.body, request.headers.get("content-type", "")),
@@ -146,27 +237,37 @@ class Redactor:
                 return Difference(
                     diff.kind, diff.path, _mask(diff.control), _mask(diff.candidate), diff.noise
                 )
-            return diff
+            return Difference(
+                diff.kind,
+                diff.path,
+                self._scalar(diff.control),
+                self._scalar(diff.candidate),
+                diff.noise,
+            )
         try:
             base = parse_concrete(diff.path)
         except PathSyntaxError:
-            return diff
+            base = ()
         return Difference(
             diff.kind,
-            diff.path,
+            self.text(diff.path),
             diff.control if diff.control is ABSENT else self.json_value(diff.control, base),
             diff.candidate if diff.candidate is ABSENT else self.json_value(diff.candidate, base),
             diff.noise,
         )
+
+    def _scalar(self, value: Any) -> Any:
+        return self.free_text(value) if isinstance(value, str) else value
 
     def result(self, result: ComparisonResult) -> ComparisonResult:
         return ComparisonResult(
             result.endpoint,
             self.request(result.request),
             [self.difference(d) for d in result.differences],
-            result.error,
+            self._scalar(result.error) if result.error is not None else None,
             self.response(result.control) if result.control is not None else None,
             self.response(result.candidate) if result.candidate is not None else None,
+            result.denied,
         )
 
 
@@ -403,8 +504,9 @@ class EndpointStats(EndpointSummary):
 
     @property
     def agreement(self) -> float:
-        """Share of compared requests without regressions (1.0 when nothing seen yet)."""
-        compared = self.requests - self.errors
+        """Share of compared requests without regressions (1.0 when nothing seen yet); pairs
+        both sides refused (401/403) compared nothing and are left out."""
+        compared = self.requests - self.errors - self.denied
         return 1.0 if compared <= 0 else (self.matches + self.noise) / compared
 
     def to_dict(self) -> dict[str, Any]:
@@ -421,6 +523,7 @@ _COUNTER = {
     Outcome.MISMATCH: "mismatches",
     Outcome.NOISE_ONLY: "noise",
     Outcome.ERROR: "errors",
+    Outcome.DENIED: "denied",
 }
 
 
@@ -479,16 +582,7 @@ class MemoryStatsStore(StatsStore):
             s = self._stats.get(endpoint)
             if s is None:
                 return EndpointStats(endpoint)
-            return EndpointStats(
-                s.endpoint,
-                s.requests,
-                s.matches,
-                s.mismatches,
-                s.noise,
-                s.errors,
-                list(self._last.get(endpoint, ())),
-                s.updated_at,
-            )
+            return dataclasses.replace(s, last_mismatches=list(self._last.get(endpoint, ())))
 
     def endpoints(self) -> list[str]:
         with self._lock:
@@ -542,6 +636,7 @@ class SqlStatsStore(StatsStore):
             sa.Column("mismatches", sa.Integer, nullable=False, default=0),
             sa.Column("noise", sa.Integer, nullable=False, default=0),
             sa.Column("errors", sa.Integer, nullable=False, default=0),
+            sa.Column("denied", sa.Integer, nullable=False, default=0, server_default="0"),
             sa.Column("updated_at", sa.Float),
         )
         self.recent = sa.Table(
@@ -552,7 +647,21 @@ class SqlStatsStore(StatsStore):
             sa.Column("detail", sa.Text, nullable=False),
         )
         md.create_all(self.engine)
+        self._add_denied_column()
         self._lock = threading.Lock()
+
+    def _add_denied_column(self) -> None:
+        """A statistics database from before the `denied` counter gets the column."""
+        sa = self._sa
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(self.counts.name)}
+        if "denied" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {self.counts.name} "
+                        "ADD COLUMN denied INTEGER NOT NULL DEFAULT 0"
+                    )
+                )
 
     def add(self, result: ComparisonResult) -> None:
         sa = self._sa
@@ -565,7 +674,8 @@ class SqlStatsStore(StatsStore):
                     from sqlalchemy.dialects.sqlite import insert
                 else:
                     from sqlalchemy.dialects.postgresql import insert
-                values = {c: 0 for c in ("requests", "matches", "mismatches", "noise", "errors")}
+                values = {c: 0 for c in _COUNTER.values()}
+                values["requests"] = 0
                 values.update({"requests": 1, attr: 1})
                 stmt = insert(t).values(endpoint=result.endpoint, updated_at=now, **values)
                 stmt = stmt.on_conflict_do_update(
@@ -592,6 +702,7 @@ class SqlStatsStore(StatsStore):
                             mismatches=0,
                             noise=0,
                             errors=0,
+                            denied=0,
                             updated_at=now,
                             **{attr: 1},
                         )
@@ -636,13 +747,9 @@ class SqlStatsStore(StatsStore):
             ]
         return EndpointStats(
             endpoint,
-            row["requests"],
-            row["matches"],
-            row["mismatches"],
-            row["noise"],
-            row["errors"],
-            details,
-            row["updated_at"],
+            **{name: row[name] for name in ("requests", *_COUNTER.values())},
+            last_mismatches=details,
+            updated_at=row["updated_at"],
         )
 
     def endpoints(self) -> list[str]:

@@ -6,7 +6,6 @@ report have already been redacted by the runner.
 
 from __future__ import annotations
 
-import difflib
 import html
 import json
 from collections.abc import Mapping
@@ -15,12 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from kitcore.jsonscan import may_hold_big_int
 from parity.model import ComparisonResult, Difference, Outcome, Request, Response
+from parity.textdiff import line_opcodes
 
 REPORT_VERSION = 1
 
 
-COUNTS = ("requests", "matches", "mismatches", "noise", "errors")
+COUNTS = ("requests", "matches", "mismatches", "noise", "errors", "denied")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class EndpointSummary:
     mismatches: int = 0
     noise: int = 0
     errors: int = 0
+    denied: int = 0  # both sides answered 401/403: counted apart, never as matches
 
     def add(self, other: EndpointSummary) -> None:
         for name in COUNTS:
@@ -61,10 +65,13 @@ class RunReport:
             t.add(e)
         return t
 
-    def exit_code(self, threshold: int = 0, *, errors_count: bool = True) -> int:
-        """0 when mismatches (plus candidate errors, by default) stay within `threshold`."""
+    def exit_code(
+        self, threshold: int = 0, *, errors_count: bool = True, denied_count: bool = True
+    ) -> int:
+        """0 when mismatches (plus candidate errors and pairs both sides refused, by default)
+        stay within `threshold`: a run where everyone answered 401 proves nothing."""
         t = self.totals
-        bad = t.mismatches + (t.errors if errors_count else 0)
+        bad = t.mismatches + (t.errors if errors_count else 0) + (t.denied if denied_count else 0)
         return 0 if bad <= threshold else 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +131,7 @@ def result_from_dict(data: Mapping[str, Any]) -> ComparisonResult:
         error=data.get("error"),
         control=Response.from_dict(data["control"]) if "control" in data else None,
         candidate=Response.from_dict(data["candidate"]) if "candidate" in data else None,
+        denied=data.get("outcome") == str(Outcome.DENIED),
     )
 
 
@@ -132,13 +140,13 @@ def result_from_dict(data: Mapping[str, Any]) -> ComparisonResult:
 
 def render_table(report: RunReport, *, show_differences: int = 3) -> str:
     """Aligned table per endpoint plus the first differences of each failing endpoint."""
-    headers = ["endpoint", "requests", "match", "mismatch", "noise", "errors"]
+    headers = ["endpoint", "requests", "match", "mismatch", "noise", "errors", "denied"]
     rows = [
-        [e.endpoint, e.requests, e.matches, e.mismatches, e.noise, e.errors]
+        [e.endpoint, e.requests, e.matches, e.mismatches, e.noise, e.errors, e.denied]
         for e in report.endpoints
     ]
     t = report.totals
-    rows.append(["TOTAL", t.requests, t.matches, t.mismatches, t.noise, t.errors])
+    rows.append(["TOTAL", t.requests, t.matches, t.mismatches, t.noise, t.errors, t.denied])
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
     def fmt(row: list[Any]) -> str:
@@ -155,6 +163,11 @@ def render_table(report: RunReport, *, show_differences: int = 3) -> str:
     lines += [fmt(r) for r in rows[:-1]]
     lines.append("  ".join("-" * w for w in widths))
     lines.append(fmt(rows[-1]))
+    if t.denied:
+        lines.append(
+            f"{t.denied} request(s) refused (401/403) by both sides: not counted as matches; "
+            "give credentials (--header, or the manifest's [parity] auth hook)"
+        )
     if show_differences:
         shown: dict[str, int] = {}
         details: list[str] = []
@@ -210,30 +223,71 @@ def _value(v: Any) -> str:
 
 
 def _pretty(resp: Response | None) -> list[str]:
+    """Response lines for the side-by-side: JSON indented (orjson, else the stdlib), the raw
+    text when it is not JSON or nests too deep to re-indent."""
     if resp is None:
         return []
     head = [f"HTTP {resp.status}", f"content-type: {resp.content_type}", ""]
     try:
-        body = json.dumps(json.loads(resp.body), indent=2, ensure_ascii=False)
-    except ValueError:
-        body = resp.body.decode("utf-8", errors="replace")
+        if may_hold_big_int(resp.body):  # orjson would round it: the stdlib reads it exactly
+            raise TypeError
+        body = orjson.dumps(orjson.loads(resp.body), option=orjson.OPT_INDENT_2).decode()
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
+        try:
+            body = json.dumps(json.loads(resp.body), indent=2, ensure_ascii=False)
+        except (ValueError, RecursionError):
+            body = resp.body.decode("utf-8", errors="replace")
     return head + body.splitlines()
 
 
+SBS_CONTEXT = 3  # equal lines shown around each change
+SBS_LINE_CHARS = 2000  # a longer line is cut (a minified body is one line)
+
+
+def _cell(lines: list[str], index: int | None) -> str:
+    if index is None:
+        return ""
+    line = lines[index]
+    if len(line) > SBS_LINE_CHARS:
+        line = line[:SBS_LINE_CHARS] + f" ... ({len(line) - SBS_LINE_CHARS} more characters)"
+    return _e(line)
+
+
 def _side_by_side(control: Response | None, candidate: Response | None, limit: int = 400) -> str:
+    """Changed lines with a few equal lines around them; long equal runs fold into one row,
+    so the page stays small and its cost near-linear in the bodies' size."""
     a, b = _pretty(control), _pretty(candidate)
     rows: list[str] = []
-    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+    ops = line_opcodes(a, b)
+    for n, (tag, i1, i2, j1, j2) in enumerate(ops):
         cls = {"equal": "eq", "replace": "chg", "delete": "del", "insert": "ins"}[tag]
-        for k in range(max(i2 - i1, j2 - j1)):
-            li = i1 + k if i1 + k < i2 else None
-            rj = j1 + k if j1 + k < j2 else None
+        pairs: list[tuple[int | None, int | None]]
+        if tag == "equal":
+            keep_head = SBS_CONTEXT if n > 0 else 0
+            keep_tail = SBS_CONTEXT if n < len(ops) - 1 else 0
+            if i2 - i1 > keep_head + keep_tail + 1:
+                pairs = [(i1 + k, j1 + k) for k in range(keep_head)]
+                pairs.append((None, None))  # the fold
+                pairs += [(i2 - keep_tail + k, j2 - keep_tail + k) for k in range(keep_tail)]
+            else:
+                pairs = [(i1 + k, j1 + k) for k in range(i2 - i1)]
+        else:
+            pairs = [
+                (i1 + k if i1 + k < i2 else None, j1 + k if j1 + k < j2 else None)
+                for k in range(max(i2 - i1, j2 - j1))
+            ]
+        for li, rj in pairs:
+            if tag == "equal" and li is None:
+                rows.append(
+                    f'<tr><td></td><td colspan="3" class="muted">({i2 - i1 - keep_head - keep_tail}'
+                    " equal lines)</td></tr>"
+                )
+                continue
             rows.append(
                 f'<tr class="{cls}"><td class="ln">{"" if li is None else li + 1}</td>'
-                f'<td class="t l"><pre>{_e(a[li]) if li is not None else ""}</pre></td>'
+                f'<td class="t l"><pre>{_cell(a, li)}</pre></td>'
                 f'<td class="ln">{"" if rj is None else rj + 1}</td>'
-                f'<td class="t r"><pre>{_e(b[rj]) if rj is not None else ""}</pre></td></tr>'
+                f'<td class="t r"><pre>{_cell(b, rj)}</pre></td></tr>'
             )
             if len(rows) >= limit:
                 rows.append('<tr><td></td><td colspan="3" class="muted">(truncated)</td></tr>')
@@ -262,14 +316,15 @@ def render_html(report: RunReport, *, title: str = "Parity report") -> str:
         f"<p>control <b>{_e(report.control)}</b> vs candidate <b>{_e(report.candidate)}</b>"
         f" — {t.requests} requests in {report.duration:.2f}s {_e(started)}</p>",
         "<table><tr><th>endpoint</th><th>requests</th><th>match</th><th>mismatch</th>"
-        "<th>noise</th><th>errors</th></tr>",
+        "<th>noise</th><th>errors</th><th>denied (401/403 both)</th></tr>",
     ]
     for e in [*report.endpoints, t]:
-        cls = "bad" if e.mismatches or e.errors else "ok"
+        cls = "bad" if e.mismatches or e.errors or e.denied else "ok"
         parts.append(
             f"<tr><td class='{cls}'>{_e(e.endpoint)}</td><td class='n'>{e.requests}</td>"
             f"<td class='n'>{e.matches}</td><td class='n'>{e.mismatches}</td>"
-            f"<td class='n'>{e.noise}</td><td class='n'>{e.errors}</td></tr>"
+            f"<td class='n'>{e.noise}</td><td class='n'>{e.errors}</td>"
+            f"<td class='n'>{e.denied}</td></tr>"
         )
     parts.append("</table>")
     if report.noise:

@@ -488,6 +488,7 @@ class Runner:
                 mismatches=c[Outcome.MISMATCH],
                 noise=c[Outcome.NOISE_ONLY],
                 errors=c[Outcome.ERROR],
+                denied=c[Outcome.DENIED],
             )
             for e, c in sorted(counts.items())
         ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from parity.model import Request
+from parity.paths import select
 from parity.recording import read_recording
 
 _PARAM = re.compile(r"\{([^}/]+)\}")
@@ -96,14 +97,17 @@ class GeneratedRequests:
     skipped: list[str] = field(default_factory=list)
 
 
-def load_openapi(source: str | Path, *, timeout: float = 10.0) -> dict[str, Any]:
-    """Read an OpenAPI document from a URL (`http://.../openapi.json`) or a file."""
+def load_openapi(
+    source: str | Path, *, timeout: float = 10.0, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Read an OpenAPI document from a URL (`http://.../openapi.json`, sent `headers`: the
+    document may need the same credentials as the API) or a file."""
     text = str(source)
     if text.startswith(("http://", "https://")):
         import httpx
 
         try:
-            resp = httpx.get(text, timeout=timeout)
+            resp = httpx.get(text, timeout=timeout, headers=dict(headers or {}))
             resp.raise_for_status()
             doc = resp.json()
         except httpx.HTTPError as exc:
@@ -144,14 +148,45 @@ def flask_pattern(openapi_path: str, params: Mapping[str, Mapping[str, Any]]) ->
     return _PARAM.sub(repl, openapi_path)
 
 
+ENVELOPES = ("items", "data", "results")  # where a listing's rows usually are
+
+
+def _path_key(text: str) -> str:
+    """`GET /things/<int:id>` and `/things/{id}` both → `/things/{}` (how id paths match)."""
+    path = text.split()[-1] if text.strip() else text
+    return re.sub(r"<[^>]*>|\{[^}]*\}", "{}", path)
+
+
+def listing_rows(body: Any, id_path: str | None = None) -> list[Any] | None:
+    """The rows of a listing: at `id_path` (a JSONPath) when given, else a top-level array or
+    the first of the common envelopes (`items`, `data`, `results`) holding an array."""
+    if id_path:
+        return select(body, id_path)
+    if isinstance(body, list):
+        return body
+    if isinstance(body, Mapping):
+        for key in ENVELOPES:
+            if isinstance(body.get(key), list):
+                return body[key]
+    return None
+
+
 def discover_ids(
-    doc: Mapping[str, Any], fetch: Callable[[str], Any], *, sample: int = 5
+    doc: Mapping[str, Any],
+    fetch: Callable[[str], Any],
+    *,
+    sample: int = 5,
+    id_paths: Mapping[str, str] | None = None,
 ) -> dict[str, list[Any]]:
-    """Ids that exist, per parameterised path, asked of the live control: `/products/{id}`
-    takes the ids that `GET /products` lists (its `items` array, or a top-level array, of
-    objects carrying the parameter's name or `id`), plus one integer id past the largest, so
-    the "not found" answer is compared too. Paths without a listing are left out."""
+    """Ids that exist, per parameterised path, asked of the live control: `/things/{id}`
+    takes the ids that `GET /things` lists, plus one integer id past the largest, so the
+    "not found" answer is compared too. Where the ids are is told per path by `id_paths`
+    (a JSONPath per endpoint, e.g. `{"GET /things/<int:id>": "$.data[*].thing_id"}`, either
+    the ids themselves or objects carrying the parameter's name or `id`); by default rows are
+    looked for in a top-level array or under `items`, `data` or `results`. Paths without a
+    listing are left out."""
     paths = doc.get("paths") or {}
+    chosen = {_path_key(k): v for k, v in (id_paths or {}).items()}
     listings: dict[str, Any] = {}
     out: dict[str, list[Any]] = {}
     for raw_path in sorted(paths):
@@ -167,12 +202,11 @@ def discover_ids(
                 listings[collection] = fetch(collection)
             except (OSError, ValueError, RuntimeError):
                 listings[collection] = None
-        body = listings[collection]
-        rows = body.get("items") if isinstance(body, Mapping) else body
+        rows = listing_rows(listings[collection], chosen.get(_path_key(raw_path)))
         if not isinstance(rows, list):
             continue
         field_name = names[0]
-        values = [r.get(field_name, r.get("id")) for r in rows if isinstance(r, Mapping)]
+        values = [r.get(field_name, r.get("id")) if isinstance(r, Mapping) else r for r in rows]
         values = [v for v in values if isinstance(v, int | str) and not isinstance(v, bool)]
         values = list(dict.fromkeys(values))[:sample]
         if not values:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kitcore.redact import TextScrubber
+
 REDACTED = "[redacted]"
 SENSITIVE_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization"})
 
@@ -127,17 +129,37 @@ class RingBufferSink(ShadowSink):
         return pairs[:limit] if limit is not None else pairs
 
 
-class JsonLinesSink(ShadowSink):
-    """Appends one JSON object per pair to a file (the default recording for later replay)."""
+def scrub_record(record: dict[str, object], scrub: TextScrubber) -> dict[str, object]:
+    """Personal data (e-mails, phone and card numbers, tokens) out of a pair's text: its path,
+    header values and text bodies (base64 bodies are binary and left as they are)."""
+    out = dict(record)
+    for side in ("request", "monolith", "service_response"):
+        part = out.get(side)
+        if not isinstance(part, dict):
+            continue
+        part = dict(part)
+        if isinstance(part.get("path"), str):
+            part["path"] = scrub(part["path"])
+        part["headers"] = [(k, scrub(v)) for k, v in part.get("headers") or []]
+        if isinstance(part.get("body"), str):
+            part["body"] = scrub(part["body"])
+        out[side] = part
+    return out
 
-    def __init__(self, path: str | Path) -> None:
+
+class JsonLinesSink(ShadowSink):
+    """Appends one JSON object per pair to a file (the default recording for later replay);
+    personal data found by pattern (kitcore.redact) is replaced before it is written."""
+
+    def __init__(self, path: str | Path, scrub: TextScrubber | None = None) -> None:
+        self.scrub = scrub if scrub is not None else TextScrubber()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
 
     def record(self, pair: ShadowPair) -> None:
-        line = json.dumps(pair.to_dict(), separators=(",", ":"))
+        line = json.dumps(scrub_record(pair.to_dict(), self.scrub), separators=(",", ":"))
         with self._lock:
             self._file.write(line + "\n")
             self._file.flush()

@@ -14,11 +14,24 @@ from typing import Any
 
 import click
 
-from kit.manifest import SAFE_METHODS, ManifestError, load_manifest, parity_rules
+from kit.manifest import (
+    SAFE_METHODS,
+    ManifestError,
+    load_manifest,
+    parity_redactor,
+    parity_rules,
+)
+from parity.auth import (
+    AuthError,
+    Credentials,
+    authenticated,
+    check_replayable,
+    parse_header_option,
+)
 from parity.compare import Comparator
 from parity.model import Request
 from parity.noise import NoiseLearner
-from parity.recording import DEFAULT_REDACTED_FIELDS, RecordingStore, Redactor
+from parity.recording import RecordingStore, Redactor
 from parity.report import RunReport, render_html, render_table
 from parity.rules import EndpointPattern, EndpointResolver, RulesError, RuleSet
 from parity.runner import BackendError, HttpBackend, Runner
@@ -79,10 +92,15 @@ class _Source:
     ids: tuple[str, ...]
     endpoints: tuple[str, ...]
     limit: int | None
-    openapi_path: str = "/openapi.json"  # the manifest's `monolith.openapi` under --service
+    headers: tuple[str, ...] = ()
+    auth_command: str | None = None
 
-    def requests(self, base_url: str, resolver: EndpointResolver) -> list[Request]:
-        """The requests to send (`base_url` + `openapi_path` is the default document)."""
+    def requests(
+        self, base_url: str, resolver: EndpointResolver, targets: _Targets, auth: Credentials
+    ) -> list[Request]:
+        """The requests to send. The OpenAPI document defaults to the manifest's `openapi`
+        (else `/openapi.json`) on `base_url`; a recording whose credentials were redacted
+        is refused unless credentials are given."""
         pool = _parse_ids(self.ids)
         chosen = [x for x in (self.recording, self.openapi, self.request_file) if x]
         if len(chosen) > 1:
@@ -90,19 +108,22 @@ class _Source:
         try:
             if self.recording:
                 reqs = list(from_recording(self.recording))
+                check_replayable(reqs, auth, source=f"recording {self.recording}")
             elif self.request_file:
                 reqs = load_list_file(self.request_file)
             else:
-                default = self.openapi_path
-                if not default.startswith(("http://", "https://")):
-                    default = base_url.rstrip("/") + default
-                doc = load_openapi(self.openapi or default)
-                gen = from_openapi(doc, pool, path_ids=_existing_ids(doc, base_url))
+                source = self.openapi or _openapi_location(base_url, targets.openapi)
+                _, headers = auth.current()
+                doc = load_openapi(source, headers=headers)
+                found = _existing_ids(doc, base_url, auth, targets.ids)
+                gen = from_openapi(doc, pool, path_ids=found)
                 for endpoint in gen.endpoints:
                     resolver.add(endpoint)
                 for reason in gen.skipped:
                     click.echo(f"skipped {reason}", err=True)
                 reqs = gen.requests
+        except AuthError as exc:
+            raise click.ClickException(str(exc)) from None
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"cannot read requests: {exc}") from None
         # a run against live backends must never write to live data
@@ -123,15 +144,36 @@ class _Source:
         return reqs
 
 
-def _existing_ids(doc: dict[str, Any], base_url: str) -> dict[str, list[Any]]:
-    """Ids the live control lists, per parameterised path (see parity.sources.discover_ids)."""
-    with HttpBackend(base_url, timeout=10.0) as backend:
+def _requests(
+    source: _Source, base_url: str, resolver: EndpointResolver, targets: _Targets, auth: Credentials
+) -> list[Request]:
+    """The source's requests; an auth hook that fails is a clear CLI error."""
+    try:
+        return source.requests(base_url, resolver, targets, auth)
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _openapi_location(base_url: str, configured: str | None) -> str:
+    """The manifest's `openapi` (a path on the monolith, a URL or a file), else the usual."""
+    where = configured or "/openapi.json"
+    if where.startswith(("http://", "https://")) or not where.startswith("/"):
+        return where
+    return base_url.rstrip("/") + where
+
+
+def _existing_ids(
+    doc: dict[str, Any], base_url: str, auth: Credentials, id_paths: dict[str, str]
+) -> dict[str, list[Any]]:
+    """Ids the live control lists, per parameterised path (see parity.sources.discover_ids),
+    asked with the run's credentials."""
+    with authenticated(HttpBackend(base_url, timeout=10.0), auth) as backend:
 
         def fetch(path: str) -> Any:
             response = backend.send(Request("GET", path))
             return response.json() if response.status == 200 and response.is_json else None
 
-        return discover_ids(doc, fetch)
+        return discover_ids(doc, fetch, id_paths=id_paths)
 
 
 @dataclass(frozen=True)
@@ -143,7 +185,11 @@ class _Targets:
     proxy: str | None
     rules: RuleSet | None
     endpoints: tuple[str, ...]
-    openapi_path: str = "/openapi.json"
+    openapi: str | None = None
+    auth: tuple[str, ...] | None = None
+    redactor: Redactor | None = None
+    ids: dict[str, str] = dataclasses.field(default_factory=dict)
+    rules_file: Path | None = None  # where `learn-noise --save` writes
 
     @classmethod
     def of(cls, service: str | None) -> _Targets:
@@ -159,13 +205,49 @@ class _Targets:
         if not reads:
             raise click.ClickException(f"service {service!r} declares no read endpoints")
         proxy = f"http://{manifest.proxy.listen}"
-        openapi = manifest.monolith.openapi
-        return cls(manifest.monolith.url, spec.url, proxy, rules, reads, openapi)
+        p = manifest.parity
+        return cls(
+            manifest.monolith.url,
+            spec.url,
+            proxy,
+            rules,
+            reads,
+            openapi=manifest.monolith.openapi,
+            auth=p.auth,
+            redactor=parity_redactor(manifest),
+            ids=dict(p.ids),
+            rules_file=spec.parity_rules_file or p.rules_file,
+        )
+
+    def credentials(self, headers: tuple[str, ...], auth: str | None) -> Credentials:
+        """`--header` values plus the auth hook (`--auth`, else the manifest's)."""
+        pairs = []
+        for text in headers:
+            try:
+                pairs.append(parse_header_option(text))
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--header") from None
+        credentials = Credentials(pairs, auth or self.auth)
+        try:
+            credentials.current()  # the hook runs at the start: a broken one stops here
+        except AuthError as exc:
+            raise click.ClickException(str(exc)) from None
+        return credentials
+
+    def redactor_with(
+        self, fields: tuple[str, ...] = (), headers: tuple[str, ...] = ()
+    ) -> Redactor:
+        """The manifest's redaction (else the defaults) plus the command's own fields."""
+        base = self.redactor or Redactor()
+        return Redactor(
+            headers=[*base.header_names, *headers],
+            fields=[*base.fields, *fields],
+            patterns=base.patterns,
+        )
 
     def source(self, source: _Source) -> _Source:
         """The user's source, limited to the service's read endpoints unless --endpoint says,
         its OpenAPI document where the manifest says the monolith serves it."""
-        source = dataclasses.replace(source, openapi_path=self.openapi_path)
         if source.endpoints or not self.endpoints:
             return source
         return dataclasses.replace(source, endpoints=self.endpoints)
@@ -210,7 +292,7 @@ class _Progress:
         return (
             f"{done}{of} requests — {counts.get('match', 0)} match, "
             f"{counts.get('mismatch', 0)} mismatch, {counts.get('noise-only', 0)} noise, "
-            f"{counts.get('error', 0)} errors"
+            f"{counts.get('error', 0)} errors, {counts.get('denied', 0)} denied"
         )
 
 
@@ -248,6 +330,21 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--limit", type=click.IntRange(min=1), help="Send at most this many requests."
         ),
+        click.option(
+            "--header",
+            "headers",
+            multiple=True,
+            metavar="NAME:VALUE",
+            help="Header sent with every request to both sides, e.g. 'Authorization: Bearer "
+            "...' (repeatable; never written to a recording or report).",
+        ),
+        click.option(
+            "--auth",
+            "auth_command",
+            metavar="COMMAND",
+            help="Auth hook: a command printing headers ('Name: value' lines or a JSON "
+            "object), run at start and again on a 401; default: the manifest's [parity] auth.",
+        ),
     ]
 
     @functools.wraps(func)
@@ -259,9 +356,13 @@ def _source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ids: tuple[str, ...],
         endpoints: tuple[str, ...],
         limit: int | None,
+        headers: tuple[str, ...],
+        auth_command: str | None,
         **kwargs: Any,
     ) -> Any:
-        source = _Source(recording, openapi, request_file, ids, endpoints, limit)
+        source = _Source(
+            recording, openapi, request_file, ids, endpoints, limit, headers, auth_command
+        )
         return func(*args, source=source, **kwargs)
 
     wrapped: Callable[..., Any] = with_source
@@ -321,6 +422,12 @@ def cli() -> None:
 @click.option(
     "--redact-field", multiple=True, help="Extra JSON field name or $.path to redact in reports."
 )
+@click.option(
+    "--accept-denied",
+    is_flag=True,
+    help="Do not fail on requests both sides refused (401/403), e.g. when checking that "
+    "anonymous access is refused alike; they are still counted apart from matches.",
+)
 def run_cmd(
     service: str | None,
     control: str | None,
@@ -335,6 +442,7 @@ def run_cmd(
     html_out: str | None,
     timeout: float,
     redact_field: tuple[str, ...],
+    accept_denied: bool,
 ) -> None:
     """Replay requests against control and candidate and report per endpoint."""
     targets = _Targets.of(service)
@@ -343,13 +451,21 @@ def run_cmd(
         raise click.UsageError("give --service, or --control and --candidate URLs")
     rules = targets.rules_or(rules_file)
     resolver = EndpointResolver(rules.endpoint_patterns())
-    reqs = targets.source(source).requests(control, resolver)
+    auth = targets.credentials(source.headers, source.auth_command)
+    reqs = _requests(targets.source(source), control, resolver, targets, auth)
     comparator = Comparator(rules, resolver)
-    redactor = Redactor(fields=[*DEFAULT_REDACTED_FIELDS, *redact_field])
+    redactor = targets.redactor_with(fields=redact_field, headers=tuple(auth.names()))
     try:
-        ctl = HttpBackend(control, timeout=timeout, max_connections=concurrency * 2, name=control)
-        cand = HttpBackend(
-            candidate, timeout=timeout, max_connections=concurrency * 2, name=candidate
+        # one Credentials for both sides: monolith and service get the same headers
+        ctl = authenticated(
+            HttpBackend(control, timeout=timeout, max_connections=concurrency * 2, name=control),
+            auth,
+        )
+        cand = authenticated(
+            HttpBackend(
+                candidate, timeout=timeout, max_connections=concurrency * 2, name=candidate
+            ),
+            auth,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -376,11 +492,13 @@ def run_cmd(
     if save_noise and runner.noise is not None:
         runner.noise.save(save_noise, base=rules)
         click.echo(f"learned noise saved to {save_noise}")
-    code = report.exit_code(threshold)
+    code = report.exit_code(threshold, denied_count=not accept_denied)
     if code:
         t = report.totals
         click.echo(
-            f"FAIL: {t.mismatches} mismatches, {t.errors} errors (threshold {threshold})", err=True
+            f"FAIL: {t.mismatches} mismatches, {t.errors} errors, {t.denied} refused by both "
+            f"sides (threshold {threshold})",
+            err=True,
         )
     sys.exit(code)
 
@@ -404,9 +522,14 @@ def run_cmd(
 )
 @click.option(
     "--out",
-    required=True,
     type=click.Path(dir_okay=False),
     help="Rules file to write (.toml or .json).",
+)
+@click.option(
+    "--save",
+    is_flag=True,
+    help="Write to the rules file the manifest references (the service's parity.rules_file, "
+    "else [parity] rules_file), merged with what it holds: nothing to paste.",
 )
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256))
 def learn_noise_cmd(
@@ -415,7 +538,8 @@ def learn_noise_cmd(
     source: _Source,
     repeat: int,
     rules_file: str | None,
-    out: str,
+    out: str | None,
+    save: bool,
     concurrency: int,
 ) -> None:
     """Ask the control the same requests several times; save where it disagrees with itself."""
@@ -423,15 +547,17 @@ def learn_noise_cmd(
     control = control or targets.control
     if not control:
         raise click.UsageError("give --service or --control")
+    out_path, base = _noise_destination(targets, out, save)
     rules = targets.rules_or(rules_file)
     resolver = EndpointResolver(rules.endpoint_patterns())
-    reqs = targets.source(source).requests(control, resolver)
+    auth = targets.credentials(source.headers, source.auth_command)
+    reqs = _requests(targets.source(source), control, resolver, targets, auth)
     comparator = Comparator(rules, resolver)
     learner = NoiseLearner(comparator)
     progress = _Progress("learn-noise")
     from concurrent.futures import ThreadPoolExecutor
 
-    with HttpBackend(control, max_connections=concurrency * 2) as backend:
+    with authenticated(HttpBackend(control, max_connections=concurrency * 2), auth) as backend:
 
         def observe(req: Request) -> str:
             """`match` when the control agreed with itself, `noise-only` when not."""
@@ -451,13 +577,41 @@ def learn_noise_cmd(
             for n, outcome in enumerate(pool.map(observe, reqs), 1):
                 counts[outcome] += 1
                 progress(n, len(reqs), counts)
-    learner.save(out, base=rules)
+    learner.save(out_path, base=base if base is not None else rules)
     mapping = learner.as_mapping()
     for endpoint, paths in mapping.items():
         click.echo(f"{endpoint}: {', '.join(paths)}")
     click.echo(
-        f"{sum(len(p) for p in mapping.values())} noise path(s) on {len(mapping)} endpoint(s) saved to {out}"
+        f"{sum(len(p) for p in mapping.values())} noise path(s) on {len(mapping)} endpoint(s) "
+        f"saved to {out_path}"
     )
+
+
+def _noise_destination(
+    targets: _Targets, out: str | None, save: bool
+) -> tuple[Path, RuleSet | None]:
+    """Where learned noise goes, and the rules it is merged into: `--out` (with the run's
+    rules), or with `--save` the manifest's rules file (with what that file holds)."""
+    if out and save:
+        raise click.UsageError("give --out or --save, not both")
+    if out:
+        return Path(out), None
+    if not save:
+        raise click.UsageError(
+            "give --out FILE, or --save (with --service) to write the "
+            "rules file the manifest references"
+        )
+    if targets.rules_file is None:
+        raise click.UsageError(
+            "--save needs a rules file named in the manifest: add rules_file = "
+            '"parity-rules.toml" to [parity] (or to [services.<name>.parity])'
+        )
+    path = targets.rules_file
+    try:
+        base = RuleSet.load(path) if path.exists() else RuleSet()
+    except RulesError as exc:
+        raise click.ClickException(str(exc)) from None
+    return path, base
 
 
 @cli.command("record")
@@ -508,12 +662,13 @@ def record_cmd(
     if not target:
         raise click.UsageError("give --target (or --service to record through the proxy)")
     resolver = EndpointResolver(list(targets.endpoints))
-    reqs = targets.source(source).requests(target, resolver)
-    redactor = Redactor(headers=redact_header, fields=[*DEFAULT_REDACTED_FIELDS, *redact_field])
+    auth = targets.credentials(source.headers, source.auth_command)
+    reqs = _requests(targets.source(source), target, resolver, targets, auth)
+    redactor = targets.redactor_with(fields=redact_field, headers=(*redact_header, *auth.names()))
     store = RecordingStore(out, sample_rate=sample_rate, max_bytes=max_bytes, redactor=redactor)
     progress = _Progress("record")
     failed = 0
-    with HttpBackend(target) as backend:
+    with authenticated(HttpBackend(target), auth) as backend:
         for n, req in enumerate(reqs, 1):
             try:
                 resp = backend.send(req)
@@ -521,7 +676,9 @@ def record_cmd(
                 failed += 1
                 click.echo(f"failed {req}: {exc}", err=True)
                 continue
-            store.record_exchange(req, resp, endpoint=resolver.resolve(req.method, req.path))
+            # the request as sent (credentials included) goes to the redactor, never to disk
+            sent = auth.apply(req, auth.current()[1]) if auth else req
+            store.record_exchange(sent, resp, endpoint=resolver.resolve(req.method, req.path))
             progress(n, len(reqs), Counter())
     click.echo(f"recorded {store.written} of {len(reqs)} exchanges to {out} ({failed} failed)")
     if failed:

@@ -14,7 +14,7 @@ import queue
 import threading
 from typing import Any
 
-from kit.manifest import Manifest, parity_rules, proxy_config
+from kit.manifest import Manifest, parity_redactor, parity_rules, proxy_config
 from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, route_guard
 from kit.playbook.ryw import ryw_windows
@@ -103,12 +103,18 @@ def make_pair_sink(m: Manifest) -> Any:
     from parity.recording import PairSink, RecordingStore, open_stats_store
 
     recorder = None
+    redactor = parity_redactor(m)
     if m.parity.recordings_dir is not None:
         recorder = RecordingStore(
-            m.parity.recordings_dir / "shadow.jsonl", sample_rate=m.parity.sample_rate
+            m.parity.recordings_dir / "shadow.jsonl",
+            sample_rate=m.parity.sample_rate,
+            redactor=redactor,
         )
     return PairSink(
-        open_stats_store(m.parity.stats_url), Comparator(parity_rules(m)), recorder=recorder
+        open_stats_store(m.parity.stats_url),
+        Comparator(parity_rules(m)),
+        recorder=recorder,
+        redactor=redactor,
     )
 
 

@@ -177,6 +177,8 @@ def test_cli_record_then_replay_from_the_recording_without_leaking_secrets(
             cand,
             "--from",
             str(rec),
+            "--header",  # its own were redacted: a replay without credentials is refused
+            "Authorization: Bearer REPLAY-T0KEN",
             "--json",
             str(tmp_path / "r.json"),
             "--html",
@@ -186,7 +188,7 @@ def test_cli_record_then_replay_from_the_recording_without_leaking_secrets(
     assert replay.exit_code == 1 and "$.slug" in replay.output
     for f in (rec, tmp_path / "r.json", tmp_path / "r.html"):
         text = f.read_text()
-        for secret in ("QS-S3CRET", "HDR-S3CRET", "CK-S3CRET"):
+        for secret in ("QS-S3CRET", "HDR-S3CRET", "CK-S3CRET", "REPLAY-T0KEN"):
             assert secret not in text
 
 

@@ -296,3 +296,120 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+
+
+# ---------------------------------------------------------------- an app that needs a login
+
+
+class TokenBook:
+    """Bearer tokens shared by a control/candidate pair; each expires after `uses` requests
+    (across both apps), so a long run needs its auth hook again."""
+
+    def __init__(self, uses: int = 10**9) -> None:
+        self.uses = uses
+        self.left: dict[str, int] = {}
+        self.issued = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        with self._lock:
+            self.issued += 1
+            token = f"tok-{uuid.uuid4().hex}"
+            self.left[token] = self.uses
+            return token
+
+    def admit(self, header: str | None) -> bool:
+        scheme, _, token = (header or "").partition(" ")
+        with self._lock:
+            if scheme.lower() != "bearer" or self.left.get(token, 0) <= 0:
+                self.refused += 1
+                return False
+            self.left[token] -= 1
+            return True
+
+
+THING_VARIANTS = {"renamed_thing": "thing 2 gets another name"}
+
+
+def create_token_app(book: TokenBook, variant: str | None = None, *, noisy: bool = False) -> Flask:
+    """Not the shop: every route but POST /login needs `Authorization: Bearer <token>`; lists
+    sit under `data` (things) or `page.entries` (boxes, ids in `box_no`); errors are
+    `{"problem": ...}`; the OpenAPI document is at /api/spec.json; records hold e-mails and
+    phone numbers."""
+    app = Flask(f"token-app-{variant or 'control'}")
+    things = [
+        {
+            "thing_id": i,
+            "name": f"Thing {i}" + (" (renamed)" if variant == "renamed_thing" and i == 2 else ""),
+            "owner_email": f"owner{i}@example.org",
+            "phone": f"+44 20 7946 09{i:02d}",
+        }
+        for i in range(1, 8)
+    ]
+    boxes = [{"box_no": n, "label": f"box {n}"} for n in (11, 12, 13)]
+
+    def reply(payload: Any, status: int = 200) -> Response:
+        if noisy and isinstance(payload, dict):
+            payload = {**payload, "served_at": datetime.now(UTC).isoformat()}
+        return Response(json.dumps(payload), status, content_type="application/json")
+
+    @app.before_request
+    def login_required() -> Response | None:
+        if request.path == "/login":
+            return None
+        if not book.admit(request.headers.get("Authorization")):
+            resp = reply({"problem": "unauthorized"}, 401)
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return resp
+        return None
+
+    @app.post("/login")
+    def login() -> Response:
+        return reply({"token": book.issue()})
+
+    @app.get("/things")
+    def list_things() -> Response:
+        return reply({"data": things, "count": len(things)})
+
+    @app.get("/things/<int:thing_id>")
+    def get_thing(thing_id: int) -> Response:
+        found = [t for t in things if t["thing_id"] == thing_id]
+        return reply(found[0]) if found else reply({"problem": "no such thing"}, 404)
+
+    @app.get("/boxes")
+    def list_boxes() -> Response:
+        return reply({"page": {"entries": boxes}})
+
+    @app.get("/boxes/<int:box_id>")
+    def get_box(box_id: int) -> Response:
+        found = [b for b in boxes if b["box_no"] == box_id]
+        return reply(found[0]) if found else reply({"problem": "no such box"}, 404)
+
+    @app.get("/profile")
+    def profile() -> Response:
+        return reply({"email": "ada@example.org", "note": "write to ada@example.org"})
+
+    @app.get("/api/spec.json")
+    def spec() -> Response:
+        return reply(token_openapi_document())
+
+    return app
+
+
+def token_openapi_document() -> dict[str, Any]:
+    def param(name: str) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+
+    ok = {"200": {"description": "ok"}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "things", "version": "1"},
+        "paths": {
+            "/things": {"get": {"responses": ok}},
+            "/things/{thing_id}": {"get": {"parameters": [param("thing_id")], "responses": ok}},
+            "/boxes": {"get": {"responses": ok}},
+            "/boxes/{box_id}": {"get": {"parameters": [param("box_id")], "responses": ok}},
+            "/profile": {"get": {"responses": ok}},
+        },
+    }

@@ -63,3 +63,77 @@ def test_parity_fixture_without_configuration_explains_what_to_define(pytester):
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     assert "define a `parity_control` fixture" in result.stdout.str()
+
+
+TOKEN_CONFTEST = f"""
+import sys
+sys.path.insert(0, {str(HERE)!r})
+import pytest
+from flask import Flask, Response
+from parity_testapps import TokenBook, create_token_app
+
+pytest_plugins = ["parity.pytest_plugin"]
+
+BOOK = TokenBook()
+
+@pytest.fixture
+def parity_control():
+    return create_token_app(BOOK)
+
+@pytest.fixture
+def parity_candidate():
+    return create_token_app(BOOK, "renamed_thing")
+
+@pytest.fixture
+def parity_auth(request):
+    if getattr(request, "param", "login") == "none":
+        return None
+    return {{"Authorization": "Bearer " + BOOK.issue()}}
+
+def deep_app(leaf):
+    app = Flask("deep")
+    body = '{{"a":[' * 600 + leaf + ']}}' * 600
+
+    @app.get("/deep")
+    def deep():
+        return Response(body, content_type="application/json")
+
+    return app
+"""
+
+TOKEN_TESTS = """
+import pytest
+from parity.auth import authenticated
+from parity.compare import Comparator
+from parity.pytest_plugin import ParityChecker
+from parity.runner import FlaskBackend
+from conftest import deep_app
+
+def test_logged_in_equal_thing(parity):
+    parity.check("GET", "/things/1")
+
+def test_logged_in_renamed_thing(parity):
+    parity.check("GET", "/things/2")
+
+@pytest.mark.parametrize("parity_auth", ["none"], indirect=True)
+def test_anonymous_check_proves_nothing(parity):
+    parity.check("GET", "/things/1")
+
+@pytest.mark.parametrize("parity_auth", ["none"], indirect=True)
+def test_anonymous_refusal_checked_on_purpose(parity):
+    assert parity.check("GET", "/things/1", allow_denied=True).outcome == "denied"
+
+def test_deep_json_fails_the_check():
+    checker = ParityChecker(FlaskBackend(deep_app("1")), FlaskBackend(deep_app("2")), Comparator())
+    checker.check("GET", "/deep")
+"""
+
+
+def test_parity_fixture_sends_credentials_to_both_sides_and_fails_hollow_or_deep_checks(pytester):
+    pytester.makeconftest(TOKEN_CONFTEST)
+    pytester.makepyfile(test_things=TOKEN_TESTS)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=3)  # no errors: a deep body is a failure
+    out = result.stdout.str()
+    assert "both sides refused it (401/401): the check proves nothing" in out
+    assert "$.name" in out and "body at $" + ".a[0]" * 3 in out

@@ -28,6 +28,14 @@ SECRETS = [
     "4111111111111111",
     "qs-T0KEN-9",
 ]
+# personal data found by pattern, wherever it is: JSON values, text bodies, paths, queries
+PERSONAL = [
+    "ada.lovelace@example.org",
+    "+44 20 7946 0958",
+    "(555) 123-4567",
+    "4111 1111 1111 1111",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+]
 
 
 def secret_request() -> Request:
@@ -40,6 +48,9 @@ def secret_request() -> Request:
             "user": "ada",
             "password": SECRETS[2],
             "card": {"number": SECRETS[3], "exp": "12/30"},
+            "contact": {"e_mail": PERSONAL[0], "resetToken": "rt-T0KEN-7"},
+            "note": f"call {PERSONAL[1]} or {PERSONAL[2]}, card {PERSONAL[3]}, jwt {PERSONAL[4]}",
+            "order_id": "2026-01-02",
         },
     )
 
@@ -59,9 +70,15 @@ def test_recording_redacts_secrets_before_writing(tmp_path):
         secret_request(),
         json_response({"token": "resp-T0KEN-1", "ok": True}, **{"Set-Cookie": "sid=SETC00KIE"}),
     )
+    store.record_exchange(
+        Request("GET", f"/users/{PERSONAL[0]}", {"q": PERSONAL[1]}),
+        Response(200, {"Content-Type": "text/html"}, f"<p>{PERSONAL[0]} {PERSONAL[3]}</p>"),
+    )
     text = (tmp_path / "rec.jsonl").read_text()
-    for secret in [*SECRETS, "k3y-SECRET", "resp-T0KEN-1", "SETC00KIE"]:
+    for secret in [*SECRETS, *PERSONAL, "k3y-SECRET", "resp-T0KEN-1", "SETC00KIE", "rt-T0KEN-7"]:
         assert secret not in text
+    assert "example.org" not in text and "2026-01-02" in text  # dates are no phone numbers
+    text = text.splitlines()[0]
     line = json.loads(text)
     assert line["request"]["headers"]["authorization"] == "[REDACTED]"
     assert json.loads(line["request"]["body"])["card"] == {"number": "[REDACTED]", "exp": "12/30"}

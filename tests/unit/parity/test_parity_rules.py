@@ -63,10 +63,27 @@ def test_ignored_fields_that_are_missing_or_extra_are_not_reported():
 
 def test_numeric_tolerance_accepts_small_differences_only():
     rules = compiled(tolerance=[{"path": "$.score", "abs": 0.01}, {"path": "$.big", "rel": 0.001}])
-    assert diff_json({"score": 1.0, "big": 1000}, {"score": 1.005, "big": 1000.5}, rules) == []
+    assert diff_json({"score": 1.0, "big": 1000.0}, {"score": 1.005, "big": 1000.5}, rules) == []
     assert paths(diff_json({"score": 1.0, "big": 1000}, {"score": 1.02, "big": 1002}, rules)) == [
         "$.big",
         "$.score",
+    ]
+
+
+def test_a_tolerance_never_hides_a_type_change():
+    rules = compiled(tolerance=[{"path": "$.n", "abs": 1}])
+    [d] = diff_json({"n": 1}, {"n": 1.0}, rules)
+    assert (d.kind, d.path) == ("type", "$.n")
+
+
+def test_unordered_by_key_pairs_duplicate_keys_with_their_equal_element():
+    rules = compiled(unordered=[{"path": "$.l", "key": "id"}])
+    a = {"l": [{"id": 1, "v": 1}, {"id": 1, "v": 2}, {"id": 2, "v": 0}]}
+    b = {"l": [{"id": 2, "v": 0}, {"id": 1, "v": 2}, {"id": 1, "v": 1}]}
+    assert diff_json(a, b, rules) == []
+    changed = {"l": [{"id": 1, "v": 2}, {"id": 1, "v": 3}, {"id": 2, "v": 0}]}
+    assert [(d.path, d.control, d.candidate) for d in diff_json(a, changed, rules)] == [
+        ("$.l[0].v", 1, 3)
     ]
 
 

@@ -219,3 +219,25 @@ def test_sinks_record_pairs_with_credentials_redacted(tmp_path: Path) -> None:
     assert dict(data["monolith"]["headers"])["Set-Cookie"] == REDACTED
     assert "s3cret" not in lines[0]
     assert data["service_response"]["body_b64"] == "/w=="
+
+
+def test_the_shadow_log_holds_no_personal_data(tmp_path: Path) -> None:
+    body = b'{"email": "ada@example.org", "phone": "+44 20 7946 0958", "card": "4111111111111111"}'
+    pair = ShadowPair(
+        request_id="r1",
+        route="GET /u",
+        service="customers",
+        at=1.0,
+        request=RecordedRequest(
+            "GET", "/u?email=bob@example.org", [("X-Me", "c@example.org")], b""
+        ),
+        monolith=RecordedResponse(200, [], body, 1.0),
+        service_response=RecordedResponse(200, [], body, 2.0),
+    )
+    jsonl = JsonLinesSink(tmp_path / "pairs.jsonl")
+    jsonl.record(pair)
+    jsonl.close()
+    text = (tmp_path / "pairs.jsonl").read_text()
+    for personal in ("example.org", "7946", "4111111111111111"):
+        assert personal not in text
+    assert json.loads(text)["monolith"]["body"].count("[REDACTED]") == 3
