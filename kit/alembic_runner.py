@@ -120,10 +120,16 @@ def _foreign_revision(script: ScriptDirectory, revision: str) -> bool:
     return False
 
 
+#: Alembic's default version table: a revision there names the history the database was made
+#: by. Other version tables (`alembic_version_<name>`) are how several environments share one
+#: database on purpose, so their revisions are none of this environment's business.
+DEFAULT_VERSION_TABLE = "alembic_version"
+
+
 def _other_version_tables(mig: MigrationsSpec, url: str, tables: set[str]) -> dict[str, str]:
-    """{table: revision} of the other Alembic version tables of the database (`alembic_version*`
-    that are not the manifest's): the trace another history left there."""
-    others = sorted(t for t in tables if t.startswith("alembic_version") and t != mig.table[1])
+    """{table: revision} of the database's default Alembic version table when the manifest
+    names another one: the trace the database's own history left there."""
+    others = [t for t in (DEFAULT_VERSION_TABLE,) if t in tables and t != mig.table[1]]
     found: dict[str, str] = {}
     for table in others:
         spec = MigrationsSpec(script_location=mig.folder, version_table=table)
@@ -136,7 +142,7 @@ def _other_version_tables(mig: MigrationsSpec, url: str, tables: set[str]) -> di
 def check_upgradable(mig: MigrationsSpec, url: str) -> None:
     """Refuse a history that does not belong to this database (MigrationRefused), before any
     change: an applied revision the history does not know (in the manifest's version table,
-    or, when that one is empty, in another `alembic_version*` table), or tables the history
+    or, when that one is empty, in Alembic's default `alembic_version`), or tables the history
     would create in a database that has no version table."""
     applied, tables = _read_database(mig, url)
     where = _redact(url)

@@ -37,6 +37,7 @@ FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host
 #: Request headers never copied as they came (the upstream gets its own Host unless
 #: preserve_host; `Expect` is answered by the proxy itself).
 REQUEST_DROP = HOP_BY_HOP | FORWARDED | {"host", "expect"}
+SMALL_BODY = 64 * 1024  # request bodies up to this are read whole (cheaper than streaming)
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([!-~]+) HTTP/([0-9])\.([0-9])")

@@ -25,7 +25,7 @@ from yarl import URL
 from strangler_proxy.breaker import CircuitBreaker
 from strangler_proxy.config import ProxyConfig
 from strangler_proxy.errors import ErrorShape
-from strangler_proxy.headcheck import HOP_BY_HOP, REQUEST_DROP, Refusal, too_large
+from strangler_proxy.headcheck import HOP_BY_HOP, REQUEST_DROP, SMALL_BODY, Refusal, too_large
 from strangler_proxy.policy import Decision, HeaderGetter, RywPins, decide
 from strangler_proxy.routes import MONOLITH, Match, Route, RouteTable
 from strangler_proxy.shadow import RecordedRequest, RecordedResponse, ShadowSink, redact_headers
@@ -35,7 +35,6 @@ from strangler_proxy.stats import Stats
 log = logging.getLogger("strangler_proxy")
 
 _RESPONSE_DROP = HOP_BY_HOP
-SMALL_BODY = 64 * 1024  # request bodies up to this are read whole (cheaper than streaming)
 SMALL_RESPONSE = 256 * 1024  # responses with a known length up to this are read whole
 SHADOW_HEADER = "X-Strangler-Shadow"
 

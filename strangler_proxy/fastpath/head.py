@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from strangler_proxy.headcheck import REQUEST_DROP
+from strangler_proxy.headcheck import REQUEST_DROP, SMALL_BODY
 from strangler_proxy.policy import Decision
 
 _REQUEST_LINE = re.compile(rb"(GET|POST|PUT|PATCH|DELETE|OPTIONS) (/[!-\"$-~]*) HTTP/1\.1")
@@ -101,9 +101,16 @@ class ParsedRequest:
 
 
 def parse_head(
-    head: bytes, max_line: int, max_header_bytes: int, max_headers: int = 100
+    head: bytes,
+    max_line: int,
+    max_header_bytes: int,
+    max_headers: int = 100,
+    max_body: int = SMALL_BODY,
 ) -> ParsedRequest | None:
-    """Strictly validate a request head (without the final CRLFCRLF); None means hand off."""
+    """Strictly validate a request head (without the final CRLFCRLF); None means hand off.
+
+    A declared body longer than `max_body` is handed off too: the full path reads big bodies
+    (and answers 413 past the configured limit, as the shared validator says)."""
     crlf = head.count(b"\r\n")  # = the number of header lines
     if crlf > max_headers:
         return None
@@ -139,6 +146,8 @@ def parse_head(
                 if length is not None or _DIGITS.fullmatch(value) is None:
                     return None
                 length = int(value)
+                if length > max_body:
+                    return None
             elif lower == b"connection":
                 if connection is None:
                     connection = []

@@ -163,9 +163,13 @@ class FastProtocol(asyncio.Protocol):
                 self._handoff()
             return
         request = parse_head(
-            data[:end], server.max_line, server.max_header_bytes, server.max_headers
+            data[:end],
+            server.max_line,
+            server.max_header_bytes,
+            server.max_headers,
+            server.max_fast_body,
         )
-        if request is None or request.length > server.max_fast_body:
+        if request is None:
             self.buffer += data
             self._handoff()
             return

@@ -23,8 +23,9 @@ from strangler_proxy.fastpath.head import ParsedRequest
 from strangler_proxy.fastpath.protocol import HAND_OFF, FastProtocol
 from strangler_proxy.fastpath.relay import CoroutinePath
 from strangler_proxy.fastpath.upstream import UpstreamConnection, UpstreamPool
+from strangler_proxy.headcheck import SMALL_BODY
 from strangler_proxy.routes import IDEMPOTENT_METHODS, MONOLITH, Match
-from strangler_proxy.server import SMALL_BODY, ProxyCore, UpstreamFailure
+from strangler_proxy.server import ProxyCore, UpstreamFailure
 
 
 class FastServer(CoroutinePath):

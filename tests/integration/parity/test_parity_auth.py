@@ -57,6 +57,7 @@ state_url = "sqlite:///{tmp_path}/kit.db"
 url = "{control}"
 database_url = "sqlite:///{tmp_path}/monolith.db"
 openapi = "/api/spec.json"
+external = true  # scripted servers the test runs itself
 
 [proxy]
 store_url = "sqlite:///{tmp_path}/routes.db"
@@ -69,6 +70,7 @@ ids = {{ "GET /boxes/<int:box_id>" = "$.page.entries[*].box_no" }}
 
 [services.things]
 url = "{candidate}"
+external = true
 database_url = "sqlite:///{tmp_path}/things.db"
 mapping = "mapping.toml"
 tables = ["things"]
