@@ -202,11 +202,17 @@ async def put_routes(request: web.Request) -> web.Response:
 async def post_reset(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     data = await read_json_object(request) if request.can_read_body else {}
-    version = await asyncio.to_thread(
-        runtime.route_service.reset,
-        actor=str(data.get("actor", "admin-api")),
-        reason=str(data.get("reason", "reset")),
-    )
+    if "force" in data and not isinstance(data["force"], bool):
+        return json_error(422, "validation_error", "force must be a boolean")
+    try:
+        version = await asyncio.to_thread(
+            runtime.route_service.reset,
+            actor=str(data.get("actor", "admin-api")),
+            reason=str(data.get("reason", "reset")),
+            force=bool(data.get("force", False)),
+        )
+    except ChangeRefused as exc:
+        return json_error(409, exc.code, str(exc))
     await runtime.reload()
     return web.json_response({"version": version})
 

@@ -191,6 +191,29 @@ class RouteService:
         )
         return ChangeResult(version, list(changes))
 
-    def reset(self, *, actor: str = "unknown", reason: str = "reset") -> int:
-        """Everything back to the monolith; never guarded (rollback must always work)."""
-        return self.store.reset(actor=actor, reason=reason)
+    def plan_reset(
+        self, *, actor: str = "unknown", reason: str = "reset", force: bool = False
+    ) -> list[RouteChange]:
+        """The changes `reset` makes: every route not on the monolith goes back to it."""
+        _, routes = self.store.load()
+        return [
+            RouteChange(r, replace(r, mode=parse_mode(MONOLITH)), actor, reason, force)
+            for r in sorted(routes, key=lambda r: r.key)
+            if r.mode.kind != MONOLITH
+        ]
+
+    def reset(
+        self,
+        *,
+        actor: str = "unknown",
+        reason: str = "reset",
+        force: bool = False,
+        guards: Sequence[Guard] | None = None,
+    ) -> int:
+        """Everything back to the monolith in one route-table version, through the same guards
+        as any change: reads always may go back, but a write endpoint whose tables the service
+        owns would send writes to a side that no longer owns them (a lost row), so that is
+        refused unless `force` (audited); `kit rollback` moves writes back properly."""
+        return self.commit(
+            self.plan_reset(actor=actor, reason=reason, force=force), guards=guards
+        ).version

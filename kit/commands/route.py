@@ -38,8 +38,8 @@ class Backend(ABC):
         """Apply one validated, guarded change."""
 
     @abstractmethod
-    def reset(self, actor: str, reason: str) -> dict[str, Any]:
-        """Everything back to the monolith."""
+    def reset(self, actor: str, reason: str, force: bool) -> dict[str, Any]:
+        """Everything back to the monolith (guarded like any change unless `force`)."""
 
     @abstractmethod
     def history(self, limit: int) -> list[dict[str, Any]]:
@@ -87,8 +87,12 @@ class AdminBackend(Backend):
     def set(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self._call("PUT", "/admin/routes", json=payload)
 
-    def reset(self, actor: str, reason: str) -> dict[str, Any]:
-        return self._call("POST", "/admin/routes/reset", json={"actor": actor, "reason": reason})
+    def reset(self, actor: str, reason: str, force: bool) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            "/admin/routes/reset",
+            json={"actor": actor, "reason": reason, "force": force},
+        )
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         return self._call("GET", f"/admin/history?limit={limit}")["history"]
@@ -124,8 +128,11 @@ class StoreBackend(Backend):
             raise click.ClickException(str(exc)) from exc
         return result.to_dict()
 
-    def reset(self, actor: str, reason: str) -> dict[str, Any]:
-        return {"version": self.service.reset(actor=actor, reason=reason)}
+    def reset(self, actor: str, reason: str, force: bool) -> dict[str, Any]:
+        try:
+            return {"version": self.service.reset(actor=actor, reason=reason, force=force)}
+        except RouteError as exc:
+            raise click.ClickException(str(exc)) from exc
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         return [e.to_dict() for e in self.store.history(limit)]
@@ -313,10 +320,20 @@ def set_route(
 @cli.command("reset")
 @click.option("--reason", default="reset", show_default=True)
 @click.option("--actor", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also move write endpoints whose tables a service owns (audited; risks lost rows).",
+)
 @click.pass_context
-def reset(ctx: click.Context, reason: str, actor: str) -> None:
-    """Send every route back to the monolith (instant rollback)."""
-    result = _backend(ctx).reset(actor, reason)
+def reset(ctx: click.Context, reason: str, actor: str, force: bool) -> None:
+    """Send every route back to the monolith in one route-table version.
+
+    Reads always may go back. Write endpoints of a service that owns its tables' writes are
+    refused (the monolith would accept writes the service never sees): `kit rollback` moves
+    writes back properly; --force does it anyway and is audited.
+    """
+    result = _backend(ctx).reset(actor, reason, force)
     click.echo(f"all routes -> monolith (version {result['version']})")
 
 

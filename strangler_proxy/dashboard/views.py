@@ -38,6 +38,7 @@ from strangler_proxy.dashboard.state import (
     pairs_for_route,
     parse_change,
 )
+from strangler_proxy.service import ChangeRefused
 
 log = logging.getLogger("strangler_proxy.dashboard")
 
@@ -337,7 +338,15 @@ async def reset_routes(
 ) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     reason = str(data.get("reason") or "rolled back from the dashboard")[:500]
-    version = await asyncio.to_thread(runtime.route_service.reset, actor=ACTOR, reason=reason)
+    force = str(data.get("force", "")).lower() in ("1", "true", "on", "yes")
+    try:
+        version = await asyncio.to_thread(
+            runtime.route_service.reset, actor=ACTOR, reason=reason, force=force
+        )
+    except ChangeRefused as exc:
+        if _wants_json(request):
+            return json_error(409, exc.code, str(exc))
+        return await _overview_with(request, session, "error", "Refused:", str(exc), data, 409)
     await runtime.reload()
     message = f"Every route is back on the monolith (route table version {version})."
     if _wants_json(request):

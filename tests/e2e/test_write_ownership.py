@@ -178,6 +178,14 @@ def test_moving_writes_back_is_refused_as_a_route_and_loses_nothing_as_a_rollbac
     assert flip.returncode != 0
     assert "owns the writes of" in flip.stderr and "kit rollback catalog" in flip.stderr
     assert pb.route_modes()[("POST", "/products")] == "extracted"
+    reset = subprocess.run(
+        [sys.executable, "-m", "kit.cli", "route", "--store", m.proxy.store_url, "reset"],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "KIT_MANIFEST": str(m.path)},
+    )  # fmt: skip
+    assert reset.returncode != 0  # "everything back" would move the writes too
+    assert "owns the writes of" in reset.stderr
+    assert pb.route_modes()[("GET", "/products/<int:id>")] == "extracted"  # nothing moved
 
     before = Writers(proxy_url(m), tag="W").start()  # the service owns the writes
     time.sleep(2.0)

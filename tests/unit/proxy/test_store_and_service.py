@@ -92,6 +92,28 @@ def test_reset_sends_every_route_back_to_the_monolith(store: RouteStore) -> None
     assert store.history(1)[0].reason == "rollback"
 
 
+def _writes_stay_with_the_service(change: RouteChange) -> str | None:
+    """Like the playbook's ownership guard: the service owns the writes of its tables."""
+    if change.force or change.new.method == "GET" or change.new.mode.kind != "monolith":
+        return None
+    return f"catalog owns the writes of products: {change.new.method} stays"
+
+
+def test_reset_goes_through_the_guards_and_moves_nothing_when_one_refuses(
+    store: RouteStore,
+) -> None:
+    service = RouteService(store, [_writes_stay_with_the_service])
+    service.set_route("GET,PATCH", "/products/<int:id>", "extracted", actor="t")
+    before = store.load()
+    with pytest.raises(ChangeRefused, match="owns the writes"):
+        service.reset(actor="ops", reason="panic")
+    assert store.load() == before  # not even the reads moved: one version or nothing
+    version = service.reset(actor="ops", reason="I know", force=True)
+    _, routes = store.load()
+    assert version == before[0] + 1 and {str(r.mode) for r in routes} == {"monolith"}
+    assert store.history(1)[0].actor == "ops" and store.history(1)[0].reason == "I know"
+
+
 def test_service_sets_several_methods_atomically(store: RouteStore) -> None:
     service = RouteService(store)
     result = service.set_route(
