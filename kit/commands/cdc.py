@@ -717,7 +717,10 @@ def run(
             quiet = 0
             # acquired in its own thread: a SQLite connection stays in the thread that made it
             if not worker.try_acquire():
-                raise RuntimeError(f"{worker.name} is running elsewhere (kit up?)")
+                raise RuntimeError(
+                    f"{worker.name} is running elsewhere (kit up?)"
+                    + (f": {worker.busy}" if worker.busy else "")
+                )
             try:
                 if worker.kind == "sink" and exit_when_idle:
                     worker.wait_for_assignment(60.0)  # Kafka: the group join comes first

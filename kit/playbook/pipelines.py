@@ -137,6 +137,11 @@ def subset_mapping(spec: MappingSpec, sources: tuple[str, ...] | list[str]) -> M
     return MappingSpec(spec.service, tuple(t for t in spec.tables if t.source in sources))
 
 
+def merge_mappings(*specs: MappingSpec) -> MappingSpec:
+    """One mapping of several pipelines' tables (the verifier compares them in one pass)."""
+    return MappingSpec(specs[0].service, tuple(t for s in specs for t in s.tables))
+
+
 def forward_pipeline(m: Manifest, service: str) -> Pipeline:
     """Monolith → service for the tables the service takes over (its `tables`; its replicas
     have their own pipeline, `replica_pipeline`, which `writes` never stops)."""
@@ -426,6 +431,7 @@ class PipelineWorker:
         self.options = options
         self.stop = stop
         self.dead = 0  # events the last sink batch dead-lettered
+        self.busy: str | None = None  # why the last try_acquire was refused
         self._capture: Any = None
         self._pg: Any = None
         self._pg_streaming = False
@@ -476,16 +482,26 @@ class PipelineWorker:
             worker = capture_worker(self.pipe, self.transport, self.options)
             try:
                 worker.acquire()
-            except CaptureBusy:
+            except CaptureBusy as exc:
                 worker.close()
+                self.busy = str(exc)
                 return False
             self._capture = worker
             return True
         if not self._lock():
+            self.busy = f"{self.name} is running in another process (its lock {self.lock})"
             return False
+        from cdc.ports import ConsumerGroupBusy
+
         try:
             self._sink = sink_worker(self.pipe, self.transport, self.options)
             self._sink.start()
+        except ConsumerGroupBusy as exc:
+            # another member of the group reads its partitions (a `kit cdc run` sink started
+            # without the manifest's lock): refused like a second capture, not a crash
+            self.busy = str(exc)
+            self.release()
+            return False
         except BaseException:
             self.release()
             raise
