@@ -134,8 +134,10 @@ def _providers(m: Manifest, state: StateStore, stats: Any, transport: Any) -> di
             if not st.reached("capture"):
                 continue
             pipe = (pl.reverse_pipeline if direction == "reverse" else pl.forward_pipeline)(m, name)
-            for x in pl.pipeline_lag(pipe, transport):
-                rows.append(_LagRow(f"{x.table} ({direction})", x.events, x.seconds))
+            pipes = [pipe] + ([pl.replica_pipeline(m, name)] if m.services[name].replicas else [])
+            for p in pipes:
+                for x in pl.pipeline_lag(p, transport):
+                    rows.append(_LagRow(f"{x.table} ({p.direction})", x.events, x.seconds))
         return rows
 
     class _Playbook(PlaybookProvider):
