@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from cdc.sink import APPLY_MARKER, ensure_sink_tables
 
@@ -57,11 +57,13 @@ def protect(engine: Engine, tables: Iterable[str]) -> list[str]:
                     )
         return tables
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'table % is a read-only replica fed by CDC: write it on "
-            "the side that owns its writes (the monolith, or the service that took it over)', "
-            "TG_TABLE_NAME USING ERRCODE = 'read_only_sql_transaction'; END $$"
+        conn.execute(  # text(): the '%' placeholder of RAISE is escaped for the driver
+            text(
+                f"CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'table % is a read-only replica fed by CDC: write it on "
+                "the side that owns its writes (the monolith, or the service that took it over)', "
+                "TG_TABLE_NAME USING ERRCODE = 'read_only_sql_transaction'; END $$"
+            )
         )
         for t in tables:
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {GUARD} ON {_q(t)}")
