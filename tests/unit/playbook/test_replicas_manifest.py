@@ -169,3 +169,25 @@ def test_manifest_check_names_a_primary_key_the_model_declares_but_the_database_
         "(id) but the database has none; capture uses the mapping's key instead" in problems
     )
     assert not [p for p in problems if "keys:" in p and "customers" not in p]
+
+
+def test_on_postgresql_a_replica_has_its_own_slot_worker_and_topics(tmp_path: Path) -> None:
+    def edit(t: str) -> str:
+        t = _with_replicas('["customers"]')(t)
+        return t.replace(
+            'database_url = "sqlite:///var/monolith.db"',
+            'database_url = "postgresql://kit@127.0.0.1:5432/shop"',
+        )
+
+    m = load_manifest(_write(tmp_path, edit, REPLICA_MAPPING))
+    rep, fwd = pl.replica_pipeline(m, "catalog"), pl.forward_pipeline(m, "catalog")
+    assert (rep.slot, rep.publication) == ("kit_shop_catalog_rep", "kit_shop_catalog_rep")
+    assert rep.capture_worker == "capture:monolith:catalog:replica"
+    # never the topic another slot publishes the same table to (customers' forward pipeline)
+    assert rep.topics == {"customers": "shop-catalog-replica.public.customers"}
+    assert pl.forward_pipeline(m, "customers").topics == {"customers": "shop.public.customers"}
+    assert fwd.slot == "kit_shop_catalog_fwd"
+    names = pl.worker_names(m)
+    assert {"capture:monolith:catalog:replica", "sink:catalog:replica"} <= set(names)
+    worker = pl.manifest_worker(m, "capture:monolith:catalog:replica")
+    assert (worker.kind, worker.pipe) == ("capture", rep)
