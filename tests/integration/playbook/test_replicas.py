@@ -166,3 +166,45 @@ def test_a_replica_stays_fed_through_writes_and_retire_and_never_accepts_writes(
     result = CliRunner(env=env).invoke(main, ["cdc", "verify", "catalog"])
     assert result.exit_code == 0, result.output
     assert "customers" in result.output and "source and target match" in result.output
+
+
+def test_capture_rollback_stops_the_replica_but_keeps_triggers_another_pipeline_reads(
+    shop: Shop,
+) -> None:
+    """catalog replicates customers, which the customers service takes over: the monolith's
+    triggers on customers are shared; rolling back catalog's capture empties and unguards its
+    copy but leaves customers' forward CDC alone."""
+    from cdc.readonly import protected
+
+    m = shop.manifest
+    catalog, mono_db = m.services["catalog"], m.monolith.database_url
+    pb = Playbook(m, actor="test")
+    try:
+        assert pb.advance("catalog").ok  # schema
+        rc.execute(
+            catalog.database_url,
+            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
+            "full_name VARCHAR(200))",
+        )
+        assert pb.advance("catalog").ok  # capture (with the replica)
+        for _ in range(2):  # customers: schema, capture
+            assert pb.advance("customers").ok
+        assert len(replica_rows(m)) == 30
+
+        rolled = pb.rollback("catalog")
+        assert rolled.ok, rolled
+        assert replica_rows(m) == []
+        engine = pl.make_engine(catalog.database_url)
+        try:
+            assert protected(engine, ["customer_ref"]) == {"customer_ref": False}
+        finally:
+            engine.dispose()
+        assert pl.capture_enabled(mono_db, ["customers", "products"]) == {
+            "customers": True,  # customers' forward CDC still reads these triggers
+            "products": False,
+        }
+        wanted = {w.name for w in pl.desired_workers(m)}
+        assert "sink:catalog:replica" not in wanted
+        assert {"capture:monolith", "sink:customers"} <= wanted
+    finally:
+        pb.close()
