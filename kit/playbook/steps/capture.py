@@ -19,6 +19,9 @@ from kit.playbook.steps.common import (
 class CaptureStep(Step):
     name = "capture"
 
+    def preconditions(self, ctx: Ctx) -> list[str]:
+        return replicas.capture_refusals(ctx)
+
     def action(self, ctx: Ctx) -> None:
         from cdc.capture.sqlite import CaptureError, request_snapshot
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, StepFailed
-from kit.playbook.ownership import replica_feed_refusals
+from kit.playbook.ownership import MONOLITH, replica_feed_refusals, table_writer
 from kit.playbook.steps.common import clear_target, drain, stop_pg_capture
 
 
@@ -115,6 +115,23 @@ def stop(ctx: Ctx) -> None:
         target.dispose()
     clear_target(rep)
     ctx.say(f"capture: replica feed of {', '.join(rep.source_tables)} stopped; copies emptied")
+
+
+def capture_refusals(ctx: Ctx) -> list[str]:
+    """A replica is fed from the monolith: refused for a table whose writes another service
+    already took over (the monolith's copy then changes only through reverse CDC, which its
+    capture skips, so the replica would be a stale snapshot)."""
+    out = []
+    for table in ctx.s.replicas:
+        writer = table_writer(ctx.m, ctx.root.state, table)
+        if writer != MONOLITH:
+            out.append(
+                f"replica: {table!r} is written by service {writer!r} since its `writes` step; "
+                f"a replica is fed from the monolith, whose copy of {table!r} no capture sees "
+                "change any more (feeding a replica from a service is not supported yet); way "
+                f"forward: drop {table!r} from {ctx.s.name}'s replicas (or force)"
+            )
+    return out
 
 
 def writes_refusals(ctx: Ctx) -> list[str]:
