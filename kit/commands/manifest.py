@@ -34,9 +34,11 @@ def check(structure_only: bool) -> None:
         sys.exit(1)
     endpoints = sum(len(s.endpoints) for s in m.services.values())
     tables = sum(len(s.tables) for s in m.services.values())
+    replicas = sum(len(s.replicas) for s in m.services.values())
     click.echo(
         f"{path}: ok ({len(m.services)} service(s), {endpoints} endpoint(s), {tables} table(s), "
-        f"transport {m.transport.kind})"
+        + (f"{replicas} replica(s), " if replicas else "")
+        + f"transport {m.transport.kind})"
     )
 
 
