@@ -183,7 +183,8 @@ def build_proxy(m: Manifest, **overrides: Any) -> Any:
     transport = pl.make_transport(m)
 
     def lag(service: str, direction: str) -> list[pl.Lag]:
-        pipe = (pl.forward_pipeline if direction == "forward" else pl.reverse_pipeline)(m, service)
+        build = {"forward": pl.forward_pipeline, "replica": pl.replica_pipeline}
+        pipe = build.get(direction, pl.reverse_pipeline)(m, service)
         return pl.pipeline_lag(pipe, transport)
 
     if "ryw_window_s" not in overrides:

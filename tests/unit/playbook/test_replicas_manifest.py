@@ -191,3 +191,34 @@ def test_on_postgresql_a_replica_has_its_own_slot_worker_and_topics(tmp_path: Pa
     assert {"capture:monolith:catalog:replica", "sink:catalog:replica"} <= set(names)
     worker = pl.manifest_worker(m, "capture:monolith:catalog:replica")
     assert (worker.kind, worker.pipe) == ("capture", rep)
+
+
+def test_a_read_route_flip_waits_for_a_lagging_replica_feed(tmp_path: Path) -> None:
+    from kit.playbook.guards import GuardContext, RouteIntent, find_endpoint
+    from kit.playbook.state import ServiceState
+
+    m = load_manifest(_write(tmp_path, _with_replicas('["customers"]'), REPLICA_MAPPING))
+
+    def lag(service: str, direction: str) -> list[pl.Lag]:
+        if direction == "replica":
+            return [pl.Lag("customers", "replica", service, 12, 9.0, 0)]
+        return [pl.Lag("products", direction, service, 0, 0.0, 0)]
+
+    state = StateStore(m.kit.state_url)
+    try:
+        gctx = GuardContext(m, state, None, lag)
+        e = find_endpoint(m, "GET", "/products")
+        assert e is not None
+        at_shadow = ServiceState("catalog", step="shadow", status="running")
+        intent = RouteIntent(e, "shadow", "monolith", "catalog", "shadow", "monolith")
+        (refusal,) = gctx.refusals(intent, at_shadow)
+        assert refusal.startswith(
+            "cdc lag: replica CDC of catalog is behind (customers 12 event(s)/9.0s"
+        )
+        writes = find_endpoint(m, "POST", "/products")
+        assert writes is not None
+        at_writes = ServiceState("catalog", step="writes", status="running", write_owner="service")
+        w = RouteIntent(writes, "extracted", "monolith", "catalog", "extracted", "monolith")
+        assert gctx.refusals(w, at_writes) == []  # writes never write a replica: not gated
+    finally:
+        state.close()
