@@ -260,6 +260,9 @@ class ServiceSpec(AppSpec):
     parity: Mapping[str, Any] = field(default_factory=dict)
     parity_rules_file: Path | None = None
     stop_reverse_cdc_on_retire: bool = True
+    # read-only copies of reference data the service does not own: fed by CDC from the side
+    # that owns the table's writes, never moved at `writes`, kept fed after `retire`
+    replicas: tuple[str, ...] = ()
 
     @property
     def app_name(self) -> str:
@@ -308,10 +311,15 @@ class Manifest:
         return [e for s in self.services.values() for e in s.endpoints]
 
     def owner_of_table(self, table: str) -> str | None:
+        """The service that takes `table` over (its `tables`; a replica never counts)."""
         for s in self.services.values():
             if table in s.tables:
                 return s.name
         return None
+
+    def replica_holders(self, table: str) -> list[str]:
+        """The services that keep a read-only replica of `table`."""
+        return [s.name for s in self.services.values() if table in s.replicas]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -803,6 +811,7 @@ def parse_manifest(
                 tables = tuple(tables_raw)
                 for t in {t for t in tables if tables.count(t) > 1}:
                     r.problem("tables", f"table {t!r} is listed twice")
+        replicas = _parse_replicas(r, tables)
         parity_rules = r.raw("parity", {})
         if not isinstance(parity_rules, dict):
             r.problem("parity", "must be a table of parity rules")
@@ -824,7 +833,16 @@ def parse_manifest(
             parity=parity_rules,
             parity_rules_file=service_rules_file,
             stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
+            replicas=replicas,
         )
+        if replicas and not tables:
+            for e in services[name].write_endpoints:
+                r.problem(
+                    "endpoints",
+                    f"{e.label} is declared kind = 'write', but {name!r} owns no table (only "
+                    f"the replicas {', '.join(replicas)}, which never accept writes): declare "
+                    "the tables it writes in tables = [...] or leave the endpoint to the monolith",
+                )
         r.unknown()
 
     problems.extend(_ownership_problems(services.values()))
@@ -832,6 +850,25 @@ def parse_manifest(
     if problems:
         raise ManifestError(problems, path)
     return Manifest(path, root, kit, monolith, proxy, transport, parity, guards, services)
+
+
+def _parse_replicas(r: _Reader, tables: tuple[str, ...]) -> tuple[str, ...]:
+    """`replicas = [...]`: tables the service keeps a read-only copy of (never its own)."""
+    raw = r.raw("replicas", [])
+    if not isinstance(raw, list) or not all(isinstance(t, str) and t for t in raw):
+        r.problem("replicas", f"must be a list of table names, got {raw!r}")
+        return ()
+    replicas = tuple(raw)
+    for t in sorted({t for t in replicas if replicas.count(t) > 1}):
+        r.problem("replicas", f"table {t!r} is listed twice")
+    for t in replicas:
+        if t in tables:
+            r.problem(
+                "replicas",
+                f"table {t!r} is both in tables (the service takes over its writes) and in "
+                "replicas (a read-only copy): a service owns a table or replicates it, not both",
+            )
+    return tuple(dict.fromkeys(replicas))
 
 
 def _parity_access(r: _Reader) -> dict[str, Any]:
@@ -1131,12 +1168,22 @@ def _monolith_routes(m: Manifest) -> tuple[set[tuple[str, str]], bool, str]:
 def _table_columns(spec: AppSpec) -> tuple[dict[str, set[str]], str]:
     """Tables and columns from the app's `metadata` (read in its own interpreter), else by
     reflecting its database."""
+    tables, _keys, source = _table_schema(spec)
+    return tables, source
+
+
+def _table_schema(
+    spec: AppSpec,
+) -> tuple[dict[str, set[str]], dict[str, tuple[str, ...]], str]:
+    """Tables, columns and the primary keys the app's model declares (from `metadata`, read in
+    its own interpreter; none when the schema is only reflected from its database)."""
     if spec.metadata:
         from kit.appenv import run_app_script
 
         answer = run_app_script(spec.runtime, "introspect.py", "metadata", spec.metadata)
         tables = {t["name"]: {c["name"] for c in t["columns"]} for t in answer["tables"]}
-        return tables, spec.metadata
+        keys = {t["name"]: tuple(t.get("primary_key") or ()) for t in answer["tables"]}
+        return tables, keys, spec.metadata
     from sqlalchemy import inspect
 
     from kitcore.db import make_engine  # postgresql:// -> psycopg2 (the installed driver)
@@ -1144,9 +1191,11 @@ def _table_columns(spec: AppSpec) -> tuple[dict[str, set[str]], str]:
     engine = make_engine(spec.database_url)
     try:
         insp = inspect(engine)
-        return {
-            t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()
-        }, spec.database_url
+        return (
+            {t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()},
+            {},
+            spec.database_url,
+        )
     finally:
         engine.dispose()
 
@@ -1173,21 +1222,22 @@ def check_manifest(m: Manifest) -> list[Problem]:
                         )
                     )
     try:
-        mono_tables, mono_source = _table_columns(m.monolith)
+        mono_tables, model_keys, mono_source = _table_schema(m.monolith)
     except Exception as exc:  # noqa: BLE001
         problems.append(Problem("monolith", f"cannot read the monolith schema: {exc}"))
-        mono_tables, mono_source = None, ""
+        mono_tables, model_keys, mono_source = None, {}, ""
     for s in m.services.values():
         where = f"services.{s.name}"
         if mono_tables is not None:
-            for t in s.tables:
-                if t not in mono_tables:
-                    problems.append(
-                        Problem(
-                            f"{where}.tables",
-                            f"table {t!r} is not in the monolith schema ({mono_source})",
+            for key, names in (("tables", s.tables), ("replicas", s.replicas)):
+                for t in names:
+                    if t not in mono_tables:
+                        problems.append(
+                            Problem(
+                                f"{where}.{key}",
+                                f"table {t!r} is not in the monolith schema ({mono_source})",
+                            )
                         )
-                    )
         if s.app:
             try:
                 svc_routes = _routes_of_app(s)
@@ -1215,9 +1265,22 @@ def check_manifest(m: Manifest) -> list[Problem]:
         for t in s.tables:
             if t not in mapped:
                 problems.append(Problem(f"{where}.mapping", f"table {t!r} has no [[tables]] entry"))
-        for t in sorted(mapped - set(s.tables)):
+        for t in s.replicas:
+            if t not in mapped:
+                problems.append(
+                    Problem(
+                        f"{where}.replicas",
+                        f"replica {t!r} has no [[tables]] entry in the mapping "
+                        f"({s.mapping_path}): map it like an owned table",
+                    )
+                )
+        for t in sorted(mapped - set(s.tables) - set(s.replicas)):
             problems.append(
-                Problem(f"{where}.tables", f"mapping maps table {t!r}, which is not listed here")
+                Problem(
+                    f"{where}.tables",
+                    f"mapping maps table {t!r}, which is not listed here (a table the service "
+                    "only reads: add it to replicas = [...])",
+                )
             )
         try:
             svc_tables, svc_source = _table_columns(s)
@@ -1225,9 +1288,46 @@ def check_manifest(m: Manifest) -> list[Problem]:
             problems.append(Problem(where, f"cannot read the service schema: {exc}"))
             svc_tables, svc_source = None, ""
         problems.extend(
-            _mapping_problems(where, mapping, mono_tables, mono_source, svc_tables, svc_source)
+            _mapping_problems(
+                where, mapping, mono_tables, mono_source, svc_tables, svc_source, s.replicas
+            )
         )
+        problems.extend(_key_problems(m, s, mapping, model_keys))
     return problems
+
+
+def _key_problems(
+    m: Manifest, s: ServiceSpec, mapping: Any, model_keys: Mapping[str, tuple[str, ...]]
+) -> list[Problem]:
+    """The keys of the service's mapped monolith tables against the real monolith database
+    (cdc.keys.check_keys): a primary key the model declares but the database lacks, a key the
+    mapping maps from other columns, a declared key that is not unique. Skipped while the
+    database does not exist yet (a SQLite file not created, a server not reachable)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from cdc.keys import check_keys
+    from kitcore.db import make_engine
+
+    url = make_url(m.monolith.database_url)
+    if url.get_backend_name() == "sqlite" and (
+        not url.database or url.database == ":memory:" or not Path(url.database).exists()
+    ):
+        return []
+    engine = make_engine(m.monolith.database_url)
+    try:
+        try:
+            existing = set(inspect(engine).get_table_names())
+        except Exception:  # noqa: BLE001 - no database to compare with yet
+            return []
+        if not existing:
+            return []
+        found = check_keys(engine, mapping, {t: k for t, k in model_keys.items() if k})
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return [Problem(f"services.{s.name}.mapping", f"cannot check keys: {exc}")]
+    finally:
+        engine.dispose()
+    return [Problem(f"services.{s.name}.mapping", f"keys: {p}") for p in found]
 
 
 def _mapping_problems(
@@ -1237,6 +1337,7 @@ def _mapping_problems(
     mono_source: str,
     svc: dict[str, set[str]] | None,
     svc_source: str,
+    replicas: Sequence[str] = (),
 ) -> list[Problem]:
     problems: list[Problem] = []
     here = f"{where}.mapping"
@@ -1265,6 +1366,8 @@ def _mapping_problems(
                         f"{forward}: column {c.target!r} reads missing "
                         f"monolith column {tm.source}.{src} ({mono_source})"
                     )
+        if tm.source in replicas:
+            continue  # a replica is never written back: no reverse mapping to check
         for c in tm.reverse:
             if lacks(src_cols, c.target):
                 add(f"{reverse}: writes missing monolith column {tm.source}.{c.target}")

@@ -112,6 +112,9 @@ class Ctx:
     manifest_transport: TransportSpec | None = None
     var_dir: Path | None = None  # the manifest's: worker locks shared with `kit up`
     wanted: str | None = None  # --service / CDC_SERVICE
+    # a manifest service: the tables its forward pipeline carries (its replicas have their
+    # own pipeline, `kit worker run sink:<svc>:replica`; `verify` compares both)
+    owned: tuple[str, ...] | None = None
     _transport: Transport | None = None
 
     def for_service(self, service: str | None) -> Ctx:
@@ -147,6 +150,8 @@ class Ctx:
             "publication": pipe.publication or self.publication,
         }
         keep = {k: v for k, v in values.items() if k not in self.explicit}
+        if "mapping_path" not in self.explicit:
+            keep["owned"] = tuple(m.service(service).tables)
         return replace(
             self,
             service=service,
@@ -175,16 +180,21 @@ class Ctx:
         """Dead letters: on `<topic>.dlq` with Kafka, in the target database otherwise."""
         return self.dlq_store or ("topic" if self.kafka else "table")
 
-    def mapping(self) -> MappingSpec:
+    def mapping(self, *, with_replicas: bool = False) -> MappingSpec:
+        """The forward pipeline's mapping (a manifest service: the tables it owns), or with
+        its replicas too (what `verify` compares)."""
         if not self.mapping_path:
             raise click.UsageError(
                 "no mapping: name a service of the manifest, or pass --mapping PATH or set "
                 "CDC_MAPPING"
             )
         try:
-            return load_mapping(self.mapping_path)
+            spec = load_mapping(self.mapping_path)
         except MappingError as exc:
             raise click.ClickException(str(exc)) from None
+        if self.owned is None or with_replicas:
+            return spec
+        return MappingSpec(spec.service, tuple(t for t in spec.tables if t.source in self.owned))
 
     def source(self):  # noqa: ANN201 - sqlalchemy Engine
         if not self.source_url:
@@ -717,7 +727,10 @@ def run(
             quiet = 0
             # acquired in its own thread: a SQLite connection stays in the thread that made it
             if not worker.try_acquire():
-                raise RuntimeError(f"{worker.name} is running elsewhere (kit up?)")
+                raise RuntimeError(
+                    f"{worker.name} is running elsewhere (kit up?)"
+                    + (f": {worker.busy}" if worker.busy else "")
+                )
             try:
                 if worker.kind == "sink" and exit_when_idle:
                     worker.wait_for_assignment(60.0)  # Kafka: the group join comes first
@@ -868,7 +881,7 @@ def verify_cmd(obj: Ctx, service: str | None, tables: tuple[str, ...], chunk: in
 
 
 def _verify_one(obj: Ctx, tables: tuple[str, ...], chunk: int) -> int:
-    mapping = obj.mapping()
+    mapping = obj.mapping(with_replicas=True)
     try:
         report = verify(obj.source(), obj.target(), mapping, list(tables) or None, chunk)
     except (VerifyError, MappingError) as exc:

@@ -34,9 +34,11 @@ def check(structure_only: bool) -> None:
         sys.exit(1)
     endpoints = sum(len(s.endpoints) for s in m.services.values())
     tables = sum(len(s.tables) for s in m.services.values())
+    replicas = sum(len(s.replicas) for s in m.services.values())
     click.echo(
         f"{path}: ok ({len(m.services)} service(s), {endpoints} endpoint(s), {tables} table(s), "
-        f"transport {m.transport.kind})"
+        + (f"{replicas} replica(s), " if replicas else "")
+        + f"transport {m.transport.kind})"
     )
 
 
@@ -44,7 +46,7 @@ def check(structure_only: bool) -> None:
 def show() -> None:
     """What the manifest derives: services, endpoints, tables, proxy upstreams, CDC topics."""
     from kit.commands.playbook import table
-    from kit.playbook.pipelines import forward_pipeline, reverse_pipeline
+    from kit.playbook.pipelines import forward_pipeline, replica_pipeline, reverse_pipeline
 
     try:
         m = load_manifest(None)
@@ -53,9 +55,9 @@ def show() -> None:
     cfg = proxy_config(m)
     click.echo(
         table(
-            ["SERVICE", "METHOD", "PATH", "KIND", "TABLES"],
+            ["SERVICE", "METHOD", "PATH", "KIND", "TABLES", "REPLICAS"],
             [
-                (s.name, e.method, e.path, e.kind, ",".join(s.tables))
+                (s.name, e.method, e.path, e.kind, ",".join(s.tables), ",".join(s.replicas))
                 for s in m.services.values()
                 for e in s.endpoints
             ],
@@ -66,7 +68,10 @@ def show() -> None:
     click.echo()
     rows = []
     for name in m.services:
-        for pipe in (forward_pipeline(m, name), reverse_pipeline(m, name)):
+        pipes = [forward_pipeline(m, name), reverse_pipeline(m, name)]
+        if m.services[name].replicas:
+            pipes.append(replica_pipeline(m, name))
+        for pipe in pipes:
             for t, topic in pipe.topics.items():
                 rows.append((name, pipe.direction, t, topic, pipe.group))
     click.echo(table(["SERVICE", "CDC", "SOURCE TABLE", "TOPIC", "SINK GROUP"], rows))

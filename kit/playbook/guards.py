@@ -11,7 +11,8 @@ and writes it to the playbook audit log):
 - parity: no read endpoint goes to `canary`/`extracted` while its parity mismatch rate is over
   `guards.parity_max_mismatch_rate` over at least `guards.parity_min_samples` samples;
 - lag: no route flip while the CDC pipeline feeding the side that will answer lags more
-  than `guards.cdc_max_lag_seconds` (forward before write cut-over, reverse after it).
+  than `guards.cdc_max_lag_seconds` (forward before write cut-over, reverse after it; for a
+  read endpoint going to a service with replicas, the replica feed too).
 
 Going back to the monolith is refused for write endpoints once the service owns the writes,
 and for reads by the lag rule after write cut-over (the monolith would answer from stale
@@ -119,12 +120,14 @@ class GuardContext:
             if refusal:
                 out.append(refusal)
         if intent.mode_text != intent.old_text and self.lag is not None:
-            direction = None
+            directions = []
             if to_service and st.write_owner == "monolith":
-                direction = "forward"
+                directions.append("forward")
             elif not to_service and st.write_owner == "service":
-                direction = "reverse"
-            if direction is not None:
+                directions.append("reverse")
+            if to_service and e.is_read and self.m.service(svc).replicas and st.reached("capture"):
+                directions.append("replica")  # its reads join the replicas, fed whatever owns
+            for direction in directions:
                 try:
                     lags = self.lag(svc, direction) or []
                 except Exception as exc:  # noqa: BLE001 - unknown lag must not pass silently

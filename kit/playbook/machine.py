@@ -65,6 +65,9 @@ class Playbook:
     def reverse(self, service: str) -> pl.Pipeline:
         return self.root.reverse(service)
 
+    def replica(self, service: str) -> pl.Pipeline | None:
+        return self.root.replica(service)
+
     def lag(self, service: str, direction: str) -> list[pl.Lag]:
         return self.root.lag(service, direction)
 

@@ -6,6 +6,11 @@ CDC copies back) after it. A write endpoint must be served by that side only; a 
 sends writes elsewhere forks the data (rows that never reach the other side, then the same id
 handed out twice and one row overwritten by CDC).
 
+Replicas (`replicas = [...]` in the manifest) are read-only copies of reference data: they are
+never owned by the service that holds them. Their writes belong to the table's source side —
+the monolith, or the service whose `tables` list it once that service's `writes` step ran —
+and the copy refuses every write but its CDC sink's (cdc.readonly).
+
 The only way to move a service's writes is the playbook's own operation: `kit step S writes`
 (forward) and `kit rollback S` at `writes` (back). Each drains the CDC of the old owner,
 switches the capture direction and flips ALL the service's write routes in one route-table
@@ -15,6 +20,8 @@ routed to the side that does not own the writes and names the command that does 
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 MONOLITH, SERVICE = "monolith", "service"
 
@@ -48,3 +55,40 @@ def write_route_refusal(
         "forward CDC and moves every write route back in one version (force risks exactly "
         "that data loss and is audited)"
     )
+
+
+def owned_tables(m: Any, service: str) -> tuple[str, ...]:
+    """The tables whose writes `service` takes over at `writes`: its `tables`, never its
+    replicas."""
+    return tuple(m.service(service).tables)
+
+
+def table_writer(m: Any, state: Any, table: str) -> str:
+    """Who accepts writes of `table` right now: `monolith`, or the name of the service that
+    took it over and passed `writes`. A replica never makes its holder the writer."""
+    owner = m.owner_of_table(table)
+    if owner is not None and state.get(owner).write_owner == SERVICE:
+        return owner
+    return MONOLITH
+
+
+def replica_feed_refusals(m: Any, state: Any, service: str) -> list[str]:
+    """Why `service` must not take over writes now: another service keeps a replica of one of
+    its tables fed from the monolith, and after the move the monolith's copy is written only
+    by reverse CDC, whose changes the monolith's capture skips (origin tagging), so the
+    replica would silently go stale. Feeding a replica from a service is not supported yet."""
+    wanted = {n for n, on in state.workers().items() if on}
+    out = []
+    for table in m.service(service).tables:
+        for holder in m.replica_holders(table):
+            if f"sink:{holder}:replica" not in wanted:
+                continue
+            out.append(
+                f"replica: service {holder!r} keeps a read-only replica of {table!r} fed from "
+                f"the monolith; once {service!r} owns its writes the monolith's copy changes "
+                f"only through reverse CDC, which is not captured again, so {holder!r}'s "
+                f"replica would go stale (feeding a replica from a service is not supported "
+                f"yet); way forward: take {table!r} out of {holder!r}'s replicas (`kit "
+                f"rollback {holder}` to before capture), or force and resynchronise it yourself"
+            )
+    return out

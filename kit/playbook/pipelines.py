@@ -85,9 +85,12 @@ def _schema_of(url: str) -> str:
     return "public" if is_postgres(url) else "main"
 
 
+_PG_SUFFIX = {"forward": "fwd", "reverse": "rev", "replica": "rep"}
+
+
 def pg_object_name(prefix: str, service: str, direction: str) -> str:
     """Slot/publication name of one pipeline: lower-case, `_`, at most 63 characters."""
-    raw = f"kit_{prefix}_{service}_{'fwd' if direction == 'forward' else 'rev'}".lower()
+    raw = f"kit_{prefix}_{service}_{_PG_SUFFIX[direction]}".lower()
     name = re.sub(r"[^a-z0-9_]", "_", raw)
     if len(name) > 63:
         name = name[:54] + "_" + hashlib.sha1(raw.encode()).hexdigest()[:8]
@@ -129,7 +132,19 @@ class Pipeline:
         return {t: topic_name(self.topic_prefix, schema, t) for t in self.source_tables}
 
 
+def subset_mapping(spec: MappingSpec, sources: tuple[str, ...] | list[str]) -> MappingSpec:
+    """The part of a mapping that maps these source tables (in the mapping's order)."""
+    return MappingSpec(spec.service, tuple(t for t in spec.tables if t.source in sources))
+
+
+def merge_mappings(*specs: MappingSpec) -> MappingSpec:
+    """One mapping of several pipelines' tables (the verifier compares them in one pass)."""
+    return MappingSpec(specs[0].service, tuple(t for s in specs for t in s.tables))
+
+
 def forward_pipeline(m: Manifest, service: str) -> Pipeline:
+    """Monolith → service for the tables the service takes over (its `tables`; its replicas
+    have their own pipeline, `replica_pipeline`, which `writes` never stops)."""
     s = m.service(service)
     pg = is_postgres(m.monolith.database_url)
     name = pg_object_name(m.transport.topic_prefix, service, "forward")
@@ -138,7 +153,7 @@ def forward_pipeline(m: Manifest, service: str) -> Pipeline:
         direction="forward",
         source_url=m.monolith.database_url,
         target_url=s.database_url,
-        mapping=s.mapping(),
+        mapping=subset_mapping(s.mapping(), s.tables),
         topic_prefix=m.transport.topic_prefix,
         group=f"sink-{service}",
         capture_worker=f"capture:monolith:{service}" if pg else MONOLITH_CAPTURE,
@@ -155,7 +170,7 @@ def reverse_pipeline(m: Manifest, service: str) -> Pipeline:
         direction="reverse",
         source_url=s.database_url,
         target_url=m.monolith.database_url,
-        mapping=invert_mapping(s.mapping()),
+        mapping=invert_mapping(subset_mapping(s.mapping(), s.tables)),
         topic_prefix=f"{m.transport.topic_prefix}-{service}",
         group=f"reverse-{service}",
         capture_worker=f"capture:{service}",
@@ -165,6 +180,36 @@ def reverse_pipeline(m: Manifest, service: str) -> Pipeline:
         # nothing to snapshot: the monolith already holds every row (forward CDC put the
         # service's data there); a snapshot would race with the monolith's last writes
         snapshot="never",
+    )
+
+
+def replica_pipeline(m: Manifest, service: str) -> Pipeline:
+    """Monolith → service for the service's read-only replicas (`replicas = [...]`).
+
+    Its own sink group and worker (`sink:<service>:replica`), so the `writes` step, which
+    stops the forward pipeline, never stops it, and `retire` leaves it running. On SQLite the
+    monolith's one trigger capture feeds it (topics shared with whichever service owns the
+    table: each group reads them independently); on PostgreSQL it has its own slot and
+    publication (`kit_<prefix>_<service>_rep`) and its own topics (`<prefix>-<service>-replica
+    .public.<table>`), so two slots never publish one table into the same topic.
+    """
+    s = m.service(service)
+    pg = is_postgres(m.monolith.database_url)
+    name = pg_object_name(m.transport.topic_prefix, service, "replica")
+    return Pipeline(
+        service=service,
+        direction="replica",
+        source_url=m.monolith.database_url,
+        target_url=s.database_url,
+        mapping=subset_mapping(s.mapping(), s.replicas),
+        topic_prefix=f"{m.transport.topic_prefix}-{service}-replica"
+        if pg
+        else m.transport.topic_prefix,
+        group=f"replica-{service}",
+        capture_worker=f"capture:monolith:{service}:replica" if pg else MONOLITH_CAPTURE,
+        sink_worker=f"sink:{service}:replica",
+        slot=name if pg else "",
+        publication=name if pg else "",
     )
 
 
@@ -216,9 +261,12 @@ class WorkerSpec:
 def worker_names(m: Manifest) -> list[str]:
     pg = is_postgres(m.monolith.database_url)
     names = [] if pg else [MONOLITH_CAPTURE]
-    for s in m.services:
+    for s, spec in m.services.items():
         names += [f"capture:monolith:{s}"] if pg else []
         names += [f"sink:{s}", f"capture:{s}", f"sink:{s}:reverse"]
+        if spec.replicas:
+            names += [f"capture:monolith:{s}:replica"] if pg else []
+            names += [f"sink:{s}:replica"]
     return names
 
 
@@ -247,6 +295,8 @@ def _pipeline_of_worker(m: Manifest, name: str) -> tuple[str, Pipeline | None]:
         return "capture", None
     if parts[:2] == ["capture", "monolith"] and len(parts) == 3 and parts[2] in m.services:
         return "capture", forward_pipeline(m, parts[2])
+    if name in worker_names(m) and parts[-1] == "replica":
+        return parts[0], replica_pipeline(m, parts[-2])
     if parts[0] == "capture" and len(parts) == 2 and parts[1] in m.services:
         return "capture", reverse_pipeline(m, parts[1])
     if parts[0] == "sink" and len(parts) == 2 and parts[1] in m.services:
@@ -381,6 +431,7 @@ class PipelineWorker:
         self.options = options
         self.stop = stop
         self.dead = 0  # events the last sink batch dead-lettered
+        self.busy: str | None = None  # why the last try_acquire was refused
         self._capture: Any = None
         self._pg: Any = None
         self._pg_streaming = False
@@ -431,16 +482,26 @@ class PipelineWorker:
             worker = capture_worker(self.pipe, self.transport, self.options)
             try:
                 worker.acquire()
-            except CaptureBusy:
+            except CaptureBusy as exc:
                 worker.close()
+                self.busy = str(exc)
                 return False
             self._capture = worker
             return True
         if not self._lock():
+            self.busy = f"{self.name} is running in another process (its lock {self.lock})"
             return False
+        from cdc.ports import ConsumerGroupBusy
+
         try:
             self._sink = sink_worker(self.pipe, self.transport, self.options)
             self._sink.start()
+        except ConsumerGroupBusy as exc:
+            # another member of the group reads its partitions (a `kit cdc run` sink started
+            # without the manifest's lock): refused like a second capture, not a crash
+            self.busy = str(exc)
+            self.release()
+            return False
         except BaseException:
             self.release()
             raise
@@ -573,27 +634,47 @@ def run_worker(
 # capture set-up (SQLite triggers; PostgreSQL publication + slot per pipeline)
 
 
-def enable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
-    _switch_capture(url, tables, publication, on=True)
+def enable_capture(
+    url: str,
+    tables: list[str],
+    publication: str = "strangler_cdc",
+    keys: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
+    """`keys`: the key a table without a primary key is captured by (its mapping's declared
+    key, `cdc.keys.declared_keys`)."""
+    _switch_capture(url, tables, publication, on=True, keys=keys)
 
 
 def disable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
     _switch_capture(url, tables, publication, on=False)
 
 
-def _switch_capture(url: str, tables: list[str], publication: str, *, on: bool) -> None:
-    """Turn capture on or off with the backend's own mechanism (triggers or publication)."""
+def _switch_capture(
+    url: str,
+    tables: list[str],
+    publication: str,
+    *,
+    on: bool,
+    keys: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
+    """Turn capture on or off with the backend's own mechanism (triggers or publication);
+    a table without a primary key is captured by its declared key in `keys`."""
     engine = make_engine(url)
     try:
         if engine.dialect.name == "sqlite":
             from cdc.capture import sqlite
 
-            (sqlite.enable_capture if on else sqlite.disable_capture)(engine, tables)
+            if on:
+                sqlite.enable_capture(engine, tables, keys)
+            else:
+                sqlite.disable_capture(engine, tables)
         else:
             from cdc.capture import postgres
 
-            switch = postgres.enable_capture if on else postgres.disable_capture
-            switch(url, tables, publication=publication)
+            if on:
+                postgres.enable_capture(url, tables, publication=publication, keys=keys)
+            else:
+                postgres.disable_capture(url, tables, publication=publication)
     finally:
         engine.dispose()
 
@@ -631,7 +712,14 @@ def enable_pipe_capture(m: Manifest, pipe: Pipeline, snapshot: str | None = None
     from here on is kept for the worker, however late it starts. A forward pipeline's slot is
     created by its worker, which exports the snapshot it reads the tables with.
     """
-    enable_capture(pipe.source_url, pipe.source_tables, pipe.publication or "strangler_cdc")
+    from cdc.keys import declared_keys
+
+    enable_capture(
+        pipe.source_url,
+        pipe.source_tables,
+        pipe.publication or "strangler_cdc",
+        keys=declared_keys(pipe.mapping),
+    )
     if pipe.pg_source and (snapshot is not None or pipe.snapshot == "never"):
         ensure_slot(m, pipe, snapshot or pipe.snapshot)
 
@@ -654,10 +742,33 @@ def ensure_slot(m: Manifest, pipe: Pipeline, snapshot: str) -> None:
             worker.close()
 
 
+def tables_still_captured(m: Manifest, pipe: Pipeline) -> set[str]:
+    """Source tables of `pipe` another pipeline on the same SQLite source still needs (the
+    monolith's triggers are shared: a service's replica of a table another service takes over
+    reads the same triggers). PostgreSQL pipelines each have their own publication: none."""
+    if pipe.pg_source or pipe.source_url != m.monolith.database_url:
+        return set()
+    state = StateStore(m.kit.state_url)
+    try:
+        wanted = {n for n, on in state.workers().items() if on}
+    finally:
+        state.close()
+    out: set[str] = set()
+    for name in m.services:
+        for other in (forward_pipeline(m, name), replica_pipeline(m, name)):
+            if other.sink_worker == pipe.sink_worker or other.sink_worker not in wanted:
+                continue
+            out |= set(other.source_tables) & set(pipe.source_tables)
+    return out
+
+
 def disable_pipe_capture(m: Manifest, pipe: Pipeline, *, drop: bool = True) -> None:
     """Stop capturing; on PostgreSQL also drop the pipeline's slot (its worker must be
-    stopped first) so it does not hold WAL forever."""
-    disable_capture(pipe.source_url, pipe.source_tables, pipe.publication or "strangler_cdc")
+    stopped first) so it does not hold WAL forever. On SQLite, triggers another wanted
+    pipeline still reads (a replica of the same table) stay."""
+    keep = tables_still_captured(m, pipe)
+    tables = [t for t in pipe.source_tables if t not in keep]
+    disable_capture(pipe.source_url, tables, pipe.publication or "strangler_cdc")
     if pipe.pg_source and drop:
         drop_pipe_slot(m, pipe)
 

@@ -134,8 +134,10 @@ def _providers(m: Manifest, state: StateStore, stats: Any, transport: Any) -> di
             if not st.reached("capture"):
                 continue
             pipe = (pl.reverse_pipeline if direction == "reverse" else pl.forward_pipeline)(m, name)
-            for x in pl.pipeline_lag(pipe, transport):
-                rows.append(_LagRow(f"{x.table} ({direction})", x.events, x.seconds))
+            pipes = [pipe] + ([pl.replica_pipeline(m, name)] if m.services[name].replicas else [])
+            for p in pipes:
+                for x in pl.pipeline_lag(p, transport):
+                    rows.append(_LagRow(f"{x.table} ({p.direction})", x.events, x.seconds))
         return rows
 
     class _Playbook(PlaybookProvider):
@@ -181,7 +183,8 @@ def build_proxy(m: Manifest, **overrides: Any) -> Any:
     transport = pl.make_transport(m)
 
     def lag(service: str, direction: str) -> list[pl.Lag]:
-        pipe = (pl.forward_pipeline if direction == "forward" else pl.reverse_pipeline)(m, service)
+        build = {"forward": pl.forward_pipeline, "replica": pl.replica_pipeline}
+        pipe = build.get(direction, pl.reverse_pipeline)(m, service)
         return pl.pipeline_lag(pipe, transport)
 
     if "ryw_window_s" not in overrides:

@@ -55,9 +55,19 @@ class Root:
     def pipeline(self, direction: str, service: str) -> pl.Pipeline:
         key = (direction, service)
         if key not in self._pipes:
-            build = pl.forward_pipeline if direction == "forward" else pl.reverse_pipeline
+            build = {
+                "forward": pl.forward_pipeline,
+                "reverse": pl.reverse_pipeline,
+                "replica": pl.replica_pipeline,
+            }[direction]
             self._pipes[key] = build(self.m, service)
         return self._pipes[key]
+
+    def replica(self, service: str) -> pl.Pipeline | None:
+        """The pipeline feeding the service's read-only replicas; None when it has none."""
+        if not self.m.service(service).replicas:
+            return None
+        return self.pipeline("replica", service)
 
     def forward(self, service: str) -> pl.Pipeline:
         return self.pipeline("forward", service)

@@ -6,6 +6,7 @@ import time
 
 from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, Step, StepFailed
+from kit.playbook.steps import replicas
 from kit.playbook.steps.common import (
     clear_target,
     count_rows,
@@ -17,6 +18,9 @@ from kit.playbook.steps.common import (
 
 class CaptureStep(Step):
     name = "capture"
+
+    def preconditions(self, ctx: Ctx) -> list[str]:
+        return replicas.capture_refusals(ctx)
 
     def action(self, ctx: Ctx) -> None:
         from cdc.capture.sqlite import CaptureError, request_snapshot
@@ -60,16 +64,27 @@ class CaptureStep(Step):
             )
         ctx.root.state.want_worker(pipe.capture_worker, True, f"forward capture of {ctx.s.name}")
         ctx.root.state.want_worker(pipe.sink_worker, True, f"forward sink of {ctx.s.name}")
+        replicas.start(ctx)
         ctx.fault_point(self.name)
         ctx.evidence["drain"] = drain(ctx, pipe)
+        replica_drain = replicas.drain_replicas(ctx)
+        if replica_drain is not None:
+            ctx.evidence["replica_drain"] = replica_drain
         ctx.evidence["snapshot"] = self._snapshot(ctx)
-        ctx.evidence["target_rows"] = count_rows(pipe.target_url, pipe.target_tables)
+        rep = ctx.root.replica(ctx.s.name)
+        ctx.evidence["target_rows"] = count_rows(
+            pipe.target_url, pipe.target_tables + (rep.target_tables if rep else [])
+        )
         rows = ", ".join(f"{t} {n}" for t, n in ctx.evidence["snapshot"].items())
         ctx.say(f"capture: snapshot done ({rows}); streaming into {ctx.s.name}")
 
     def _snapshot(self, ctx: Ctx) -> dict[str, int]:
         summary = pl.snapshot_summary(ctx.root.forward(ctx.s.name))
-        return {t: n for t, (_st, n) in summary.items() if t in ctx.s.tables}
+        rep = ctx.root.replica(ctx.s.name)
+        if rep is not None:
+            summary = {**summary, **pl.snapshot_summary(rep)}
+        wanted = (*ctx.s.tables, *ctx.s.replicas)
+        return {t: n for t, (_st, n) in summary.items() if t in wanted}
 
     def check(self, ctx: Ctx) -> None:
         pipe = ctx.root.forward(ctx.s.name)
@@ -85,8 +100,10 @@ class CaptureStep(Step):
         off = [t for t, on in enabled.items() if not on]
         if off:
             raise StepFailed(f"capture is not enabled on {', '.join(off)}")
+        replicas.check(ctx)
 
     def rollback(self, ctx: Ctx) -> None:
+        replicas.stop(ctx)
         pipe = ctx.root.forward(ctx.s.name)
         ctx.root.state.want_worker(pipe.sink_worker, False, "capture rolled back")
         if not pl.wait_worker_stopped(ctx.m, pipe.sink_worker, 15.0):
@@ -111,13 +128,18 @@ class VerifyStep(Step):
         from cdc.verify import verify
 
         pipe = ctx.root.forward(ctx.s.name)
+        rep = ctx.root.replica(ctx.s.name)
+        # owned tables and replicas alike: both are fed monolith -> service until `writes`
+        mapping = pipe.mapping if rep is None else pl.merge_mappings(pipe.mapping, rep.mapping)
         attempts = ctx.m.guards.verify_attempts
         report = None
         for attempt in range(1, attempts + 1):
             drain(ctx, pipe)
+            if rep is not None:
+                drain(ctx, rep)
             source, target = pl.make_engine(pipe.source_url), pl.make_engine(pipe.target_url)
             try:
-                report = verify(source, target, pipe.mapping)
+                report = verify(source, target, mapping)
             finally:
                 source.dispose()
                 target.dispose()
@@ -140,7 +162,12 @@ class VerifyStep(Step):
             for t in report.tables
         }
         ctx.evidence["differences"] = report.differences
-        ctx.evidence["lag"] = [x.__dict__ for x in pl.pipeline_lag(pipe, ctx.root.transport())]
+        ctx.evidence["lag"] = [
+            x.__dict__
+            for p in (pipe, rep)
+            if p is not None
+            for x in pl.pipeline_lag(p, ctx.root.transport())
+        ]
         rows = ", ".join(f"{t.source} {t.source_rows}={t.target_rows}" for t in report.tables)
         ctx.say(f"verify: {report.differences} difference(s) ({rows})")
 

@@ -214,7 +214,7 @@ def update_monolith_capture_wish(ctx: Ctx) -> None:
         wanted = any(pl.pipe_capture_enabled(fwd).values())
         ctx.root.state.want_worker(fwd.capture_worker, wanted, f"forward capture of {ctx.s.name}")
         return
-    tables = [t for s in ctx.m.services.values() for t in s.tables]
+    tables = [t for s in ctx.m.services.values() for t in (*s.tables, *s.replicas)]
     enabled = pl.capture_enabled(ctx.m.monolith.database_url, tables)
     wanted = any(enabled.values())
     ctx.root.state.want_worker(pl.MONOLITH_CAPTURE, wanted, "forward capture of the monolith")

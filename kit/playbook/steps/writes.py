@@ -26,7 +26,9 @@ class WritesStep(Step):
     name = "writes"
 
     def preconditions(self, ctx: Ctx) -> list[str]:
-        out = ready_refusals(ctx)
+        from kit.playbook.steps.replicas import writes_refusals
+
+        out = ready_refusals(ctx) + writes_refusals(ctx)
         if ctx.state.write_owner != "service":
             out += lag_refusals(ctx, ctx.root.forward(ctx.s.name))
         try:

@@ -1,0 +1,139 @@
+"""Read-only replicas of reference data (the manifest's `replicas`), in the steps.
+
+A replica has its own pipeline (`kit.playbook.pipelines.replica_pipeline`): it starts with
+the service's `capture` step (capture, snapshot, stream, write guard in the service DB), is
+compared by `verify`, is left alone by `writes` (which switches direction only for the
+tables the service owns) and by `retire`, and stops only when `capture` is rolled back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kit.playbook import pipelines as pl
+from kit.playbook.framework import Ctx, StepFailed
+from kit.playbook.ownership import MONOLITH, replica_feed_refusals, table_writer
+from kit.playbook.steps.common import clear_target, drain, stop_pg_capture
+
+
+def start(ctx: Ctx) -> pl.Pipeline | None:
+    """Capture the replica tables on the monolith, snapshot them, guard the copies against
+    writes and want the replica workers. Drained by `drain_replicas`."""
+    from cdc.capture.sqlite import CaptureError, request_snapshot
+    from cdc.readonly import protect
+
+    rep = ctx.root.replica(ctx.s.name)
+    if rep is None:
+        return None
+    tables = rep.source_tables
+    if rep.pg_source and not ctx.continuing and pl.pg_slot_state(rep, peek=False).exists:
+        ctx.root.state.want_worker(rep.capture_worker, False, "replica capture restarted")
+        pl.wait_worker_stopped(ctx.m, rep.capture_worker, 15.0)
+        pl.drop_pipe_slot(ctx.m, rep)
+    try:
+        pl.enable_pipe_capture(ctx.m, rep)
+    except Exception as exc:  # noqa: BLE001 - CaptureError or DB errors, reported as such
+        raise StepFailed(f"cannot enable capture on replicas {', '.join(tables)}: {exc}") from None
+    if not rep.pg_source:
+        source = pl.make_engine(rep.source_url)
+        try:
+            request_snapshot(source, tables, restart=not ctx.continuing)
+        except CaptureError as exc:
+            raise StepFailed(str(exc)) from None
+        finally:
+            source.dispose()
+    target = pl.make_engine(rep.target_url)
+    try:
+        protect(target, rep.target_tables)
+    except Exception as exc:  # noqa: BLE001 - a missing target table, named
+        raise StepFailed(
+            f"cannot guard replica tables {', '.join(rep.target_tables)} of {ctx.s.name}: {exc}"
+        ) from None
+    finally:
+        target.dispose()
+    ctx.root.state.want_worker(rep.capture_worker, True, f"replica capture of {ctx.s.name}")
+    ctx.root.state.want_worker(rep.sink_worker, True, f"replica sink of {ctx.s.name}")
+    ctx.say(
+        f"capture: read-only replicas {', '.join(tables)} -> {', '.join(rep.target_tables)} "
+        f"({rep.sink_worker}; writes to them refused in {ctx.s.name}'s database)"
+    )
+    return rep
+
+
+def drain_replicas(ctx: Ctx) -> dict[str, Any] | None:
+    rep = ctx.root.replica(ctx.s.name)
+    return None if rep is None else drain(ctx, rep)
+
+
+def check(ctx: Ctx) -> None:
+    """Replica snapshots done, capture on, write guard installed."""
+    from cdc.readonly import protected
+
+    rep = ctx.root.replica(ctx.s.name)
+    if rep is None:
+        return
+    states = {t: st for t, (st, _n) in pl.snapshot_summary(rep).items()}
+    bad = [
+        f"{t}: {states.get(t, 'never requested')}"
+        for t in rep.source_tables
+        if states.get(t) != "done"
+    ]
+    if bad:
+        raise StepFailed(f"replica snapshot not finished ({', '.join(bad)})")
+    off = [t for t, on in pl.pipe_capture_enabled(rep).items() if not on]
+    if off:
+        raise StepFailed(f"capture is not enabled on replica table(s) {', '.join(off)}")
+    target = pl.make_engine(rep.target_url)
+    try:
+        open_ = [t for t, on in protected(target, rep.target_tables).items() if not on]
+    finally:
+        target.dispose()
+    if open_:
+        raise StepFailed(f"replica table(s) {', '.join(open_)} accept writes (guard missing)")
+
+
+def stop(ctx: Ctx) -> None:
+    """Capture rollback: replica sink off, capture off (SQLite triggers another pipeline still
+    reads stay), guard removed, copies emptied."""
+    from cdc.readonly import unprotect
+
+    rep = ctx.root.replica(ctx.s.name)
+    if rep is None:
+        return
+    ctx.root.state.want_worker(rep.sink_worker, False, "capture rolled back")
+    if not pl.wait_worker_stopped(ctx.m, rep.sink_worker, 15.0):
+        raise StepFailed(
+            f"worker {rep.sink_worker} is still running; stop it (kit up stops unwanted "
+            "workers within a second) and retry `kit rollback`"
+        )
+    pl.disable_pipe_capture(ctx.m, rep, drop=False)
+    stop_pg_capture(ctx, rep)
+    target = pl.make_engine(rep.target_url)
+    try:
+        unprotect(target, rep.target_tables)
+    finally:
+        target.dispose()
+    clear_target(rep)
+    ctx.say(f"capture: replica feed of {', '.join(rep.source_tables)} stopped; copies emptied")
+
+
+def capture_refusals(ctx: Ctx) -> list[str]:
+    """A replica is fed from the monolith: refused for a table whose writes another service
+    already took over (the monolith's copy then changes only through reverse CDC, which its
+    capture skips, so the replica would be a stale snapshot)."""
+    out = []
+    for table in ctx.s.replicas:
+        writer = table_writer(ctx.m, ctx.root.state, table)
+        if writer != MONOLITH:
+            out.append(
+                f"replica: {table!r} is written by service {writer!r} since its `writes` step; "
+                f"a replica is fed from the monolith, whose copy of {table!r} no capture sees "
+                "change any more (feeding a replica from a service is not supported yet); way "
+                f"forward: drop {table!r} from {ctx.s.name}'s replicas (or force)"
+            )
+    return out
+
+
+def writes_refusals(ctx: Ctx) -> list[str]:
+    """`writes` of a service whose tables other services replicate (fed from the monolith)."""
+    return replica_feed_refusals(ctx.m, ctx.root.state, ctx.s.name)

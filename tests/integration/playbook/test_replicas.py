@@ -1,0 +1,210 @@
+"""A service keeps a read-only replica of reference data it does not own: the shop's catalog
+declares `replicas = ["customers"]` (a test-local copy of the manifest and of its mapping).
+Through the whole playbook, to `retire` and after, monolith changes of `customers` reach the
+catalog's copy, `kit cdc verify` covers it, `writes` moves only the tables catalog owns, and
+the copy refuses every write but its sink's."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.exc import DBAPIError
+
+from kit.manifest import Manifest, load_manifest
+from kit.playbook import Playbook
+from kit.playbook import pipelines as pl
+from tests.integration.playbook import reverse_cdc_helpers as rc
+from tests.playbook_shop import ROOT, Shop, seed_monolith, write_manifest
+
+pytestmark = pytest.mark.integration
+
+REPLICA_MAPPING = """
+[[tables]]
+source = "customers"
+target = "customer_ref"
+key = ["id"]
+
+[tables.columns]
+id = "id"
+email = "email"
+full_name = "full_name"
+"""
+
+
+def replica_shop(folder: Path) -> Shop:
+    """The shop's test manifest with catalog holding a replica of the monolith's customers
+    (which the customers service owns, not extracted in this test)."""
+    path = write_manifest(folder)
+    mapping = folder / "catalog_mapping.toml"
+    mapping.write_text((ROOT / "extracted/catalog/mapping.toml").read_text() + REPLICA_MAPPING)
+    text = path.read_text()
+    old = f'mapping = "{ROOT}/extracted/catalog/mapping.toml"\ntables = ["categories", "products"]'
+    assert old in text
+    path.write_text(
+        text.replace(
+            old,
+            f'mapping = "{mapping}"\ntables = ["categories", "products"]\nreplicas = ["customers"]',
+        )
+    )
+    m = load_manifest(path)
+    seed_monolith(m.monolith.database_url)
+    shop = Shop(path, m)
+    shop.serve("monolith")
+    shop.serve("catalog")
+    return shop
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    s = replica_shop(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@contextmanager
+def running(m: Manifest, *names: str) -> Iterator[None]:
+    """Workers as `kit up` runs them, each in a thread."""
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=pl.run_worker, args=(m, n, stop), daemon=True) for n in names
+    ]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+
+
+def replica_rows(m: Manifest) -> list[tuple]:
+    db = m.services["catalog"].database_url
+    return rc.rows(db, "SELECT id, email, full_name FROM customer_ref ORDER BY id")
+
+
+def monolith_rows(m: Manifest) -> list[tuple]:
+    db = m.monolith.database_url
+    return rc.rows(db, "SELECT id, email, full_name FROM customers ORDER BY id")
+
+
+def test_a_replica_stays_fed_through_writes_and_retire_and_never_accepts_writes(
+    shop: Shop,
+) -> None:
+    m = shop.manifest
+    catalog, mono_db = m.services["catalog"], m.monolith.database_url
+    pb = Playbook(m, actor="test")
+    try:
+        assert pb.advance("catalog").step == "schema"
+        # the copy's table belongs to the service's own schema (here made by hand)
+        rc.execute(
+            catalog.database_url,
+            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
+            "full_name VARCHAR(200))",
+        )
+        captured = pb.advance("catalog")
+        assert captured.ok, captured
+        assert captured.evidence["snapshot"]["customers"] == 30
+        assert replica_rows(m) == monolith_rows(m)
+        verified = pb.advance("catalog")
+        assert verified.ok, verified
+        assert verified.evidence["tables"]["customers"]["target_rows"] == 30
+
+        for _ in range(6):  # shadow, canary x2, reads, writes, retire
+            result = pb.advance("catalog")
+            assert result.ok, result
+            if result.step == "writes":
+                # only the owned tables changed direction; the replica keeps its forward feed
+                assert result.evidence["reverse_topics"] == [
+                    "shop-catalog.main.catalog_category",
+                    "shop-catalog.main.catalog_product",
+                ]
+                on = pl.capture_enabled(mono_db, ["products", "customers"])
+                assert on == {"products": False, "customers": True}
+            if result.step == "retire":
+                break
+        assert pb.state.get("catalog").step == "retire"
+        wanted = {w.name for w in pl.desired_workers(m)}
+        assert {"capture:monolith", "sink:catalog:replica"} <= wanted
+        assert "sink:catalog" not in wanted
+
+        # after retire: the monolith still owns customers; its changes reach the copy
+        rc.execute(
+            mono_db,
+            "INSERT INTO customers (id, email, full_name, created_at, updated_at) VALUES "
+            "(9001, 'ada@example.org', 'Ada Lovelace', '2026-01-01 00:00:00', "
+            "'2026-01-01 00:00:00')",
+        )
+        rc.execute(mono_db, "UPDATE customers SET full_name = 'Grace Hopper' WHERE id = 1")
+        rc.execute(mono_db, "DELETE FROM customers WHERE id = 2")
+        with running(m, "capture:monolith", "sink:catalog:replica"):
+            rc.until(lambda: replica_rows(m) == monolith_rows(m), timeout_s=15)
+        got = {r[0]: r for r in replica_rows(m)}
+        assert got[9001] == (9001, "ada@example.org", "Ada Lovelace")
+        assert got[1][2] == "Grace Hopper" and 2 not in got
+
+        # the copy refuses writes that are not its sink's
+        with pytest.raises(DBAPIError, match="read-only replica"):
+            rc.execute(catalog.database_url, "UPDATE customer_ref SET email = 'x' WHERE id = 1")
+
+        lag = [x for x in pb.status().lag if x.direction == "replica"]
+        assert {x.table for x in lag} == {"customers"}
+        assert all((x.events or 0) == 0 for x in lag)
+    finally:
+        pb.close()
+
+    from kit.cli import main
+
+    env = {"KIT_MANIFEST": str(shop.manifest_path)}
+    result = CliRunner(env=env).invoke(main, ["cdc", "verify", "catalog"])
+    assert result.exit_code == 0, result.output
+    assert "customers" in result.output and "source and target match" in result.output
+
+
+def test_capture_rollback_stops_the_replica_but_keeps_triggers_another_pipeline_reads(
+    shop: Shop,
+) -> None:
+    """catalog replicates customers, which the customers service takes over: the monolith's
+    triggers on customers are shared; rolling back catalog's capture empties and unguards its
+    copy but leaves customers' forward CDC alone."""
+    from cdc.readonly import protected
+
+    m = shop.manifest
+    catalog, mono_db = m.services["catalog"], m.monolith.database_url
+    pb = Playbook(m, actor="test")
+    try:
+        assert pb.advance("catalog").ok  # schema
+        rc.execute(
+            catalog.database_url,
+            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
+            "full_name VARCHAR(200))",
+        )
+        assert pb.advance("catalog").ok  # capture (with the replica)
+        for _ in range(2):  # customers: schema, capture
+            assert pb.advance("customers").ok
+        assert len(replica_rows(m)) == 30
+
+        rolled = pb.rollback("catalog")
+        assert rolled.ok, rolled
+        assert replica_rows(m) == []
+        engine = pl.make_engine(catalog.database_url)
+        try:
+            assert protected(engine, ["customer_ref"]) == {"customer_ref": False}
+        finally:
+            engine.dispose()
+        assert pl.capture_enabled(mono_db, ["customers", "products"]) == {
+            "customers": True,  # customers' forward CDC still reads these triggers
+            "products": False,
+        }
+        wanted = {w.name for w in pl.desired_workers(m)}
+        assert "sink:catalog:replica" not in wanted
+        assert {"capture:monolith", "sink:customers"} <= wanted
+    finally:
+        pb.close()
