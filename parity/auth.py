@@ -16,6 +16,7 @@ import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from parity.model import Request, Response
 from parity.recording import REDACTED
@@ -193,6 +194,20 @@ def redacted_headers(requests: Iterable[Request]) -> dict[str, int]:
             if value == REDACTED:
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def holds_redacted_data(request: Request) -> bool:
+    """True when the request's path holds a redaction placeholder (an e-mail in
+    `/users/by-email/<address>`): replayed, both sides would answer for a resource that does
+    not exist (a 404 pair that matches and proves nothing). Placeholders in a query or body
+    stay: they are usually credentials, which `--header` / the auth hook supply."""
+    return any(mark in request.path for mark in (REDACTED, quote(REDACTED)))
+
+
+def replayable(requests: Sequence[Request]) -> tuple[list[Request], int]:
+    """(the requests a replay can send, how many `holds_redacted_data` left out)."""
+    kept = [r for r in requests if not holds_redacted_data(r)]
+    return kept, len(requests) - len(kept)
 
 
 def check_replayable(

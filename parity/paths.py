@@ -15,7 +15,7 @@ from typing import Any
 
 Segment = str | int
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # fullmatch: `$` would allow a final \n
 _INDEX = re.compile(r"\[(\d+)\]")
 
 
@@ -29,7 +29,7 @@ def render_path(segments: Sequence[Segment]) -> str:
     for seg in segments:
         if isinstance(seg, int):
             parts.append(f"[{seg}]")
-        elif _IDENT.match(seg):
+        elif _IDENT.fullmatch(seg):
             parts.append(f".{seg}")
         else:
             escaped = seg.replace("\\", "\\\\").replace("'", "\\'")

@@ -30,6 +30,7 @@ class _StatsLike(Protocol):
     mismatches: int
     noise: int
     errors: int
+    denied: int
     last_mismatches: list[dict[str, Any]]
 
 
@@ -93,7 +94,11 @@ class StatsStoreParity(ParityProvider):
         out = []
         for endpoint in self.store.endpoints():
             s = self.store.stats_for(endpoint)
-            out.append(EndpointParity(endpoint, s.matches, s.mismatches, s.noise, s.errors))
+            out.append(
+                EndpointParity(
+                    endpoint, s.matches, s.mismatches, s.noise, s.errors, getattr(s, "denied", 0)
+                )
+            )
         return out
 
     def recent_mismatches(self, endpoint: str, limit: int = 10) -> list[Mismatch]:

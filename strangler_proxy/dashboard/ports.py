@@ -22,10 +22,11 @@ class EndpointParity:
     mismatches: int = 0
     noise: int = 0
     errors: int = 0
+    denied: int = 0  # both sides answered 401/403: proves nothing, never a match
 
     @property
     def compared(self) -> int:
-        return self.matches + self.mismatches + self.noise + self.errors
+        return self.matches + self.mismatches + self.noise + self.errors + self.denied
 
     @property
     def agreement(self) -> float | None:
@@ -41,6 +42,7 @@ class EndpointParity:
             "mismatches": self.mismatches,
             "noise": self.noise,
             "errors": self.errors,
+            "denied": self.denied,
             "compared": self.compared,
             "agreement": None if agreement is None else round(agreement, 4),
         }

@@ -89,7 +89,7 @@
   // -- sections ------------------------------------------------------------------------
   function parityText(p, url) {
     if (!p) { return muted("no data"); }
-    var span = el("span", null, p.matches + " match · " + p.mismatches + " mismatch · " + p.noise + " noise");
+    var span = el("span", null, p.matches + " match · " + p.mismatches + " mismatch · " + p.noise + " noise" + (p.denied ? " · " + p.denied + " denied" : ""));
     if (p.mismatches || p.errors) {
       span.appendChild(document.createTextNode(" · "));
       span.appendChild(el("a", { href: url, text: "diffs" }));
@@ -161,7 +161,7 @@
 
   function renderParity(parity) {
     replaceBody("parity-body", parity, function (tbody) {
-      if (!parity.length) { tbody.appendChild(emptyRow(7, "No parity data yet.")); return; }
+      if (!parity.length) { tbody.appendChild(emptyRow(8, "No parity data yet.")); return; }
       parity.forEach(function (p) {
         tbody.appendChild(el("tr", { "class": p.mismatches ? "bad" : null },
           el("th", { scope: "row" }, el("code", { text: p.endpoint })),
@@ -169,6 +169,7 @@
           el("td", { "class": "num", text: p.mismatches }),
           el("td", { "class": "num", text: p.noise }),
           el("td", { "class": "num", text: p.errors }),
+          el("td", { "class": "num", text: p.denied, title: "both sides answered 401/403: not a match" }),
           el("td", { "class": "num", text: p.agreement === null ? "–" : num(p.agreement * 100, 2) + "%" }),
           el("td", null, el("a", { href: p.url }, "View diffs", el("span", { "class": "visually-hidden", text: " for " + p.endpoint })))
         ));

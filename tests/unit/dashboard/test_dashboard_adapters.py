@@ -36,6 +36,20 @@ def test_parity_stats_and_recent_mismatches_come_from_the_real_stats_store() -> 
     assert mismatch.at is not None
 
 
+def test_pairs_both_sides_refused_are_shown_as_denied_not_as_agreement() -> None:
+    stats = MemoryStatsStore()
+    sink = PairSink(stats)
+    refused = _pair("/products/3", '{"message": "no"}', '{"message": "no"}')
+    for side in ("control", "candidate"):
+        refused[side]["status"] = 401  # type: ignore[index]
+    sink.record(refused)
+    sink.record(_pair("/products/1", '{"name": "Mug"}', '{"name": "Mug"}'))
+    (entry,) = StatsStoreParity(stats).endpoint_stats()
+    assert (entry.matches, entry.denied, entry.compared) == (1, 1, 2)
+    assert entry.agreement == 1.0  # the refused pair is neither agreement nor regression
+    assert entry.to_dict()["denied"] == 1
+
+
 def test_an_unknown_endpoint_has_no_mismatches() -> None:
     assert StatsStoreParity(MemoryStatsStore()).recent_mismatches("GET /nope") == []
 

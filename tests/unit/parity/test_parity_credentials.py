@@ -18,9 +18,10 @@ from parity.auth import (
     Credentials,
     check_replayable,
     parse_hook_output,
+    replayable,
 )
 from parity.model import Outcome, Request, Response
-from parity.recording import REDACTED, MemoryStatsStore, PairSink, SqlStatsStore
+from parity.recording import REDACTED, MemoryStatsStore, PairSink, Redactor, SqlStatsStore
 from parity.report import EndpointSummary, RunReport, render_table
 from parity.runner import Backend
 
@@ -108,6 +109,19 @@ def test_replaying_redacted_credentials_without_credentials_is_refused():
         check_replayable(recorded, Credentials())
     check_replayable(recorded, Credentials({"Authorization": "Bearer x"}))
     check_replayable([Request("GET", "/b")], None)
+
+
+def test_recorded_requests_whose_target_held_personal_data_are_left_out_of_a_replay():
+    redactor = Redactor()
+    recorded = [
+        redactor.request(Request("GET", "/users/by-email/ann@example.com")),
+        redactor.request(Request("GET", "/users", query=(("email", "bob@example.com"),))),
+        redactor.request(Request("GET", "/users/7")),
+    ]
+    assert "ann@example.com" not in recorded[0].path  # the recording holds no address...
+    kept, left_out = replayable(recorded)
+    assert [r.path for r in kept] == ["/users", "/users/7"]  # ...and no hollow 404 pair
+    assert left_out == 1
 
 
 def refused_pair(path: str = "/things/1") -> dict:
