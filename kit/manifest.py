@@ -735,7 +735,7 @@ def parse_manifest(
     kind = r.str("kind", "embedded") or "embedded"
     if kind not in TRANSPORT_KINDS:
         r.problem("kind", f"unknown transport {kind!r}; known: {', '.join(TRANSPORT_KINDS)}")
-    prefix = r.str("topic_prefix", "shop") or "shop"
+    prefix = r.str("topic_prefix") or default_topic_prefix(root)
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", prefix):
         r.problem("topic_prefix", f"must be letters, digits, '-' or '_', got {prefix!r}")
     servers = r.str("bootstrap_servers")
@@ -990,6 +990,13 @@ def _url_clashes(
 def manifest_path(path: str | Path | None = None) -> Path:
     """The explicit path, else $KIT_MANIFEST, else ./kit.toml."""
     return Path(path or os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
+
+
+def default_topic_prefix(root: Path) -> str:
+    """Topics are named after the project when the manifest does not say: its folder's name
+    reduced to the characters a topic prefix allows (`kit` when nothing is left)."""
+    slug = re.sub(r"[^A-Za-z0-9_\-]+", "-", root.resolve().name).strip("-")
+    return slug[:60] or "kit"
 
 
 def load_manifest(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Manifest:

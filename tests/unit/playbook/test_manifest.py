@@ -184,3 +184,14 @@ def test_proxy_cdc_and_parity_configuration_are_derived_from_the_manifest(tmp_pa
     assert row["price_cents"] == 1234 and row["active"] is True and "slug" not in row
     rules = parity_rules(m)
     assert "GET /products/<int:id>" in rules.endpoint_patterns()
+
+
+def test_topics_are_named_after_the_project_folder_when_the_manifest_does_not_say(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "Notes App"
+    project.mkdir()
+    path = write_manifest(project)
+    path.write_text("\n".join(line for line in path.read_text().splitlines()
+                              if not line.startswith("topic_prefix")))  # fmt: skip
+    assert load_manifest(path).transport.topic_prefix == "Notes-App"
