@@ -35,13 +35,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import make_url
 
 from cdc.events import topic_name
@@ -904,6 +904,9 @@ class Lag:
     slot_lag_bytes: int | None = None  # PostgreSQL source: WAL the slot holds back
     group_lag: int | None = None  # Kafka: published − offsets committed by the sink group
     sink_events: int | None = None  # published but not applied yet
+    captured_seq: int | None = None  # SQLite source: the capture's position in its change log
+    published: int | None = None  # events in the topic (all partitions)
+    applied: int | None = None  # events of the topic the sink has applied
 
 
 @dataclass(frozen=True)
@@ -1047,6 +1050,9 @@ def pipeline_lag(
                 slot_bytes,
                 getattr(r, "group_lag", None),
                 r.lag_events,
+                r.captured_seq,
+                r.published,
+                r.applied,
             )
         )
     return out
@@ -1057,6 +1063,43 @@ def _wal_fence(pipe: Pipeline) -> int | None:
     if not pipe.pg_source:
         return None
     return pg_slot_state(pipe, peek=False).current_lsn
+
+
+def _change_log_fence(pipe: Pipeline, source: Engine) -> int | None:
+    """SQLite source: the last change-log position of the pipeline's tables when the drain
+    starts (None: no change log, the zero-lag rule applies)."""
+    from cdc.capture.sqlite import CHANGES
+
+    if pipe.pg_source or source.dialect.name != "sqlite" or not inspect(source).has_table(CHANGES):
+        return None
+    marks = ", ".join("?" for _ in pipe.source_tables)
+    with source.connect() as conn:
+        row = conn.exec_driver_sql(
+            f"SELECT max(seq) FROM {CHANGES} WHERE tbl IN ({marks})", tuple(pipe.source_tables)
+        ).one()
+    return int(row[0] or 0)
+
+
+class _Fence:
+    """Caught up with what was committed when the drain started, not with a moving target:
+    under steady writes the lag is rarely zero at the instant it is read, but every change
+    before the fence is applied once the capture passed the fence and the sink applied what
+    was published by then (the PostgreSQL drain does the same with a WAL position)."""
+
+    def __init__(self, seq: int | None) -> None:
+        self.seq = seq
+        self.published: dict[str, int] | None = None
+
+    def reached(self, lag: Sequence[Lag]) -> bool:
+        if self.seq is None or any(x.captured_seq is None for x in lag):
+            return False
+        if any(x.snapshot in ("pending", "running") for x in lag):
+            return False
+        if self.published is None:
+            if any((x.captured_seq or 0) < self.seq for x in lag):
+                return False
+            self.published = {x.table: x.published or 0 for x in lag}
+        return all((x.applied or 0) >= self.published.get(x.table, 0) for x in lag)
 
 
 def _pg_caught_up(pipe: Pipeline, fence: int | None) -> bool:
@@ -1078,8 +1121,10 @@ def drain(
     progress: Callable[[str], None] | None = None,
     transport: Transport | None = None,
 ) -> dict[str, Any]:
-    """Bring `pipe` to zero lag: run its workers in-process when no worker process holds them,
-    else wait for the running workers. Raises PipelineError on timeout.
+    """Bring `pipe` up to date with every change committed before the drain started (zero
+    lag, or past the start's fence under steady writes): run its workers in-process when no
+    worker process holds them, else wait for the running workers. Raises PipelineError on
+    timeout.
 
     On PostgreSQL "captured" means: the slot confirmed the WAL position current when the
     drain started (a fence), and every snapshot is done.
@@ -1098,8 +1143,10 @@ def drain(
         progress(f"draining {pipe.direction} CDC of {pipe.service}: {how}")
     source, target = make_engine(pipe.source_url), make_engine(pipe.target_url)
     fence = _wal_fence(pipe)
+    log_fence = _Fence(_change_log_fence(pipe, source))
     handled = 0
     deadline = time.monotonic() + timeout_s
+    checked = 0.0
     try:
         while True:
             busy = 0
@@ -1108,8 +1155,9 @@ def drain(
                     n = r.run_once()
                     busy += n
                     handled += n
-            if busy:
-                continue
+            if busy and time.monotonic() - checked < 0.5:
+                continue  # in-process workers with work to do: look again soon, not never
+            checked = time.monotonic()
             lag = pipeline_lag(pipe, transport, source, target)
             if pipe.pg_source:
                 done = _pg_caught_up(pipe, fence) and all(
@@ -1119,7 +1167,7 @@ def drain(
                 # what remains is the sink's lag (published - applied)
                 done = done and all((x.sink_events or 0) == 0 for x in lag)
             else:
-                done = all((x.events or 0) == 0 for x in lag)
+                done = all((x.events or 0) == 0 for x in lag) or log_fence.reached(lag)
             if done:
                 return {
                     "handled_in_process": handled,
