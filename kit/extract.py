@@ -71,6 +71,7 @@ class Extraction:
     folder: Path
     root: Path  # the manifest's folder
     python: str | None = None  # the monolith's interpreter: the skeleton needs what it has
+    venv: str | None = None  # ... or the monolith's virtualenv
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or self.name == "monolith":
@@ -120,6 +121,8 @@ def service_toml(x: Extraction) -> str:
     ]
     if x.python:
         lines.append(f"python = {json.dumps(x.python)}")
+    if x.venv:
+        lines.append(f"venv = {json.dumps(x.venv)}")
     lines += [
         'ready = { path = "/readyz" }',
         f'mapping = "{rel}/mapping.toml"',
