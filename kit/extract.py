@@ -198,7 +198,9 @@ def create_app(database_url: str | None = None) -> Flask:
     if not url:
         raise RuntimeError("no database URL: set {env}")
     app = Flask(__name__)
-    engine = create_engine(url, pool_pre_ping=True)
+    # SQLite: CDC writes into this file too, so wait for its write lock instead of failing
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(url, pool_pre_ping=True, connect_args={{"timeout": 30}} if sqlite else {{}})
     heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
     app.extensions["{name}_engine"] = engine
 
