@@ -124,7 +124,9 @@ def service_toml(x: Extraction) -> str:
     if x.venv:
         lines.append(f"venv = {json.dumps(x.venv)}")
     lines += [
-        'ready = { path = "/readyz" }',
+        "# `kit up` waits for the process (/healthz); /readyz answers 503 until the `schema`",
+        "# step brings its database to its Alembic head, and the playbook checks that one",
+        'ready = { path = "/healthz" }',
         f'mapping = "{rel}/mapping.toml"',
         f"tables = [{', '.join(json.dumps(t) for t in x.tables)}]",
         "endpoints = [",

@@ -280,6 +280,7 @@ def test_extract_takes_over_only_the_named_tables_and_keeps_the_monolith_venv(
     assert done.exit_code == 0, done.output
     s = load_manifest(folder / "kit.toml").services["memos"]
     assert s.python == str(venv / "bin" / "python")
+    assert s.ready.path == "/healthz"  # `kit up` before the schema step: not /readyz
     assert [t.source for t in s.mapping().tables] == ["memos"]
     revision = next((folder / "services" / "memos" / "migrations" / "versions").glob("*.py"))
     assert "authors" not in revision.read_text()
