@@ -95,7 +95,8 @@ def cli(
     keyless = [t.name for t in tables if not t.primary_key and not t.version_table]
     click.echo(
         f"{output}: {len(routes)} endpoint(s) in {len({r.group for r in routes})} group(s), "
-        f"{len([t for t in tables if not t.version_table])} table(s)" + (f"; no primary key: {', '.join(keyless)}" if keyless else "")
+        f"{len([t for t in tables if not t.version_table])} table(s)"
+        + (f"; no primary key: {', '.join(keyless)}" if keyless else "")
     )
 
 

@@ -35,7 +35,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -573,27 +573,45 @@ def run_worker(
 # capture set-up (SQLite triggers; PostgreSQL publication + slot per pipeline)
 
 
-def enable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
-    _switch_capture(url, tables, publication, on=True)
+def enable_capture(
+    url: str,
+    tables: list[str],
+    publication: str = "strangler_cdc",
+    keys: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Capture `tables`; `keys`: the mapping's declared key of a table without a primary key."""
+    _switch_capture(url, tables, publication, on=True, keys=keys)
 
 
 def disable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
     _switch_capture(url, tables, publication, on=False)
 
 
-def _switch_capture(url: str, tables: list[str], publication: str, *, on: bool) -> None:
+def _switch_capture(
+    url: str,
+    tables: list[str],
+    publication: str,
+    *,
+    on: bool,
+    keys: Mapping[str, Sequence[str]] | None = None,
+) -> None:
     """Turn capture on or off with the backend's own mechanism (triggers or publication)."""
     engine = make_engine(url)
     try:
         if engine.dialect.name == "sqlite":
             from cdc.capture import sqlite
 
-            (sqlite.enable_capture if on else sqlite.disable_capture)(engine, tables)
+            if on:
+                sqlite.enable_capture(engine, tables, keys)
+            else:
+                sqlite.disable_capture(engine, tables)
         else:
             from cdc.capture import postgres
 
-            switch = postgres.enable_capture if on else postgres.disable_capture
-            switch(url, tables, publication=publication)
+            if on:
+                postgres.enable_capture(url, tables, publication=publication, keys=keys)
+            else:
+                postgres.disable_capture(url, tables, publication=publication)
     finally:
         engine.dispose()
 
@@ -631,7 +649,14 @@ def enable_pipe_capture(m: Manifest, pipe: Pipeline, snapshot: str | None = None
     from here on is kept for the worker, however late it starts. A forward pipeline's slot is
     created by its worker, which exports the snapshot it reads the tables with.
     """
-    enable_capture(pipe.source_url, pipe.source_tables, pipe.publication or "strangler_cdc")
+    from cdc.keys import declared_keys
+
+    enable_capture(
+        pipe.source_url,
+        pipe.source_tables,
+        pipe.publication or "strangler_cdc",
+        keys=declared_keys(pipe.mapping),  # a keyless table: captured by its declared key
+    )
     if pipe.pg_source and (snapshot is not None or pipe.snapshot == "never"):
         ensure_slot(m, pipe, snapshot or pipe.snapshot)
 
