@@ -31,6 +31,7 @@ from kit.runtime.supervisor import stop_all
 from kitcore.net import free_port
 from tests.fixtures.venvs import NOTES_APP
 
+T0 = time.monotonic()
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 SERVICE = "notebook"
@@ -337,6 +338,8 @@ class Project:
             [str(self.kit_bin), *args], cwd=self.folder, env=self.env, capture_output=True,
             text=True, timeout=timeout,
         )  # fmt: skip
+        print(f"  kit {' '.join(args)[:60]} -> {done.returncode} ({time.monotonic() - started:.1f}s)"
+              f" at {time.monotonic() - T0:.0f}s")  # fmt: skip
         self.log.append(f"$ kit {' '.join(args)}  -> {done.returncode} "
                         f"({time.monotonic() - started:.1f}s)\n{done.stdout}{done.stderr}")  # fmt: skip
         assert done.returncode in ok, self.report()
@@ -443,25 +446,31 @@ def test_the_kit_adopts_a_monolith_it_has_never_seen_to_retire_and_back(
         contract = None
         try:
             traffic.writes.set()
+            time.sleep(2.0)  # rows written before capture: its snapshot carries them
             for step in STEPS:
-                if step == "verify":  # parity gates compare settled rows: pause the writes
-                    traffic.writes.clear()
-                if step == "writes":  # writes during the cut-over and everything after it
-                    traffic.writes.set()
+                # writes pause while a step drains CDC to zero lag (capture, writes) and while
+                # the parity gates compare settled rows (shadow .. reads); see docs/adopting.md
+                traffic.writes.clear()
                 out = _advance_until_done(project, step)
+                if step in ("writes", "retire"):
+                    traffic.writes.set()
                 if step == "retire":
                     contract = Path(re.search(r"contract revision written to (\S+)", out)[1])
                     contract_text = contract.read_text()
+                    # every row of the taken-over tables matches on both sides
+                    verify = project.kit("cdc", "verify", SERVICE, ok=(0, 1))
             assert traffic.sent["create"] > 0 and traffic.sent["tag"] > 0, traffic.sent
-            while project.service_state()[0] is not None:
+            while (current := project.service_state()[0]) is not None:
+                if current in ("capture", "writes"):
+                    traffic.writes.clear()
                 project.kit("rollback", SERVICE)
+                traffic.writes.set()
             time.sleep(1.0)  # the last writes through the monolith, captured after rollback
         finally:
             traffic.stop.set()
             for t in threads:
                 t.join(timeout=30)
         status = project.status()
-        verify = project.kit("cdc", "verify", SERVICE, ok=(0, 1))
         db_current = project.kit("db", "current", "monolith").stdout
         project.kit("down")
         assert rundir.records() == [], project.report()
