@@ -452,16 +452,16 @@ def test_the_kit_adopts_a_monolith_it_has_never_seen_to_retire_and_back(
                 # the parity gates compare settled rows (shadow .. reads); see docs/adopting.md
                 traffic.writes.clear()
                 out = _advance_until_done(project, step)
-                if step in ("writes", "retire"):
+                if step == "writes":  # writes through the service, reverse CDC to the monolith
                     traffic.writes.set()
+                    time.sleep(4.0)
+                    traffic.writes.clear()
+                    time.sleep(3.0)  # the writes in flight arrive on both sides
+                    verify = project.kit("cdc", "verify", SERVICE, ok=(0, 1))
                 if step == "retire":
                     contract = Path(re.search(r"contract revision written to (\S+)", out)[1])
                     contract_text = contract.read_text()
-                    # every row of the taken-over tables matches on both sides, once the
-                    # writes in flight have arrived
-                    traffic.writes.clear()
-                    time.sleep(3.0)
-                    verify = project.kit("cdc", "verify", SERVICE, ok=(0, 1))
+                    traffic.writes.set()
             assert traffic.sent["create"] > 0 and traffic.sent["tag"] > 0, traffic.sent
             while (current := project.service_state()[0]) is not None:
                 if current in ("capture", "writes", "retire"):  # these drain CDC to zero lag
