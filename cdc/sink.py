@@ -55,6 +55,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     and_,
     delete,
     func,
@@ -436,7 +437,7 @@ class _TargetTable:
         self.key_cols = [self.table.c[k] for k in mapping.key]
         self.dialect = engine.dialect.name
         non_key = [c.target for c in mapping.columns if c.target not in mapping.key]
-        if self.dialect in {"sqlite", "postgresql"}:
+        if self.dialect in {"sqlite", "postgresql"} and self._key_is_unique():
             if self.dialect == "sqlite":
                 from sqlalchemy.dialects.sqlite import insert as dialect_insert
             else:
@@ -473,6 +474,20 @@ class _TargetTable:
                 ]
         self.binds = binds
         self.prepare = self._compile_prepare()
+
+    def _key_is_unique(self) -> bool:
+        """Does a primary key, unique constraint or unique index of the target cover exactly
+        the mapping's key? `ON CONFLICT` needs one; a table without (a keyless association
+        table captured by its declared key) gets delete-then-insert instead."""
+        key = set(self.mapping.key)
+        sets = [{c.name for c in self.table.primary_key.columns}]
+        sets += [
+            {c.name for c in con.columns}
+            for con in self.table.constraints
+            if isinstance(con, UniqueConstraint)
+        ]
+        sets += [{c.name for c in ix.columns} for ix in self.table.indexes if ix.unique]
+        return key in sets
 
     def _compile_prepare(
         self,

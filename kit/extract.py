@@ -71,6 +71,7 @@ class Extraction:
     folder: Path
     root: Path  # the manifest's folder
     python: str | None = None  # the monolith's interpreter: the skeleton needs what it has
+    venv: str | None = None  # ... or the monolith's virtualenv
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or self.name == "monolith":
@@ -120,8 +121,12 @@ def service_toml(x: Extraction) -> str:
     ]
     if x.python:
         lines.append(f"python = {json.dumps(x.python)}")
+    if x.venv:
+        lines.append(f"venv = {json.dumps(x.venv)}")
     lines += [
-        'ready = { path = "/readyz" }',
+        "# `kit up` waits for the process (/healthz); /readyz answers 503 until the `schema`",
+        "# step brings its database to its Alembic head, and the playbook checks that one",
+        'ready = { path = "/healthz" }',
         f'mapping = "{rel}/mapping.toml"',
         f"tables = [{', '.join(json.dumps(t) for t in x.tables)}]",
         "endpoints = [",
@@ -195,7 +200,9 @@ def create_app(database_url: str | None = None) -> Flask:
     if not url:
         raise RuntimeError("no database URL: set {env}")
     app = Flask(__name__)
-    engine = create_engine(url, pool_pre_ping=True)
+    # SQLite: CDC writes into this file too, so wait for its write lock instead of failing
+    sqlite = url.startswith("sqlite")
+    engine = create_engine(url, pool_pre_ping=True, connect_args={{"timeout": 30}} if sqlite else {{}})
     heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
     app.extensions["{name}_engine"] = engine
 

@@ -43,6 +43,42 @@ class TableInfo:
     name: str
     primary_key: tuple[str, ...]
     columns: int
+    version_table: bool = False  # Alembic's bookkeeping (one `version_num` column)
+
+
+#: GET routes that serve an API description: a readiness check that needs no credentials
+_SPEC_PATH = re.compile(r"/(openapi|swagger|spec|api-docs)[^/<]*\.(json|ya?ml)$")
+
+
+def spec_route(routes: Sequence[Route]) -> str | None:
+    """The path of a GET route serving the app's OpenAPI document, if it has one."""
+    for r in routes:
+        if r.method == "GET" and "<" not in r.path and _SPEC_PATH.search(r.path):
+            return r.path
+    return None
+
+
+def migrations_of(cwd: Path, tables: Sequence[TableInfo], root: Path) -> list[str]:
+    """`[monolith.migrations]` lines when the app's folder has an `alembic.ini`: the ini, and
+    the version table found in its database (a table holding only `version_num`)."""
+    ini = cwd / "alembic.ini"
+    if not ini.is_file():
+        return []
+    import os
+
+    found = [t.name for t in tables if t.version_table]
+    table = "alembic_version" if "alembic_version" in found or not found else found[0]
+    note = (
+        f"found in the database{' (others: ' + ', '.join(found[1:]) + ')' if len(found) > 1 else ''}"
+        if found
+        else "Alembic's default: check the version_table of its env.py"
+    )
+    return [
+        "",
+        f"[monolith.migrations]                 # its own Alembic environment (found {ini.name})",
+        f"ini = {_toml_str(os.path.relpath(ini, root))}",
+        f"version_table = {_toml_str(table)}    # {note}",
+    ]
 
 
 def routes_of_url_map(rules: Iterable[Mapping[str, Any]]) -> list[Route]:
@@ -110,7 +146,8 @@ def tables_of(database_url: str) -> list[TableInfo]:
             if _SYSTEM_TABLE.match(name):
                 continue
             pk = inspector.get_pk_constraint(name).get("constrained_columns") or []
-            out.append(TableInfo(name, tuple(pk), len(inspector.get_columns(name))))
+            columns = [c["name"] for c in inspector.get_columns(name)]
+            out.append(TableInfo(name, tuple(pk), len(columns), columns == ["version_num"]))
         return out
     except SQLAlchemyError as exc:
         raise InventoryError(f"cannot reflect the monolith database: {exc}") from None
@@ -141,9 +178,11 @@ def render_manifest(
     routes: Sequence[Route],
     tables: Sequence[TableInfo],
     source: str,
+    extra: Sequence[str] = (),
 ) -> str:
-    """A starting kit.toml: the monolith's run keys, the endpoint inventory by group with a
-    commented `[services.<group>]` suggestion each, and the tables (keys or their absence)."""
+    """A starting kit.toml: the monolith's run keys (and `extra` lines after them), the
+    endpoint inventory by group with a commented `[services.<group>]` suggestion each, and
+    the tables (keys or their absence); Alembic version tables are left out."""
     lines = [
         f"# Migration manifest written by `kit init` on {datetime.now(UTC):%Y-%m-%d} from {source}",
         "# (format: docs/manifest.md). Next: `kit extract NAME --tables ... --endpoints ...` adds",
@@ -155,6 +194,14 @@ def render_manifest(
         "[monolith]",
     ]
     lines += [f"{key} = {_toml_str(value)}" for key, value in monolith.items()]
+    lines += list(extra)
+    lines += [
+        "",
+        "[proxy]",
+        "# who a client is, for canary stickiness and read-your-writes: a hash of its",
+        "# credentials (requests without them: the client address)",
+        'client_key = { hash_header = "Authorization" }',
+    ]
     lines += ["", "# ---- endpoints of the monolith, by blueprint/module " + "-" * 38]
     groups: dict[str, list[Route]] = {}
     for r in routes:
@@ -177,6 +224,7 @@ def render_manifest(
         lines += ["# " + ln for ln in endpoint_lines(members)]
         lines += ["# ]"]
     lines += ["", "# ---- tables of the monolith database (primary key) " + "-" * 38, "#"]
+    tables = [t for t in tables if not t.version_table]
     width = max((len(t.name) for t in tables), default=0)
     for t in tables:
         if t.primary_key:

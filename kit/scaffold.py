@@ -46,11 +46,15 @@ def append_to_manifest(path: Path, text: str) -> None:
 
 
 def relative(path: Path, root: Path) -> str:
-    """`path` as the manifest writes it: relative to the manifest's folder when inside it."""
+    """`path` as the manifest writes it: relative to the manifest's folder when inside it.
+
+    The last component is not resolved: a virtualenv's `bin/python` is a symlink to the base
+    interpreter, and following it would name an interpreter without the venv's packages."""
+    full = path.absolute().parent.resolve() / path.name
     try:
-        return os.path.relpath(path.resolve(), root.resolve())
+        return os.path.relpath(full, root.resolve())
     except ValueError:  # another drive
-        return str(path.resolve())
+        return str(full)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,10 +250,12 @@ def portable_tables(url: str, names: Sequence[str], keys: Mapping[str, Sequence[
     finally:
         engine.dispose()
     out = []
-    for table in source.sorted_tables:
+    # reflection also loads the tables they refer to: only the taken-over ones are copied
+    for table in [t for t in source.sorted_tables if t.name in names]:
         copy = table.to_metadata(target)
         for fk in list(copy.foreign_key_constraints):
-            if fk.referred_table.name not in names:
+            referred = fk.elements[0].target_fullname.rsplit(".", 2)[-2]  # [schema.]table.col
+            if referred not in names:
                 copy.constraints.discard(fk)
                 for col in fk.columns:
                     col.foreign_keys.clear()

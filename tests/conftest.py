@@ -6,7 +6,7 @@ import pytest
 
 from kitcore.net import free_port as _free_port
 
-pytest_plugins = ["tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.venvs"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

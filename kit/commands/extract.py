@@ -56,6 +56,9 @@ def cli(
             owners = ", ".join(f"{t} ({s})" for t, s in taken.items())
             raise ScaffoldError(f"table(s) already taken over by another service: {owners}")
         python = m.monolith.python
+        # the monolith's venv (or interpreter): the skeleton needs what the monolith has
+        venv = Path(python).parent.parent if python else None
+        in_venv = venv is not None and (venv / "pyvenv.cfg").is_file()
         x = Extraction(
             name=name,
             tables=wanted,
@@ -63,7 +66,8 @@ def cli(
             port=port or 8001 + len(m.services),
             folder=(folder.resolve() if folder else m.root / "services" / name),
             root=m.root,
-            python=relative(Path(python), m.root) if python else None,
+            python=relative(Path(python), m.root) if python and not in_venv else None,
+            venv=relative(venv, m.root) if in_venv and venv else None,
         )
         files = service_files(x, m.monolith.database_url, parse_keys(keys))
         write_new_files(files)

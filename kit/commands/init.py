@@ -9,10 +9,12 @@ import click
 
 from kit.inventory import (
     InventoryError,
+    migrations_of,
     read_openapi,
     render_manifest,
     routes_of_openapi,
     routes_of_url_map,
+    spec_route,
     tables_of,
 )
 from kit.scaffold import ScaffoldError, relative, write_new_files
@@ -80,14 +82,21 @@ def cli(
             if openapi.startswith(("http://", "https://")):
                 keys["openapi"] = openapi
         tables = tables_of(database_url)
-        text = render_manifest(keys, routes, tables, source)
+        extra: list[str] = []
+        spec = spec_route(routes) if app else None
+        if spec:  # a GET that needs no credentials: the readiness check and the API description
+            keys["openapi"] = spec
+            extra.append(f'ready = {{ path = "{spec}", status = 200 }}')
+        extra += migrations_of(folder, tables, root)
+        text = render_manifest(keys, routes, tables, source, extra)
         write_new_files({output: text})
     except (InventoryError, ScaffoldError) as exc:
         raise click.ClickException(str(exc)) from None
-    keyless = [t.name for t in tables if not t.primary_key]
+    keyless = [t.name for t in tables if not t.primary_key and not t.version_table]
     click.echo(
         f"{output}: {len(routes)} endpoint(s) in {len({r.group for r in routes})} group(s), "
-        f"{len(tables)} table(s)" + (f"; no primary key: {', '.join(keyless)}" if keyless else "")
+        f"{len([t for t in tables if not t.version_table])} table(s)"
+        + (f"; no primary key: {', '.join(keyless)}" if keyless else "")
     )
 
 

@@ -216,3 +216,71 @@ def test_extract_scaffolds_a_service_whose_migration_creates_the_taken_over_tabl
 
     again = _extract(folder, "--key", "tags=note_id,tag")
     assert again.exit_code == 1 and "already has [services.archive]" in again.output
+
+
+SPEC_APP = NOTES_APP.replace(
+    '@admin.get("/admin/stats")',
+    '@admin.get("/api/openapi.json")\ndef spec():\n    return {}\n\n\n@admin.get("/admin/stats")',
+)
+
+
+def test_init_finds_the_apps_alembic_environment_its_spec_route_and_suggests_a_client_key(
+    monolith: tuple[Path, str],
+) -> None:
+    """An app with an alembic.ini, its own version table and an OpenAPI route: the manifest
+    names its migrations and uses the spec route (needs no credentials) as readiness."""
+    folder, url = monolith
+    (folder / "notes_app.py").write_text(SPEC_APP)
+    (folder / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/alembic\n")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE notes_schema (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO notes_schema VALUES ('n2')"))
+    engine.dispose()
+    result = _init(folder, url)
+    assert result.exit_code == 0, result.output
+    assert "2 table(s)" in result.output  # the version table is not one of the app's
+    manifest = (folder / "kit.toml").read_text()
+    assert "notes_schema  " not in manifest
+    m = load_manifest(folder / "kit.toml")
+    assert m.monolith.migrations is not None
+    assert m.monolith.migrations.ini == folder / "alembic.ini"
+    assert m.monolith.migrations.version_table == "notes_schema"
+    assert m.monolith.openapi == "/api/openapi.json"
+    assert (m.monolith.ready.path, m.monolith.ready.status) == ("/api/openapi.json", 200)
+    assert dict(m.proxy.client_key or {}) == {"hash_header": "Authorization"}
+
+
+def test_extract_takes_over_only_the_named_tables_and_keeps_the_monolith_venv(
+    monolith: tuple[Path, str],
+) -> None:
+    """A taken-over table refers to one that stays (notes -> authors): the reference is
+    dropped, the other table is neither created nor mapped; the service runs in the
+    monolith's virtualenv (its symlinked python is not resolved to the base interpreter)."""
+    folder, url = monolith
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE authors (id INTEGER PRIMARY KEY, name VARCHAR(20))"))
+        conn.execute(
+            text(
+                "CREATE TABLE memos (id INTEGER PRIMARY KEY, author_id INTEGER REFERENCES authors(id))"
+            )
+        )
+    engine.dispose()
+    venv = folder / "appvenv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {Path(sys.executable).parent}\n")
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    assert _init(folder, url).exit_code == 0
+    text_ = (
+        (folder / "kit.toml").read_text().replace("[monolith]\n", '[monolith]\nvenv = "appvenv"\n')
+    )
+    (folder / "kit.toml").write_text(text_)
+    done = _kit(folder, "extract", "memos", "--tables", "memos", "--endpoints", "GET /notes")
+    assert done.exit_code == 0, done.output
+    s = load_manifest(folder / "kit.toml").services["memos"]
+    assert s.python == str(venv / "bin" / "python")
+    assert s.ready.path == "/healthz"  # `kit up` before the schema step: not /readyz
+    assert [t.source for t in s.mapping().tables] == ["memos"]
+    revision = next((folder / "services" / "memos" / "migrations" / "versions").glob("*.py"))
+    assert "authors" not in revision.read_text()

@@ -266,3 +266,50 @@ def test_random_changes_to_composite_and_keyless_tables_keep_the_target_equal(
             assert list_dead_letters(rig.target, "g") == []
         finally:
             rig.close()
+
+
+def test_a_target_table_without_primary_key_gets_its_rows_by_the_declared_key(
+    tmp_path: Path,
+) -> None:
+    """The way back (reverse CDC into a monolith's keyless association table): no ON CONFLICT
+    target exists there, so upserts replace the row by the declared key instead of failing."""
+    mapping = parse_mapping(
+        {
+            "service": "notes",
+            "tables": [
+                {"source": "links", "target": "links", "key": ["a", "b"],
+                 "columns": {"a": "a", "b": "b", "w": "w"}},
+            ],
+        }
+    )  # fmt: skip
+    source = make_engine(f"sqlite:///{tmp_path / 'svc.db'}")
+    target = make_engine(f"sqlite:///{tmp_path / 'mono.db'}")
+    with source.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE links (a INTEGER, b INTEGER, w TEXT, PRIMARY KEY (a, b))"
+        )
+    with target.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE links (a INTEGER NOT NULL, b INTEGER NOT NULL, w TEXT)")
+        conn.exec_driver_sql("INSERT INTO links VALUES (1, 1, 'old')")
+    log = EmbeddedLog(EmbeddedLogConfig(tmp_path / "log", partitions=2))
+    capture = CaptureWorker(source, log, CaptureConfig(topic_prefix="svc"))
+    sink = Sink(target, mapping, log, SinkConfig("rev", (topic_name("svc", "main", "links"),)))
+    try:
+        enable_capture(source, ["links"], declared_keys(mapping))
+        with source.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO links VALUES (1, 1, 'new'), (1, 2, 'x'), (2, 1, 'y')")
+            conn.exec_driver_sql("UPDATE links SET w = 'z' WHERE a = 1 AND b = 2")
+            conn.exec_driver_sql("DELETE FROM links WHERE a = 2")
+        while capture.run_once():
+            pass
+        sink.drain(idle_polls=1)
+        assert list_dead_letters(target, "rev") == []
+        with target.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT a, b, w FROM links ORDER BY a, b").all()
+        assert [tuple(r) for r in rows] == [(1, 1, "new"), (1, 2, "z")]
+        assert verify(source, target, mapping).ok
+    finally:
+        capture.close()
+        sink.close()
+        source.dispose()
+        target.dispose()
