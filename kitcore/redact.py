@@ -30,11 +30,17 @@ BUILTIN_PATTERNS: dict[str, str] = {
     ),
 }
 DEFAULT_PATTERNS: tuple[str, ...] = tuple(BUILTIN_PATTERNS)
-# a built-in pattern can only match text holding one of these (a C-speed `in` test first)
-_NEEDS: dict[str, tuple[str, ...]] = {
+# a built-in pattern can only match text holding one of these (a C-speed `in` test, or one
+# simple regex pass, before the pattern's own costlier pass over a big body)
+_NEEDS: dict[str, tuple[str | re.Pattern[str], ...]] = {
     "email": ("@",),
     "token": ("eyJ", "earer", "asic"),
+    "phone": ("+", "(", re.compile(r"\d[.-]\d")),
 }
+
+
+def _present(need: str | re.Pattern[str], text: str) -> bool:
+    return need in text if isinstance(need, str) else need.search(text) is not None
 
 
 def luhn_valid(digits: str) -> bool:
@@ -53,7 +59,7 @@ class TextScrubber:
 
     def __init__(self, patterns: Iterable[str] = DEFAULT_PATTERNS, mark: str = MARK) -> None:
         self.mark = mark
-        self.rules: list[tuple[str, re.Pattern[str], tuple[str, ...]]] = []
+        self.rules: list[tuple[str, re.Pattern[str], tuple[str | re.Pattern[str], ...]]] = []
         for i, pattern in enumerate(patterns):
             source = BUILTIN_PATTERNS.get(pattern, pattern)
             try:
@@ -69,7 +75,7 @@ class TextScrubber:
         if not text:
             return text
         for name, regex, needs in self.rules:
-            if needs and not any(n in text for n in needs):
+            if needs and not any(_present(n, text) for n in needs):
                 continue
             text = regex.sub(self._card if name == "card" else self.mark, text)
         return text
