@@ -75,8 +75,8 @@ class TimedSink(Sink):
         self.lags_ms: list[int] = []
         self.applied = 0
 
-    def apply(self, msgs):
-        result = super().apply(msgs)
+    def apply(self, msgs, resumed=False):
+        result = super().apply(msgs, resumed)
         now = time.time() * 1000
         for m in msgs:
             if m.value:
@@ -272,8 +272,8 @@ class LagSink(Sink):
         super().__init__(*args, **kwargs)
         self.lags: list[tuple[int, int]] = []
 
-    def apply(self, msgs):
-        result = super().apply(msgs)
+    def apply(self, msgs, resumed=False):
+        result = super().apply(msgs, resumed)
         now = time.time() * 1000
         for m in msgs:
             if m.value:
