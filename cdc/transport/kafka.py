@@ -23,6 +23,7 @@ kafka-python is imported lazily so importing `cdc.transport` stays cheap.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -38,6 +39,8 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GS
 OFFSET_RESETS = ("earliest", "latest")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SERVER_RE = re.compile(r"^[^\s:,]+:\d{1,5}$")
+_log = logging.getLogger("cdc.transport.kafka")
+_crc_checked = False
 
 
 class KafkaTransportError(RuntimeError):
@@ -47,6 +50,27 @@ class KafkaTransportError(RuntimeError):
 def dlq_topic(topic: str) -> str:
     """Dead-letter topic for `topic`: where a sink parks messages it cannot apply."""
     return topic + ".dlq"
+
+
+def crc32c_accelerated() -> bool:
+    """Whether kafka-python checks and writes record batches' CRC32C with the `crc32c`
+    package (C) rather than its pure-Python fallback, which costs ~40 µs per 400-byte event
+    on each side (producer and consumer) and alone cut the pipeline's throughput ~4x."""
+    from kafka.record import util
+
+    used = (util.calc_crc32c.__defaults__ or (None,))[0]
+    return used is not None and getattr(used, "__module__", "") != "kafka.record._crc32c"
+
+
+def _warn_slow_crc() -> None:
+    global _crc_checked
+    if not _crc_checked:
+        _crc_checked = True
+        if not crc32c_accelerated():
+            _log.warning(
+                "kafka-python computes CRC32C in pure Python here (the crc32c package is "
+                "missing): Kafka throughput is about 4x lower; pip install crc32c"
+            )
 
 
 def available_codecs() -> tuple[str, ...]:
@@ -408,6 +432,7 @@ class KafkaProducerAdapter(Producer):
 
         config = transport.config
         self.transport = transport
+        _warn_slow_crc()
         self._producer = KafkaProducer(
             acks="all",
             retries=5,
@@ -495,6 +520,7 @@ class KafkaConsumerAdapter(Consumer):
 
         config = transport.config
         self.transport = transport
+        _warn_slow_crc()
         self.group = group
         self.topics = topics
         self._buffer: list[Message] = []

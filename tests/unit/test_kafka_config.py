@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc.transport.kafka import KafkaConfig, available_codecs, dlq_topic
+from cdc.transport.kafka import KafkaConfig, available_codecs, crc32c_accelerated, dlq_topic
 
 
 def test_bootstrap_servers_accept_a_comma_list_or_a_sequence():
@@ -74,3 +74,9 @@ def test_from_env_reads_kafka_prefixed_variables():
 
 def test_dead_letter_topic_appends_dlq():
     assert dlq_topic("cdc.public.orders") == "cdc.public.orders.dlq"
+
+
+def test_kafka_python_uses_the_c_crc32c():
+    """The crc32c package is a dependency: without it kafka-python computes every record
+    batch's CRC32C in pure Python, which cut the Kafka pipeline's throughput about 4x."""
+    assert crc32c_accelerated()
