@@ -610,16 +610,11 @@ class KafkaConsumerAdapter(Consumer):
     def _fetch(self, max_records: int, timeout_s: float) -> list[Message]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         out: list[Message] = []
+        new = tuple.__new__  # a Message per record, without NamedTuple's keyword __new__
         for ktp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+            topic, partition = ktp.topic, ktp.partition
             out += [
-                Message(
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    key=r.key,
-                    value=r.value,
-                    timestamp_ms=r.timestamp,
-                )
+                new(Message, (topic, partition, r.offset, r.key, r.value, r.timestamp))
                 for r in batches[ktp]
             ]
         return out
