@@ -142,9 +142,6 @@ class BatchResult:
     retrying: str | None = None  # set: the batch waits for a retry (why, since when)
 
 
-# One of each per event: NamedTuples, which the hot path builds with tuple.__new__ (no
-
-
 class _Decoded(NamedTuple):  # one per event, built with tuple.__new__ on the hot path
     msg: Message
     actions: list[Action]
