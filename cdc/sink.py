@@ -246,6 +246,8 @@ class Sink:
 
     # -- decoding
     def decode(self, msg: Message) -> _Decoded:
+        """The actions of one event, or the reason it is a dead letter (cdc.dlq retries
+        through this too)."""
         value = msg.value
         try:
             # the key is in the row image; of the source only table and ts_ms are used
