@@ -58,8 +58,8 @@ def dlq_topic(topic: str) -> str:
 
 def crc32c_accelerated() -> bool:
     """Whether kafka-python checks and writes record batches' CRC32C with the `crc32c`
-    package (C) rather than its pure-Python fallback, which costs ~40 µs per 400-byte event
-    on each side (producer and consumer) and alone cut the pipeline's throughput ~4x."""
+    package (C) rather than its pure-Python fallback, which costs ~80 µs (producer) and ~50 µs
+    (consumer) of CPU per 400-byte event and alone cut the adapter's throughput ~4x."""
     from kafka.record import util
 
     used = (util.calc_crc32c.__defaults__ or (None,))[0]
@@ -84,7 +84,7 @@ _words = struct.Struct("<I").iter_unpack
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 hash (the Java client's Utils.murmur2, which the default partitioner
-    uses), equal to kafka-python's ``kafka.partitioner.default.murmur2`` but about 3x faster:
+    uses), equal to kafka-python's ``kafka.partitioner.default.murmur2`` but ~1.7x faster:
     the 4-byte words are unpacked in C and each step masks once."""
     length = len(data)
     h = 0x9747B28C ^ length
