@@ -68,6 +68,15 @@ def transient_reason(exc: BaseException) -> str | None:
     return None
 
 
+def rejection_reason(exc: SQLAlchemyError) -> str:
+    """The dead letter's reason for an error about the event; a transient one is re-raised
+    (it says nothing about the event)."""
+    if transient_reason(exc):
+        raise exc
+    orig = getattr(exc, "orig", None) or exc
+    return f"database rejected the event: {orig.__class__.__name__}: {orig}"
+
+
 @dataclass
 class Backoff:
     """Exponential backoff between retries of one batch: first, doubling, capped."""

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, inspect, select
 
+from cdc.bookkeeping import DEAD_LETTERS, SINK_OFFSETS, dead_letters, sink_offsets
 from cdc.capture.sqlite import CHANGES, OFFSETS
 from cdc.events import now_ms
 from cdc.ports import Transport
-from cdc.sink import DEAD_LETTERS, SINK_OFFSETS, dead_letters, sink_offsets
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,15 @@ def scalar(url: str, sql: str, params: tuple | None = None) -> Any:
 
 
 def confirmed_flush(url: str, slot: str) -> int:
+    """The slot's confirmed LSN; 0 while the slot does not exist yet (a capture worker
+    killed before it created the slot, as the crash tests do on a loaded machine)."""
     text = scalar(
         url,
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     )
+    if text is None:
+        return 0
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
 

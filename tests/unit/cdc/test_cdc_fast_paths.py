@@ -28,7 +28,7 @@ from cdc.events import (
 )
 from cdc.mapping import TRANSFORMS, MappingError
 from cdc.ports import Message, TopicPartition
-from cdc.sink import _TargetTable
+from cdc.target import TargetTable as _TargetTable
 from cdc.toast import UNAVAILABLE_VALUE
 from cdc.toast import may_hold_placeholder as _may_hold_placeholder
 from tests.unit.cdc.synthetic import Pipeline, make_target, write_mapping
