@@ -6,6 +6,7 @@ no route store) is reported as a note instead of failing the whole view.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,6 +79,24 @@ class Status:
         }
 
 
+def canary_notes(
+    client_key: Mapping[str, str] | None, modes: Mapping[tuple[str, str], str]
+) -> list[str]:
+    """A canary splits clients by their key; without `[proxy] client_key` the key is the
+    client's address, and clients behind one address (a load balancer, a NAT, a test
+    client) all land on one side: 0 % or 100 % to the service whatever the stage says."""
+    canaries = sorted(f"{m} {p} ({mode})" for (m, p), mode in modes.items() if "canary" in mode)
+    if not canaries or client_key is not None:
+        return []
+    return [
+        f"canary without a client key: {', '.join(canaries)} bucket clients by their address, "
+        "so clients behind one address (a load balancer, a NAT) all land on one side and the "
+        "stage's share is not what the service gets; set [proxy] client_key in the manifest, "
+        'e.g. client_key = { hash_header = "Authorization" } (or { header = ... } / '
+        "{ cookie = ... })"
+    ]
+
+
 def collect_status(pb: StatusSource) -> Status:
     out = Status()
     m = pb.m
@@ -93,6 +112,7 @@ def collect_status(pb: StatusSource) -> Status:
     except Exception as exc:  # noqa: BLE001
         modes = {}
         out.notes.append(f"route store unreadable: {exc}")
+    out.notes.extend(canary_notes(m.proxy.client_key, modes))
     try:
         stats = pb.stats()
     except Exception as exc:  # noqa: BLE001
