@@ -263,6 +263,9 @@ class ServiceSpec(AppSpec):
     # read-only copies of reference data the service does not own: fed by CDC from the side
     # that owns the table's writes, never moved at `writes`, kept fed after `retire`
     replicas: tuple[str, ...] = ()
+    # what says the service may take traffic (its schema at head, its dependencies up): the
+    # playbook and the proxy's guard ask it before any route moves to the service
+    traffic_ready: str = "/readyz"
 
     @property
     def app_name(self) -> str:
@@ -834,6 +837,7 @@ def parse_manifest(
             parity_rules_file=service_rules_file,
             stop_reverse_cdc_on_retire=r.bool("stop_reverse_cdc_on_retire", True),
             replicas=replicas,
+            traffic_ready=_traffic_ready(r),
         )
         if replicas and not tables:
             for e in services[name].write_endpoints:
@@ -990,6 +994,19 @@ def _url_clashes(
 def manifest_path(path: str | Path | None = None) -> Path:
     """The explicit path, else $KIT_MANIFEST, else ./kit.toml."""
     return Path(path or os.environ.get(MANIFEST_ENV) or DEFAULT_MANIFEST)
+
+
+def _traffic_ready(r: _Reader) -> str:
+    path = r.str("traffic_ready", "/readyz") or "/readyz"
+    if not path.startswith("/"):
+        r.problem("traffic_ready", f"must be a path starting with '/', got {path!r}")
+        return "/readyz"
+    return path
+
+
+def traffic_ready_paths(m: Manifest) -> dict[str, str]:
+    """Each service's readiness path for the proxy's guard (`traffic_ready`)."""
+    return {name: s.traffic_ready for name, s in m.services.items()}
 
 
 def default_topic_prefix(root: Path) -> str:

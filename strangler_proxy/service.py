@@ -66,10 +66,18 @@ class ChangeResult:
         }
 
 
+READY_PATH = "/readyz"
+
+
 def readiness_guard(
-    services: Callable[[], Mapping[str, str]] | Mapping[str, str], *, timeout: float = 2.0
+    services: Callable[[], Mapping[str, str]] | Mapping[str, str],
+    *,
+    timeout: float = 2.0,
+    paths: Mapping[str, str] | None = None,
 ) -> Guard:
-    """Refuse canary/extracted for a service whose `/readyz` does not answer 200 (unless forced)."""
+    """Refuse canary/extracted for a service whose readiness path (`paths[service]`, else
+    `/readyz`) does not answer 200 (unless forced)."""
+    ready_paths = dict(paths or {})
 
     def guard(change: RouteChange) -> str | None:
         if change.force or change.new.mode.kind not in (MODE_CANARY, MODE_EXTRACTED):
@@ -80,17 +88,18 @@ def readiness_guard(
         url = urls.get(change.new.service)
         if url is None:
             return f"service {change.new.service!r} has no configured URL"
+        path = ready_paths.get(change.new.service, READY_PATH)
         try:
             with httpx.Client(timeout=timeout, trust_env=False) as client:
-                response = client.get(url.rstrip("/") + "/readyz")
+                response = client.get(url.rstrip("/") + path)
         except httpx.HTTPError as exc:
             return (
-                f"service {change.new.service!r} is not ready: /readyz unreachable "
+                f"service {change.new.service!r} is not ready: {path} unreachable "
                 f"({exc.__class__.__name__}); use force to override"
             )
         if response.status_code != 200:
             return (
-                f"service {change.new.service!r} is not ready: /readyz returned "
+                f"service {change.new.service!r} is not ready: {path} returned "
                 f"{response.status_code}; use force to override"
             )
         return None

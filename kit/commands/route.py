@@ -106,9 +106,7 @@ class StoreBackend(Backend):
 
     def __init__(self, url: str) -> None:
         self.store = RouteStore.from_url(url)
-        self.service = RouteService(
-            self.store, [readiness_guard(self.store.services), *_playbook_guards()]
-        )
+        self.service = RouteService(self.store, _guards(self.store))
 
     def list(self) -> dict[str, Any]:
         version, routes = self.store.load()
@@ -141,21 +139,25 @@ class StoreBackend(Backend):
         self.store.close()
 
 
-def _playbook_guards() -> list[Any]:
-    """The playbook's guard rails (order, ownership, parity, CDC lag) when a manifest exists,
-    so `--store` refuses exactly like the admin API of a proxy started by `kit up`."""
-    from kit.manifest import ManifestError, load_manifest, manifest_path
+def _guards(store: RouteStore) -> list[Any]:
+    """The readiness guard, and the playbook's guard rails (order, ownership, parity, CDC lag)
+    when a manifest exists, so `--store` refuses exactly like the admin API of a proxy started
+    by `kit up`."""
+    from kit.manifest import ManifestError, load_manifest, manifest_path, traffic_ready_paths
 
     if not manifest_path(None).exists():
-        return []
+        return [readiness_guard(store.services)]
     try:
         m = load_manifest(None)
     except ManifestError:
-        return []
+        return [readiness_guard(store.services)]
     from kit.playbook.guards import route_guard
     from kit.playbook.machine import Playbook
 
-    return [route_guard(Playbook(m, actor="kit route").guard_context())]
+    return [
+        readiness_guard(store.services, paths=traffic_ready_paths(m)),
+        route_guard(Playbook(m, actor="kit route").guard_context()),
+    ]
 
 
 def _admin_defaults() -> tuple[str, str]:

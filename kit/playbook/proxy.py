@@ -14,7 +14,13 @@ import queue
 import threading
 from typing import Any
 
-from kit.manifest import Manifest, parity_redactor, parity_rules, proxy_config
+from kit.manifest import (
+    Manifest,
+    parity_redactor,
+    parity_rules,
+    proxy_config,
+    traffic_ready_paths,
+)
 from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, route_guard
 from kit.playbook.ryw import ryw_windows
@@ -193,7 +199,10 @@ def build_proxy(m: Manifest, **overrides: Any) -> Any:
     config = proxy_config(m, **overrides)
 
     gctx = GuardContext(m, state, pair_sink.stats, lag)
-    guards = [readiness_guard(dict(config.upstreams)), route_guard(gctx)]
+    guards = [
+        readiness_guard(dict(config.upstreams), paths=traffic_ready_paths(m)),
+        route_guard(gctx),
+    ]
     kwargs: dict[str, Any] = {"shadow_sink": shadow, "guards": guards}
     params = inspect.signature(bootstrap).parameters
     for name, provider in _providers(m, state, pair_sink.stats, transport).items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kit.manifest import Manifest
+from kit.manifest import Manifest, traffic_ready_paths
 from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, route_guard
 from kit.playbook.state import StateStore
@@ -93,7 +93,11 @@ class Root:
             store.sync_services(cfg.upstreams)
             store.declare(cfg.routes)
             self._routes = RouteService(
-                store, [readiness_guard(store.services), route_guard(self.guard_context())]
+                store,
+                [
+                    readiness_guard(store.services, paths=traffic_ready_paths(self.m)),
+                    route_guard(self.guard_context()),
+                ],
             )
         return self._routes
 

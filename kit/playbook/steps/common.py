@@ -17,7 +17,7 @@ ROUTE_ACK_TIMEOUT_S = 10.0  # a proxy silent for 3 s stops counting as live well
 
 
 def ready_refusals(ctx: Ctx) -> list[str]:
-    url = ctx.s.url.rstrip("/") + "/readyz"
+    url = ctx.s.url.rstrip("/") + ctx.s.traffic_ready
     try:
         with httpx.Client(timeout=2.0, trust_env=False) as client:
             r = client.get(url)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,34 @@ def test_readiness_guard_refuses_canary_for_an_unready_service_unless_forced(
     service.set_route("GET", "/products/<int:id>", "shadow", actor="t")  # not guarded
     result = service.set_route("GET", "/products/<int:id>", "canary:10", actor="t", force=True)
     assert str(result.changes[0].new.mode) == "canary:10"
+
+
+class _ReadyOnOnePath(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(200 if self.path == "/ready-for-traffic" else 404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_readiness_guard_asks_the_path_the_manifest_names_for_the_service(
+    store: RouteStore,
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ReadyOnOnePath)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        services = {"monolith": "http://127.0.0.1:1", "catalog": url}
+        refusing = RouteService(store, [readiness_guard(services, timeout=1.0)])
+        with pytest.raises(ChangeRefused, match="/readyz returned 404"):
+            refusing.set_route("GET", "/products/<int:id>", "canary:10", actor="t")
+        guard = readiness_guard(services, timeout=1.0, paths={"catalog": "/ready-for-traffic"})
+        result = RouteService(store, [guard]).set_route(
+            "GET", "/products/<int:id>", "canary:10", actor="t"
+        )
+        assert str(result.changes[0].new.mode) == "canary:10"
+    finally:
+        server.shutdown()
+        server.server_close()
