@@ -208,3 +208,93 @@ def test_capture_rollback_stops_the_replica_but_keeps_triggers_another_pipeline_
         assert {"capture:monolith", "sink:customers"} <= wanted
     finally:
         pb.close()
+
+
+def _verify(shop: Shop, service: str) -> str:
+    from kit.cli import main
+
+    env = {"KIT_MANIFEST": str(shop.manifest_path)}
+    result = CliRunner(env=env).invoke(main, ["cdc", "verify", service])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_replica_follows_the_service_that_owns_the_tables_writes_through_retire_and_back(
+    shop: Shop,
+) -> None:
+    """catalog replicates customers; the customers service takes customers' writes over
+    (`writes`) and retires with reverse CDC due to stop: its writes, made through its own API,
+    reach catalog's copy through the monolith (reverse sink, then the monolith capture's
+    origin-tagged events only the replica sink applies); rolled back past `writes`, the copy
+    follows the monolith again and the customers service never gets its own changes back."""
+    import httpx
+
+    m = shop.manifest
+    shop.serve("customers")
+    catalog, mono_db = m.services["catalog"], m.monolith.database_url
+    customers = m.services["customers"]
+    assert customers.stop_reverse_cdc_on_retire  # the shop's test manifest: the default
+    pb = Playbook(m, actor="test")
+    try:
+        assert pb.advance("catalog").ok  # schema
+        rc.execute(
+            catalog.database_url,
+            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
+            "full_name VARCHAR(200))",
+        )
+        assert pb.advance("catalog").ok  # capture: the replica is fed
+        rc.advance_to_writes(pb, "customers")  # no refusal: the replica follows the writer
+        retired = pb.advance("customers")
+        assert retired.ok and retired.step == "retire", retired
+        assert retired.evidence["reverse_cdc"].startswith("kept (replicas")
+        wanted = {w.name for w in pl.desired_workers(m)}
+        assert {"capture:customers", "sink:customers:reverse"} <= wanted
+        assert "sink:customers" not in wanted
+
+        base = customers.url
+        workers = (
+            "capture:customers",
+            "sink:customers:reverse",
+            "capture:monolith",
+            "sink:catalog:replica",
+        )
+        with running(m, *workers):
+            made = httpx.post(f"{base}/customers", json={"email": "ada@x.org", "name": "Ada L"})
+            assert made.status_code == 201, made.text
+            ada = made.json()["id"]
+            gone = httpx.post(f"{base}/customers", json={"email": "tmp@x.org", "name": "T Mp"})
+            assert gone.status_code == 201, gone.text
+            renamed = httpx.patch(f"{base}/customers/1", json={"name": "Grace Hopper"})
+            assert renamed.status_code == 200, renamed.text
+            rc.until(lambda: len(replica_rows(m)) == 32, timeout_s=15)
+            deleted = httpx.delete(f"{base}/customers/{gone.json()['id']}")
+            assert deleted.status_code in (200, 204), deleted.text
+            rc.until(
+                lambda: replica_rows(m) == monolith_rows(m) and len(replica_rows(m)) == 31,
+                timeout_s=15,
+            )
+        got = {r[0]: r for r in replica_rows(m)}
+        assert got[ada] == (ada, "ada@x.org", "Ada L")
+        assert got[1][2] == "Grace Hopper"
+        assert "source and target match" in _verify(shop, "catalog")
+
+        # back past writes: the monolith owns customers again, the copy follows it
+        for step in ("retire", "writes"):
+            rolled = pb.rollback("customers")
+            assert rolled.ok and rolled.step == step, rolled
+        assert pb.state.get("customers").write_owner == "monolith"
+        rc.execute(mono_db, f"UPDATE customers SET full_name = 'Ada Byron' WHERE id = {ada}")
+        rc.execute(mono_db, f"DELETE FROM customers WHERE id = {ada}")
+        rc.execute(mono_db, "UPDATE customers SET full_name = 'Alan Turing' WHERE id = 3")
+        with running(m, "capture:monolith", "sink:catalog:replica", "sink:customers"):
+            rc.until(lambda: replica_rows(m) == monolith_rows(m), timeout_s=15)
+            rc.until(
+                lambda: rc.rows(customers.database_url, "SELECT count(*) FROM customer") == [(30,)],
+                timeout_s=15,
+            )
+        got = {r[0]: r for r in replica_rows(m)}
+        assert ada not in got and got[3][2] == "Alan Turing" and got[1][2] == "Grace Hopper"
+    finally:
+        pb.close()
+    assert "source and target match" in _verify(shop, "catalog")
+    assert "source and target match" in _verify(shop, "customers")
