@@ -192,6 +192,10 @@ def replica_pipeline(m: Manifest, service: str) -> Pipeline:
     table: each group reads them independently); on PostgreSQL it has its own slot and
     publication (`kit_<prefix>_<service>_rep`) and its own topics (`<prefix>-<service>-replica
     .public.<table>`), so two slots never publish one table into the same topic.
+
+    It follows whichever side writes the table: the reverse sinks' writes into the monolith
+    reach it too (SQLite: `replicated_tables` get triggers that record them tagged, applied by
+    this pipeline's sink only; PostgreSQL: this slot's `origin = any`).
     """
     s = m.service(service)
     pg = is_postgres(m.monolith.database_url)
