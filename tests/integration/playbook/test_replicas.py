@@ -36,10 +36,13 @@ full_name = "full_name"
 """
 
 
-def replica_shop(folder: Path) -> Shop:
+def replica_shop(folder: Path, urls: dict[str, str] | None = None) -> Shop:
     """The shop's test manifest with catalog holding a replica of the monolith's customers
-    (which the customers service owns, not extracted in this test)."""
+    (which the customers service owns, not extracted in this test); `urls`: database URLs
+    by app name instead of the SQLite files."""
     path = write_manifest(folder)
+    for name, url in (urls or {}).items():
+        path.write_text(path.read_text().replace(f"sqlite:///var/{name}.db", url))
     mapping = folder / "catalog_mapping.toml"
     mapping.write_text((ROOT / "extracted/catalog/mapping.toml").read_text() + REPLICA_MAPPING)
     text = path.read_text()
@@ -222,6 +225,26 @@ def _verify(shop: Shop, service: str) -> str:
 def test_a_replica_follows_the_service_that_owns_the_tables_writes_through_retire_and_back(
     shop: Shop,
 ) -> None:
+    _follow_the_writer(shop, pg=False)
+
+
+def test_on_postgresql_a_replica_follows_the_service_that_owns_the_tables_writes(
+    tmp_path: Path,
+    postgres_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """The same on PostgreSQL: the replica's slot takes the reverse sink's commits
+    (`origin = any`) while the customers service's forward slot skips them."""
+    urls = {n: postgres_server.create_database() for n in ("monolith", "catalog", "customers")}
+    s = replica_shop(tmp_path, urls)
+    try:
+        _follow_the_writer(s, pg=True)
+    finally:
+        s.close()
+        for url in urls.values():
+            postgres_server.drop_database(url.rsplit("/", 1)[1])
+
+
+def _follow_the_writer(shop: Shop, *, pg: bool) -> None:
     """catalog replicates customers; the customers service takes customers' writes over
     (`writes`) and retires with reverse CDC due to stop: its writes, made through its own API,
     reach catalog's copy through the monolith (reverse sink, then the monolith capture's
@@ -252,12 +275,9 @@ def test_a_replica_follows_the_service_that_owns_the_tables_writes_through_retir
         assert "sink:customers" not in wanted
 
         base = customers.url
-        workers = (
-            "capture:customers",
-            "sink:customers:reverse",
-            "capture:monolith",
-            "sink:catalog:replica",
-        )
+        mono_capture = "capture:monolith:catalog:replica" if pg else "capture:monolith"
+        workers = ("capture:customers", "sink:customers:reverse", mono_capture)
+        workers += ("sink:catalog:replica",)
         with running(m, *workers):
             made = httpx.post(f"{base}/customers", json={"email": "ada@x.org", "name": "Ada L"})
             assert made.status_code == 201, made.text
@@ -286,7 +306,8 @@ def test_a_replica_follows_the_service_that_owns_the_tables_writes_through_retir
         rc.execute(mono_db, f"UPDATE customers SET full_name = 'Ada Byron' WHERE id = {ada}")
         rc.execute(mono_db, f"DELETE FROM customers WHERE id = {ada}")
         rc.execute(mono_db, "UPDATE customers SET full_name = 'Alan Turing' WHERE id = 3")
-        with running(m, "capture:monolith", "sink:catalog:replica", "sink:customers"):
+        forward = ("capture:monolith:customers",) if pg else ()
+        with running(m, mono_capture, *forward, "sink:catalog:replica", "sink:customers"):
             rc.until(lambda: replica_rows(m) == monolith_rows(m), timeout_s=15)
             rc.until(
                 lambda: rc.rows(customers.database_url, "SELECT count(*) FROM customer") == [(30,)],
