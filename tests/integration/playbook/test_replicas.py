@@ -319,3 +319,37 @@ def _follow_the_writer(shop: Shop, *, pg: bool) -> None:
         pb.close()
     assert "source and target match" in _verify(shop, "catalog")
     assert "source and target match" in _verify(shop, "customers")
+
+
+def test_a_replica_captured_after_its_table_moved_to_a_service_follows_that_service(
+    shop: Shop,
+) -> None:
+    """customers owns its writes first; catalog's capture of the replica is no longer refused:
+    it snapshots the monolith's copy (kept current by reverse CDC) and then follows the
+    customers service's writes."""
+    import httpx
+
+    m = shop.manifest
+    shop.serve("customers")
+    catalog, customers = m.services["catalog"], m.services["customers"]
+    pb = Playbook(m, actor="test")
+    try:
+        rc.advance_to_writes(pb, "customers")
+        assert pb.advance("catalog").ok  # schema
+        rc.execute(
+            catalog.database_url,
+            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
+            "full_name VARCHAR(200))",
+        )
+        captured = pb.advance("catalog")
+        assert captured.ok, captured
+        assert replica_rows(m) == monolith_rows(m)
+        workers = ("capture:customers", "sink:customers:reverse")
+        with running(m, *workers, "capture:monolith", "sink:catalog:replica"):
+            renamed = httpx.patch(f"{customers.url}/customers/2", json={"name": "Edsger D"})
+            assert renamed.status_code == 200, renamed.text
+            rc.until(lambda: replica_rows(m)[1][2] == "Edsger D", timeout_s=15)
+        verified = pb.advance("catalog")
+        assert verified.ok, verified
+    finally:
+        pb.close()
