@@ -353,3 +353,30 @@ def test_a_replica_captured_after_its_table_moved_to_a_service_follows_that_serv
         assert verified.ok, verified
     finally:
         pb.close()
+
+
+def test_capture_of_a_replica_is_refused_while_its_owner_retired_with_reverse_cdc_stopped(
+    shop: Shop,
+) -> None:
+    """customers retired (reverse CDC stopped) before catalog declared its replica: the
+    monolith's copy no longer follows customers, so catalog's capture says so."""
+    from kit.playbook import StepRefused
+
+    shop.serve("customers")
+    plain = shop.manifest_path.with_name("without_replica.toml")
+    plain.write_text(shop.manifest_path.read_text().replace('replicas = ["customers"]\n', ""))
+    pb0 = Playbook(load_manifest(plain), actor="test")
+    try:
+        rc.advance_to_writes(pb0, "customers")
+        retired = pb0.advance("customers")
+        assert retired.ok and retired.evidence["reverse_cdc"] == "stopped", retired
+    finally:
+        pb0.close()
+    m = shop.manifest
+    pb = Playbook(m, actor="test")
+    try:
+        assert pb.advance("catalog").ok  # schema
+        with pytest.raises(StepRefused, match="whose reverse CDC is stopped"):
+            pb.advance("catalog")
+    finally:
+        pb.close()
