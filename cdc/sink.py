@@ -117,6 +117,10 @@ class SinkConfig:
     poll_timeout_s: float = 0.2
     commit_to_transport: bool = True
     origin_tag: bool = True
+    # apply events another sink's writes produced (source.kit_origin, cdc.capture.sqlite
+    # keep_applied tables): only a read-only replica's sink does; every other sink skips them
+    # (applying them would loop a change back to where it came from)
+    apply_sink_origins: bool = False
     # where dead letters go: "table" (_cdc_dead_letters in the target DB, in the batch's
     # transaction) or "topic" (<topic>.dlq on the transport, acknowledged before the commit)
     dead_letter_store: str = "table"
@@ -257,6 +261,8 @@ class Sink:
         if env is None:
             return _Decoded(msg, [])  # tombstone: nothing to apply
         op, table, before, after, source, ts_ms = env
+        if "kit_origin" in source and not self.config.apply_sink_origins:
+            return _Decoded(msg, [])  # another sink's write: not for this one (no loop)
         source_ts = source.get("ts_ms")
         ts = source_ts if isinstance(source_ts, int) else ts_ms
         if plain:  # only str/int/bool/None values: only a scalar spelling is possible

@@ -19,6 +19,12 @@ writing a row into ``_cdc_apply_marker`` and deleting it again before commit; th
 ``WHEN NOT EXISTS (SELECT 1 FROM _cdc_apply_marker)`` clause skips every change made while
 such a row exists. SQLite has one writer at a time and other connections never see the
 uncommitted marker, so exactly the sink's own changes are skipped.
+
+Tables installed with ``keep_applied`` (a table other databases keep read-only replicas of)
+record the sink's changes too, tagged with the marker's origin (the sink's group) in
+``_cdc_changes.origin``; their events carry it as ``source.kit_origin``. A sink skips such
+events unless it is told to apply them (``SinkConfig.apply_sink_origins``, a replica's sink),
+so the replica follows whichever side writes the table while the loop stays closed.
 """
 
 from __future__ import annotations
@@ -46,13 +52,15 @@ TABLES = "_cdc_capture_tables"
 SNAPSHOTS = "_cdc_snapshots"
 APPLY_MARKER = "_cdc_apply_marker"
 NOT_APPLIED_BY_SINK = f"WHEN NOT EXISTS (SELECT 1 FROM {APPLY_MARKER}) "
+SINK_ORIGIN_SQL = f"(SELECT origin FROM {APPLY_MARKER} LIMIT 1)"
+ORIGIN_KEY = "kit_origin"  # source field of an event a sink applied (keep_applied tables)
 NOW_MS_SQL = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 DDL = [
     f"""CREATE TABLE IF NOT EXISTS {CHANGES} (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         tbl TEXT NOT NULL, op TEXT NOT NULL, pk TEXT, old_pk TEXT,
-        txid INTEGER, before TEXT, after TEXT, ts_ms INTEGER NOT NULL)""",
+        txid INTEGER, before TEXT, after TEXT, ts_ms INTEGER NOT NULL, origin TEXT)""",
     f"""CREATE TABLE IF NOT EXISTS {OFFSETS} (
         name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL,
         last_ts_ms INTEGER, updated_ms INTEGER)""",
@@ -64,6 +72,13 @@ DDL = [
         rows_total INTEGER, high_seq INTEGER, requested_ms INTEGER, finished_ms INTEGER)""",
     f"""CREATE TABLE IF NOT EXISTS {APPLY_MARKER} (origin VARCHAR(200) PRIMARY KEY)""",
 ]
+
+
+def _ensure_origin_column(execute: Callable[[str], Any]) -> None:
+    """Change tables made before origins were recorded get the column (NULL: not a sink's)."""
+    cols = [r[1] for r in execute(f"PRAGMA table_info({CHANGES})").fetchall()]
+    if "origin" not in cols:
+        execute(f"ALTER TABLE {CHANGES} ADD COLUMN origin TEXT")
 
 
 class CaptureError(RuntimeError):
@@ -149,6 +164,7 @@ def install_capture(
     conn: Connection,
     tables: Iterable[str],
     keys: Mapping[str, Sequence[str]] | None = None,
+    keep_applied: Iterable[str] = (),
 ) -> list[CapturedTable]:
     """Create the change table and (re)create the triggers of `tables` on this connection.
 
@@ -156,10 +172,12 @@ def install_capture(
     carry the new columns. A table without a primary key is captured by ``keys[table]`` (the
     key its mapping declares). Every table is checked before anything is created: one
     CaptureError names every table that cannot be captured, and none is.
-    Alembic: ``install_capture(op.get_bind(), ["products"])``.
+    Tables in `keep_applied` also record the changes sinks make, tagged with the sink's origin
+    (see origin tagging above). Alembic: ``install_capture(op.get_bind(), ["products"])``.
     """
     _check_sqlite(conn)
     tables = list(tables)
+    keep = set(keep_applied)
     keys = keys or {}
     plans: list[tuple[str, list[tuple[str, str, int]], tuple[str, ...]]] = []
     problems: list[str] = []
@@ -181,6 +199,7 @@ def install_capture(
         )
     for ddl in DDL:
         conn.exec_driver_sql(ddl)
+    _ensure_origin_column(conn.exec_driver_sql)
     done = []
     for table, info, pk in plans:
         cols = [(n, d) for n, d, _k in info]
@@ -189,24 +208,25 @@ def install_capture(
         for suffix in ("ins", "upd", "del"):
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(f'_cdc_{table}_{suffix}')}")
         t, lt = _q(table), _lit(table)
+        when, org = ("", SINK_ORIGIN_SQL) if table in keep else (NOT_APPLIED_BY_SINK, "NULL")
         conn.exec_driver_sql(
             f"CREATE TRIGGER {_q(f'_cdc_{table}_ins')} AFTER INSERT ON {t} "
-            f"{NOT_APPLIED_BY_SINK}BEGIN "
-            f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms) VALUES ({lt}, 'c', "
-            f"{_image('NEW', pk_cols)}, NULL, {_image('NEW', cols)}, {NOW_MS_SQL}); END"
+            f"{when}BEGIN "
+            f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms, origin) VALUES ({lt}, 'c', "
+            f"{_image('NEW', pk_cols)}, NULL, {_image('NEW', cols)}, {NOW_MS_SQL}, {org}); END"
         )
         conn.exec_driver_sql(
             f"CREATE TRIGGER {_q(f'_cdc_{table}_upd')} AFTER UPDATE ON {t} "
-            f"{NOT_APPLIED_BY_SINK}BEGIN "
-            f"INSERT INTO {CHANGES} (tbl, op, pk, old_pk, before, after, ts_ms) VALUES ({lt}, 'u', "
-            f"{_image('NEW', pk_cols)}, {_image('OLD', pk_cols)}, {_image('OLD', cols)}, "
-            f"{_image('NEW', cols)}, {NOW_MS_SQL}); END"
+            f"{when}BEGIN "
+            f"INSERT INTO {CHANGES} (tbl, op, pk, old_pk, before, after, ts_ms, origin) VALUES "
+            f"({lt}, 'u', {_image('NEW', pk_cols)}, {_image('OLD', pk_cols)}, "
+            f"{_image('OLD', cols)}, {_image('NEW', cols)}, {NOW_MS_SQL}, {org}); END"
         )
         conn.exec_driver_sql(
             f"CREATE TRIGGER {_q(f'_cdc_{table}_del')} AFTER DELETE ON {t} "
-            f"{NOT_APPLIED_BY_SINK}BEGIN "
-            f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms) VALUES ({lt}, 'd', "
-            f"{_image('OLD', pk_cols)}, {_image('OLD', cols)}, NULL, {NOW_MS_SQL}); END"
+            f"{when}BEGIN "
+            f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms, origin) VALUES ({lt}, 'd', "
+            f"{_image('OLD', pk_cols)}, {_image('OLD', cols)}, NULL, {NOW_MS_SQL}, {org}); END"
         )
         conn.execute(
             text(
@@ -236,7 +256,10 @@ def remove_capture(conn: Connection, tables: Iterable[str]) -> None:
 
 
 def enable_capture(
-    engine: Engine, tables: Iterable[str], keys: Mapping[str, Sequence[str]] | None = None
+    engine: Engine,
+    tables: Iterable[str],
+    keys: Mapping[str, Sequence[str]] | None = None,
+    keep_applied: Iterable[str] = (),
 ) -> list[CapturedTable]:
     """Install capture for `tables` in one transaction, all or none (and switch the file to
     WAL); `keys`: the declared key of a table without a primary key."""
@@ -244,7 +267,7 @@ def enable_capture(
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     with engine.begin() as conn:
-        return install_capture(conn, tables, keys)
+        return install_capture(conn, tables, keys, keep_applied)
 
 
 def disable_capture(engine: Engine, tables: Iterable[str]) -> None:
@@ -377,6 +400,7 @@ class CaptureWorker:
         self.conn.execute("BEGIN IMMEDIATE")
         for ddl in DDL:
             self.conn.execute(ddl)
+        _ensure_origin_column(self.conn.execute)
         self.conn.execute("COMMIT")
         self.producer = transport.producer()
         self._lock_fd: int | None = None
@@ -434,7 +458,14 @@ class CaptureWorker:
             self._topics.add(topic)
         return topic
 
-    def _source_json(self, table: str, snapshot: str, seq: int | None, ts_ms: int | None) -> str:
+    def _source_json(
+        self,
+        table: str,
+        snapshot: str,
+        seq: int | None,
+        ts_ms: int | None,
+        origin: str | None = None,
+    ) -> str:
         head = self._source_heads.get((table, snapshot))
         if head is None:
             head = (
@@ -446,6 +477,8 @@ class CaptureWorker:
             self._source_heads[(table, snapshot)] = head
         seq_s = "null" if seq is None else str(int(seq))
         ts_s = "null" if ts_ms is None else str(int(ts_ms))
+        if origin is not None:
+            return f'{head}{seq_s},"ts_ms":{ts_s},"{ORIGIN_KEY}":{json.dumps(origin)}}}'
         return f'{head}{seq_s},"ts_ms":{ts_s}}}'
 
     def _snapshot_tail(self, table: str, flag: str, seq: int, ts_ms: int) -> str:
@@ -457,7 +490,10 @@ class CaptureWorker:
     def stream_batch(self, upto: int | None = None) -> int:
         """Publish the next batch of changes (seq ≤ upto when given); returns how many."""
         last = self.position()
-        sql = f"SELECT seq, tbl, op, pk, old_pk, before, after, ts_ms FROM {CHANGES} WHERE seq > ?"
+        sql = (
+            f"SELECT seq, tbl, op, pk, old_pk, before, after, ts_ms, origin FROM {CHANGES} "
+            "WHERE seq > ?"
+        )
         params: list[Any] = [last]
         if upto is not None:
             sql += " AND seq <= ?"
@@ -469,9 +505,9 @@ class CaptureWorker:
             return 0
         now = now_ms()
         out: list[OutgoingMessage] = []
-        for seq, tbl, op, pk, old_pk, before, after, ts in rows:
+        for seq, tbl, op, pk, old_pk, before, after, ts, origin in rows:
             topic = self._topic(tbl)
-            src = self._source_json(tbl, "false", seq, ts)
+            src = self._source_json(tbl, "false", seq, ts, origin)
             if op == "u" and old_pk is not None and old_pk != pk:
                 # Primary key changed: Debezium emits a delete of the old key and a create.
                 out.append(

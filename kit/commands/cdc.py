@@ -426,6 +426,19 @@ def _explicit(ctx: click.Context) -> frozenset[str]:
     return frozenset(out)
 
 
+def _replicated(url: str | None, tables: tuple[str, ...]) -> list[str]:
+    """Monolith tables some service of the manifest keeps a replica of: their triggers keep
+    the reverse sinks' writes, tagged, as the playbook installs them (none without a
+    manifest)."""
+    try:
+        m = load_manifest()
+    except ManifestError:
+        return []
+    if url != m.monolith.database_url:
+        return []
+    return [t for t in tables if m.replica_holders(t)]
+
+
 @cli.command()
 @click.argument("tables", nargs=-1)
 @click.option(
@@ -466,7 +479,7 @@ def enable(obj: Ctx, tables: tuple[str, ...], db_url: str | None, default_identi
         return
     engine = make_engine(db_url) if db_url else obj.source()
     try:
-        done = enable_capture(engine, tables, keys)
+        done = enable_capture(engine, tables, keys, _replicated(url, tables))
     except CaptureError as exc:
         raise click.ClickException(str(exc)) from None
     print_table(

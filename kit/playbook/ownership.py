@@ -70,25 +70,3 @@ def table_writer(m: Any, state: Any, table: str) -> str:
     if owner is not None and state.get(owner).write_owner == SERVICE:
         return owner
     return MONOLITH
-
-
-def replica_feed_refusals(m: Any, state: Any, service: str) -> list[str]:
-    """Why `service` must not take over writes now: another service keeps a replica of one of
-    its tables fed from the monolith, and after the move the monolith's copy is written only
-    by reverse CDC, whose changes the monolith's capture skips (origin tagging), so the
-    replica would silently go stale. Feeding a replica from a service is not supported yet."""
-    wanted = {n for n, on in state.workers().items() if on}
-    out = []
-    for table in m.service(service).tables:
-        for holder in m.replica_holders(table):
-            if f"sink:{holder}:replica" not in wanted:
-                continue
-            out.append(
-                f"replica: service {holder!r} keeps a read-only replica of {table!r} fed from "
-                f"the monolith; once {service!r} owns its writes the monolith's copy changes "
-                f"only through reverse CDC, which is not captured again, so {holder!r}'s "
-                f"replica would go stale (feeding a replica from a service is not supported "
-                f"yet); way forward: take {table!r} out of {holder!r}'s replicas (`kit "
-                f"rollback {holder}` to before capture), or force and resynchronise it yourself"
-            )
-    return out

@@ -192,6 +192,10 @@ def replica_pipeline(m: Manifest, service: str) -> Pipeline:
     table: each group reads them independently); on PostgreSQL it has its own slot and
     publication (`kit_<prefix>_<service>_rep`) and its own topics (`<prefix>-<service>-replica
     .public.<table>`), so two slots never publish one table into the same topic.
+
+    It follows whichever side writes the table: the reverse sinks' writes into the monolith
+    reach it too (SQLite: `replicated_tables` get triggers that record them tagged, applied by
+    this pipeline's sink only; PostgreSQL: this slot's `origin = any`).
     """
     s = m.service(service)
     pg = is_postgres(m.monolith.database_url)
@@ -363,7 +367,10 @@ def pg_capture_config(
         batch_size=options.batch_size or 500,
         status_interval_s=0.5,
         idle_wait_s=0.05,
-        origin="none",
+        # a replica's own slot takes every change, the reverse sinks' writes included (the
+        # table's owner may be a service whose changes reach the monolith only that way); its
+        # topics are read by the replica's sink alone, whose target no capture reads back
+        origin="any" if pipe.direction == "replica" else "none",
         resnapshot_if_slot_lost=options.resnapshot,
     )
 
@@ -399,6 +406,10 @@ def sink_worker(
         extra["batch_size"] = options.batch_size
     if options.dead_letter_store:
         extra["dead_letter_store"] = options.dead_letter_store
+    # a replica follows whichever side writes its table: on SQLite the monolith's capture
+    # publishes the reverse sinks' writes of replicated tables tagged with their origin
+    # (`keep_applied`), which only a replica's sink applies
+    extra["apply_sink_origins"] = pipe.direction == "replica"
     config = SinkConfig(pipe.group, tuple(pipe.topics.values()), **extra)
     return Sink(make_engine(pipe.target_url), pipe.mapping, transport, config)
 
@@ -639,10 +650,12 @@ def enable_capture(
     tables: list[str],
     publication: str = "strangler_cdc",
     keys: Mapping[str, tuple[str, ...]] | None = None,
+    keep_applied: Sequence[str] = (),
 ) -> None:
     """`keys`: the key a table without a primary key is captured by (its mapping's declared
-    key, `cdc.keys.declared_keys`)."""
-    _switch_capture(url, tables, publication, on=True, keys=keys)
+    key, `cdc.keys.declared_keys`); `keep_applied` (SQLite): tables whose sink-applied
+    changes are captured too, tagged with their origin (`replicated_tables`)."""
+    _switch_capture(url, tables, publication, on=True, keys=keys, keep_applied=keep_applied)
 
 
 def disable_capture(url: str, tables: list[str], publication: str = "strangler_cdc") -> None:
@@ -656,6 +669,7 @@ def _switch_capture(
     *,
     on: bool,
     keys: Mapping[str, tuple[str, ...]] | None = None,
+    keep_applied: Sequence[str] = (),
 ) -> None:
     """Turn capture on or off with the backend's own mechanism (triggers or publication);
     a table without a primary key is captured by its declared key in `keys`."""
@@ -665,7 +679,7 @@ def _switch_capture(
             from cdc.capture import sqlite
 
             if on:
-                sqlite.enable_capture(engine, tables, keys)
+                sqlite.enable_capture(engine, tables, keys, keep_applied)
             else:
                 sqlite.disable_capture(engine, tables)
         else:
@@ -719,9 +733,19 @@ def enable_pipe_capture(m: Manifest, pipe: Pipeline, snapshot: str | None = None
         pipe.source_tables,
         pipe.publication or "strangler_cdc",
         keys=declared_keys(pipe.mapping),
+        keep_applied=replicated_tables(m, pipe),
     )
     if pipe.pg_source and (snapshot is not None or pipe.snapshot == "never"):
         ensure_slot(m, pipe, snapshot or pipe.snapshot)
+
+
+def replicated_tables(m: Manifest, pipe: Pipeline) -> list[str]:
+    """The monolith tables of `pipe` some service keeps a replica of: on SQLite their triggers
+    also record the reverse sinks' writes (tagged), so the replica follows the table after its
+    writes moved to a service (`writes`), and after that service's `retire`."""
+    if pipe.source_url != m.monolith.database_url:
+        return []
+    return [t for t in pipe.source_tables if m.replica_holders(t)]
 
 
 def ensure_slot(m: Manifest, pipe: Pipeline, snapshot: str) -> None:

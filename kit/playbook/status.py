@@ -139,7 +139,7 @@ def collect_status(pb: StatusSource) -> Status:
         if st.write_owner == "service" or (st.step in ("writes", "retire")):
             directions.append("reverse")
         if st.reached("capture") and m.services[name].replicas:
-            directions.append("replica")  # fed from the monolith whatever owns the writes
+            directions.append("replica")  # fed through the monolith whatever owns the writes
         for direction in directions:
             try:
                 for x in pb.lag(name, direction):

@@ -4,6 +4,13 @@ A replica has its own pipeline (`kit.playbook.pipelines.replica_pipeline`): it s
 the service's `capture` step (capture, snapshot, stream, write guard in the service DB), is
 compared by `verify`, is left alone by `writes` (which switches direction only for the
 tables the service owns) and by `retire`, and stops only when `capture` is rolled back.
+
+It follows whichever side writes the table: once another service owns the table's writes
+(its `writes` step), that service's changes reach the monolith through its reverse sink, and
+the replica's capture takes those too (SQLite: the monolith's triggers on replicated tables
+record sink-applied changes tagged with their origin, which only replica sinks apply;
+PostgreSQL: the replica's own slot runs with `origin = any`). The owner's `retire` keeps its
+reverse CDC running while a replica of its tables is declared.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from typing import Any
 
 from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, StepFailed
-from kit.playbook.ownership import MONOLITH, replica_feed_refusals, table_writer
+from kit.playbook.ownership import MONOLITH, table_writer
 from kit.playbook.steps.common import clear_target, drain, stop_pg_capture
 
 
@@ -118,22 +125,22 @@ def stop(ctx: Ctx) -> None:
 
 
 def capture_refusals(ctx: Ctx) -> list[str]:
-    """A replica is fed from the monolith: refused for a table whose writes another service
-    already took over (the monolith's copy then changes only through reverse CDC, which its
-    capture skips, so the replica would be a stale snapshot)."""
+    """A replica is snapshotted and fed from the monolith's copy, which follows a table owned
+    by a service only while that service's reverse CDC runs: refused for a table whose owner
+    retired with reverse CDC stopped (its retire keeps it running for replicas declared at
+    the time; one declared later finds the monolith's copy stale)."""
+    wanted = {n for n, on in ctx.root.state.workers().items() if on}
     out = []
     for table in ctx.s.replicas:
         writer = table_writer(ctx.m, ctx.root.state, table)
-        if writer != MONOLITH:
+        if writer == MONOLITH:
+            continue
+        rev = ctx.root.reverse(writer)
+        if rev.sink_worker not in wanted:
             out.append(
-                f"replica: {table!r} is written by service {writer!r} since its `writes` step; "
-                f"a replica is fed from the monolith, whose copy of {table!r} no capture sees "
-                "change any more (feeding a replica from a service is not supported yet); way "
-                f"forward: drop {table!r} from {ctx.s.name}'s replicas (or force)"
+                f"replica: {table!r} is written by service {writer!r}, whose reverse CDC is "
+                f"stopped, so the monolith's copy of {table!r} (which feeds a replica) is "
+                f"stale; way forward: `kit rollback {writer}` (retire: reverse CDC restarted "
+                f"and resynchronised), then capture {ctx.s.name} (or force)"
             )
     return out
-
-
-def writes_refusals(ctx: Ctx) -> list[str]:
-    """`writes` of a service whose tables other services replicate (fed from the monolith)."""
-    return replica_feed_refusals(ctx.m, ctx.root.state, ctx.s.name)

@@ -14,6 +14,16 @@ from kit.playbook.steps.common import (
 )
 
 
+def replicas_of_owned(ctx: Ctx) -> list[str]:
+    """`<holder> keeps a replica of <table>` for the service's tables other services replicate:
+    their copies follow the monolith's, which only reverse CDC keeps current after `writes`."""
+    return [
+        f"{holder} keeps a replica of {table}"
+        for table in ctx.s.tables
+        for holder in ctx.m.replica_holders(table)
+    ]
+
+
 class RetireStep(Step):
     name = "retire"
 
@@ -26,7 +36,14 @@ class RetireStep(Step):
         rev = ctx.root.reverse(ctx.s.name)
         set_mode(ctx, ctx.s.endpoints, "extracted", "retire (pinned)", fallback=False)
         ctx.say(f"retire: every endpoint of {ctx.s.name} pinned to the service (no fallback)")
-        if ctx.s.stop_reverse_cdc_on_retire:
+        held = replicas_of_owned(ctx)
+        if ctx.s.stop_reverse_cdc_on_retire and held:
+            ctx.evidence["reverse_cdc"] = "kept (replicas of its tables are fed through it)"
+            ctx.say(
+                "retire: reverse CDC kept running although stop_reverse_cdc_on_retire = true: "
+                f"{'; '.join(held)} (the monolith's copy feeds the replica)"
+            )
+        elif ctx.s.stop_reverse_cdc_on_retire:
             drain(ctx, rev)
             ctx.root.state.want_worker(rev.capture_worker, False, "retired")
             ctx.root.state.want_worker(rev.sink_worker, False, "retired")

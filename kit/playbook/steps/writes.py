@@ -26,9 +26,7 @@ class WritesStep(Step):
     name = "writes"
 
     def preconditions(self, ctx: Ctx) -> list[str]:
-        from kit.playbook.steps.replicas import writes_refusals
-
-        out = ready_refusals(ctx) + writes_refusals(ctx)
+        out = ready_refusals(ctx)
         if ctx.state.write_owner != "service":
             out += lag_refusals(ctx, ctx.root.forward(ctx.s.name))
         try:

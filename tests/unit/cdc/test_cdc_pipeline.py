@@ -317,3 +317,57 @@ def test_random_changes_leave_the_target_equal_to_the_mapped_source(
             _assert_in_sync(pipe)
         finally:
             pipe.close()
+
+
+def test_keep_applied_tables_publish_sink_writes_tagged_and_only_replica_sinks_apply_them(
+    pipe: Pipeline,
+) -> None:
+    """A sink's writes to a `keep_applied` table (one a replica follows) are captured with the
+    sink's origin; other tables still skip them. A default sink skips tagged events (no loop),
+    a sink with `apply_sink_origins` (a replica's) applies them; an old change table without
+    the origin column is migrated."""
+    import json
+
+    from cdc.capture.sqlite import ORIGIN_KEY
+
+    with pipe.source.begin() as conn:  # a change table from before origins were recorded
+        conn.execute(text("DROP TABLE _cdc_changes"))
+        conn.execute(
+            text(
+                "CREATE TABLE _cdc_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT "
+                "NULL, op TEXT NOT NULL, pk TEXT, old_pk TEXT, txid INTEGER, before TEXT, "
+                "after TEXT, ts_ms INTEGER NOT NULL)"
+            )
+        )
+    insert_product(pipe.source, 1)
+    enable_capture(pipe.source, ["products", "customers"], keep_applied=["customers"])
+    with pipe.source.begin() as conn:  # as a reverse sink writes: inside its apply marker
+        conn.execute(text("INSERT INTO _cdc_apply_marker (origin) VALUES ('reverse-svc')"))
+        conn.execute(
+            text("INSERT INTO customers VALUES (1, 'a@x.com', 'Ann Lee', '2024-01-01 00:00:00')")
+        )
+        conn.execute(text("UPDATE products SET price_cents = 5 WHERE id = 1"))  # not kept
+        conn.execute(text("DELETE FROM _cdc_apply_marker"))
+    with pipe.source.begin() as conn:
+        conn.execute(
+            text("INSERT INTO customers VALUES (2, 'b@x.com', 'Bo Li', '2024-01-01 00:00:00')")
+        )
+    with pipe.source.connect() as conn:
+        got = conn.execute(text("SELECT tbl, origin FROM _cdc_changes ORDER BY seq")).all()
+    assert [tuple(r) for r in got] == [("customers", "reverse-svc"), ("customers", None)]
+
+    pipe.drain()
+    assert [r[0] for r in pipe.target_rows("customer_account")] == [2]  # tagged one skipped
+    msgs = pipe.log.consumer("peek", list(pipe.topics)).poll(max_records=100, timeout_s=1.0)
+    sources = [json.loads(m.value)["source"] for m in msgs if m.value]
+    assert sorted(s.get(ORIGIN_KEY) or "" for s in sources) == ["", "reverse-svc"]
+
+    pipe.sink.close()
+    pipe.sink = pipe._sink_cls(
+        pipe.target,
+        pipe.mapping,
+        pipe.log,
+        pipe._sink_cfg("replica", pipe.topics, apply_sink_origins=True),
+    )
+    pipe.sink.drain(idle_polls=1)
+    assert [r[0] for r in pipe.target_rows("customer_account")] == [1, 2]

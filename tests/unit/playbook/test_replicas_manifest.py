@@ -14,7 +14,6 @@ from kit.playbook import pipelines as pl
 from kit.playbook.ownership import (
     MONOLITH,
     owned_tables,
-    replica_feed_refusals,
     table_writer,
 )
 from kit.playbook.state import StateStore
@@ -135,17 +134,17 @@ def test_the_ownership_model_never_lists_a_replica_as_owned(tmp_path: Path) -> N
     state = StateStore(m.kit.state_url)
     try:
         assert table_writer(m, state, "customers") == MONOLITH
-        assert replica_feed_refusals(m, state, "customers") == []
         state.want_worker("sink:catalog:replica", True, "replica capture of catalog")
         state.set("catalog", write_owner="service")
         # catalog owning its writes never makes it the writer of its replica
         assert table_writer(m, state, "customers") == MONOLITH
         assert table_writer(m, state, "products") == "catalog"
-        (refusal,) = replica_feed_refusals(m, state, "customers")
-        assert refusal.startswith(
-            "replica: service 'catalog' keeps a read-only replica of 'customers' fed from the "
-            "monolith"
-        )
+        # the monolith's triggers on a replicated table keep the reverse sinks' writes
+        # (tagged) whichever pipeline installs them; the service's own database never
+        assert pl.replicated_tables(m, rep) == ["customers"]
+        assert pl.replicated_tables(m, pl.forward_pipeline(m, "customers")) == ["customers"]
+        assert pl.replicated_tables(m, fwd) == []
+        assert pl.replicated_tables(m, pl.reverse_pipeline(m, "customers")) == []
     finally:
         state.close()
 
