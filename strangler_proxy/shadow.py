@@ -121,6 +121,10 @@ class ShadowJudge(ABC):
 
 RECHECK_LAGGED = "lagged"  # pair.extra["recheck"]: differed, the re-check agreed (CDC lag)
 RECHECK_MISMATCH = "mismatch"  # differed, and the re-check differed too: the mismatch stands
+# differed, but no re-check was made (over the bounds, or the proxy stopped): no verdict, so
+# parity leaves it out (as it does a dropped shadow copy); the admitted re-checks still show
+# a regression
+RECHECK_DROPPED = "dropped"
 
 
 class RingBufferSink(ShadowSink):

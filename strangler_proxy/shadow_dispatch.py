@@ -9,7 +9,7 @@ background. The pair is recorded once, after that, with `extra["recheck"]` = `la
 re-check agreed) or `mismatch` (and `extra["recheck_pair"]`, the re-check's pair, as the
 evidence). At most `recheck_max_in_flight` re-checks wait or run and `recheck_per_second`
 start per second; any over that are not made (counted `shadow_recheck_dropped`) and the pair
-is recorded as it was.
+is recorded marked `dropped` (no verdict: parity leaves it out, as it does a dropped copy).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from yarl import URL
 
 from strangler_proxy.config import ProxyConfig
 from strangler_proxy.shadow import (
+    RECHECK_DROPPED,
     RECHECK_LAGGED,
     RECHECK_MISMATCH,
     RecordedResponse,
@@ -235,6 +236,7 @@ class ShadowDispatcher:
                 task.add_done_callback(self._rechecks.discard)
                 return
             self.stats.incr("shadow_recheck_dropped")
+            pair = dataclasses.replace(pair, extra={**pair.extra, "recheck": RECHECK_DROPPED})
         self.sink.record(pair)
 
     def _admit_recheck(self) -> bool:
@@ -269,7 +271,7 @@ class ShadowDispatcher:
 
     async def _recheck(self, job: ShadowJob, first: ShadowPair) -> None:
         """After the delay, the same request to both sides again; record `first` with the
-        verdict. Cancelled (proxy stopping): the pair is dropped and counted."""
+        verdict. Cancelled (proxy stopping): the pair is recorded as `dropped` and counted."""
         assert job.control is not None
         verdict: str | None = None
         second: ShadowPair | None = None
@@ -306,6 +308,9 @@ class ShadowDispatcher:
         except asyncio.CancelledError:
             self.stats.incr("shadow_recheck_dropped")
             self.rechecks_in_flight -= 1
+            self.sink.record(
+                dataclasses.replace(first, extra={**first.extra, "recheck": RECHECK_DROPPED})
+            )
             raise
         except Exception:  # noqa: BLE001 - a shadow problem must never escape
             log.exception("shadow re-check failed")

@@ -22,7 +22,13 @@ from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, route_guard
 from kit.playbook.ryw import ryw_windows
 from kit.playbook.state import STEPS, StateStore
-from strangler_proxy.shadow import RECHECK_LAGGED, RECHECK_MISMATCH, ShadowJudge, ShadowSink
+from strangler_proxy.shadow import (
+    RECHECK_DROPPED,
+    RECHECK_LAGGED,
+    RECHECK_MISMATCH,
+    ShadowJudge,
+    ShadowSink,
+)
 from strangler_proxy.shadow import ShadowPair as ProxyPair
 
 log = logging.getLogger("kit.playbook.proxy")
@@ -59,17 +65,21 @@ class ParityJudge(ShadowJudge):
         return str(self.pair_sink.compare(to_parity_pair(pair)).outcome) == "mismatch"
 
 
-def record_pair(pair_sink: Any, pair: ProxyPair) -> None:
+def record_pair(pair_sink: Any, pair: ProxyPair) -> bool:
     """One proxy pair into a parity PairSink, by its re-check verdict: `lagged` counts the pair
-    as lagged; `mismatch` records the re-check's pair (the evidence) in its place."""
+    as lagged; `mismatch` records the re-check's pair (the evidence) in its place; `dropped`
+    (differed, re-check not made: over its bounds) is left out. False when left out."""
     verdict = pair.extra.get("recheck") if pair.extra else None
     second = pair.extra.get("recheck_pair") if pair.extra else None
+    if verdict == RECHECK_DROPPED:
+        return False
     if verdict == RECHECK_LAGGED:
         pair_sink.record(to_parity_pair(pair), lagged=True)
     elif verdict == RECHECK_MISMATCH and isinstance(second, ProxyPair):
         pair_sink.record(to_parity_pair(second))
     else:
         pair_sink.record(to_parity_pair(pair))
+    return True
 
 
 class ParityShadowSink(ShadowSink):
@@ -80,6 +90,7 @@ class ParityShadowSink(ShadowSink):
         self.queue: queue.Queue[ProxyPair | None] = queue.Queue(maxsize=queue_size)
         self.dropped = 0
         self.recorded = 0
+        self.recheck_dropped = 0  # differed, re-check over its bounds: left out of parity
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -102,8 +113,10 @@ class ParityShadowSink(ShadowSink):
             if pair is None:
                 return
             try:
-                record_pair(self.pair_sink, pair)
-                self.recorded += 1
+                if record_pair(self.pair_sink, pair):
+                    self.recorded += 1
+                else:
+                    self.recheck_dropped += 1
             except Exception:  # noqa: BLE001 - parity must never break the proxy
                 log.exception("parity: shadow pair not recorded")
 

@@ -14,6 +14,7 @@ from parity.model import Outcome
 from parity.recording import MemoryStatsStore, PairSink, SqlStatsStore
 from parity.report import EndpointSummary, RunReport, render_table
 from strangler_proxy.shadow import (
+    RECHECK_DROPPED,
     RECHECK_LAGGED,
     RECHECK_MISMATCH,
     RecordedRequest,
@@ -136,3 +137,9 @@ def test_the_report_table_shows_lagged_apart_and_does_not_fail_on_it():
     assert "lagged" in table.splitlines()[1]
     assert "2 request(s) differed and then agreed on a re-check" in table
     assert report.to_dict()["totals"]["lagged"] == 2
+
+
+def test_a_pair_whose_recheck_was_dropped_is_left_out_of_parity(stats):
+    sink = PairSink(stats)
+    assert not record_pair(sink, proxy_pair({"v": 1}, {"v": 2}, recheck=RECHECK_DROPPED))
+    assert stats.stats_for("GET /things/<int:id>").requests == 0

@@ -13,6 +13,7 @@ from yarl import URL
 
 from strangler_proxy.config import ProxyConfig, ShadowSettings
 from strangler_proxy.shadow import (
+    RECHECK_DROPPED,
     RECHECK_LAGGED,
     RECHECK_MISMATCH,
     RecordedRequest,
@@ -237,7 +238,7 @@ def test_without_judge_or_with_zero_delay_nothing_is_rechecked() -> None:
         assert session.to(MONO) == []
 
 
-def test_over_in_flight_limit_dropped_counted_and_recorded_as_is() -> None:
+def test_over_in_flight_limit_dropped_counted_and_recorded_without_verdict() -> None:
     session = FakeSession({SVC: [b'{"v":1}'], MONO: [b'{"v":2}']})
 
     async def go() -> None:
@@ -247,13 +248,13 @@ def test_over_in_flight_limit_dropped_counted_and_recorded_as_is() -> None:
         await d.start()
         for _ in range(5):
             d.submit(job(d))
-        # three over the limit are recorded at once, without a verdict
+        # three over the limit are recorded at once, marked dropped (no verdict)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 2
         while len(sink.pairs) < 3 and loop.time() < deadline:
             await asyncio.sleep(0.005)
         assert len(sink.pairs) == 3 and d.rechecks_in_flight == 2
-        assert all("recheck" not in p.extra for p in sink.pairs)
+        assert [p.extra["recheck"] for p in sink.pairs] == [RECHECK_DROPPED] * 3
         assert stats.counters["shadow_recheck_dropped"] == 3
         await settle(d, sink, 5)
         assert [p.extra.get("recheck") for p in sink.pairs[3:]] == [RECHECK_MISMATCH] * 2
