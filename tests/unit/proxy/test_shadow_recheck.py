@@ -324,3 +324,22 @@ def test_judge_failure_records_the_pair_as_it_is() -> None:
 
     run(go())
     assert session.to(MONO) == []
+
+
+def test_a_recheck_still_waiting_when_the_proxy_stops_is_recorded_dropped() -> None:
+    session = FakeSession({SVC: [b'{"v":1}'], MONO: [b'{"v":2}']})
+
+    async def go() -> None:
+        d, sink, stats = dispatcher(session, BodiesDiffer(), recheck_after_s=30)
+        await d.start()
+        d.submit(job(d))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        while d.rechecks_in_flight == 0 and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(d.stop(drain_timeout=0.1), 2)
+        assert [p.extra["recheck"] for p in sink.pairs] == [RECHECK_DROPPED]
+        assert stats.counters["shadow_recheck_dropped"] == 1 and d.rechecks_in_flight == 0
+
+    run(go())
+    assert session.to(MONO) == []
