@@ -188,6 +188,8 @@ class ProxySettings:
     # who a client is (canary buckets, read-your-writes pins): {header|cookie|hash_header = name}
     client_key: Mapping[str, str] | None = None
     read_your_writes: float | None = None  # seconds; None: derived from measured CDC lag
+    # a differing shadowed GET/HEAD is re-checked on both sides this long after (0: never)
+    recheck_after_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -724,6 +726,7 @@ def parse_manifest(
         error_template=r.str("error_template"),
         client_key=_client_key(r),
         read_your_writes=_read_your_writes(r),
+        recheck_after_s=r.float("recheck_after_s", 1.0, 0.0, 60.0),
     )
     if proxy.error_template is not None:
         from strangler_proxy.errors import parse_template
@@ -1079,7 +1082,8 @@ def proxy_config(m: Manifest, **overrides: Any) -> Any:
         "store_url": m.proxy.store_url,
         "served_by_header": True,
         "shadow": ShadowSettings(
-            jsonl_path=str(m.proxy.shadow_jsonl) if m.proxy.shadow_jsonl else None
+            jsonl_path=str(m.proxy.shadow_jsonl) if m.proxy.shadow_jsonl else None,
+            recheck_after_s=m.proxy.recheck_after_s,
         ),
         "routes": routes,
         "error_template": m.proxy.error_template,

@@ -338,6 +338,8 @@ class Outcome(StrEnum):
     NOISE_ONLY = "noise-only"
     ERROR = "error"
     DENIED = "denied"  # both sides refused (401/403): agreement that proves nothing
+    # differed, but a re-check of both sides a moment later agreed: CDC lag, not a regression
+    LAGGED = "lagged"
 
 
 DENIED_STATUSES = frozenset({401, 403})
@@ -365,6 +367,7 @@ class ComparisonResult:
     control: Response | None = None
     candidate: Response | None = None
     denied: bool = False
+    lagged: bool = False  # a re-check of this (differing) request agreed: the copy lagged
 
     @property
     def regressions(self) -> list[Difference]:
@@ -376,6 +379,8 @@ class ComparisonResult:
 
     @property
     def outcome(self) -> Outcome:
+        if self.lagged:
+            return Outcome.LAGGED
         if self.error is not None:
             return Outcome.ERROR
         if any(not d.noise for d in self.differences):

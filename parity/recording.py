@@ -268,6 +268,7 @@ class Redactor:
             self.response(result.control) if result.control is not None else None,
             self.response(result.candidate) if result.candidate is not None else None,
             result.denied,
+            result.lagged,
         )
 
 
@@ -505,8 +506,9 @@ class EndpointStats(EndpointSummary):
     @property
     def agreement(self) -> float:
         """Share of compared requests without regressions (1.0 when nothing seen yet); pairs
-        both sides refused (401/403) compared nothing and are left out."""
-        compared = self.requests - self.errors - self.denied
+        both sides refused (401/403) compared nothing and are left out, and so are pairs that
+        differed but agreed on a re-check (`lagged`: CDC lag, no verdict either way)."""
+        compared = self.requests - self.errors - self.denied - self.lagged
         return 1.0 if compared <= 0 else (self.matches + self.noise) / compared
 
     def to_dict(self) -> dict[str, Any]:
@@ -524,7 +526,10 @@ _COUNTER = {
     Outcome.NOISE_ONLY: "noise",
     Outcome.ERROR: "errors",
     Outcome.DENIED: "denied",
+    Outcome.LAGGED: "lagged",
 }
+# counters added after the first release: an older statistics database gets the column
+_LATER_COUNTERS = ("denied", "lagged")
 
 
 def _detail(result: ComparisonResult, limit: int = 50) -> dict[str, Any]:
@@ -637,6 +642,7 @@ class SqlStatsStore(StatsStore):
             sa.Column("noise", sa.Integer, nullable=False, default=0),
             sa.Column("errors", sa.Integer, nullable=False, default=0),
             sa.Column("denied", sa.Integer, nullable=False, default=0, server_default="0"),
+            sa.Column("lagged", sa.Integer, nullable=False, default=0, server_default="0"),
             sa.Column("updated_at", sa.Float),
         )
         self.recent = sa.Table(
@@ -647,21 +653,22 @@ class SqlStatsStore(StatsStore):
             sa.Column("detail", sa.Text, nullable=False),
         )
         md.create_all(self.engine)
-        self._add_denied_column()
+        self._add_counter_columns()
         self._lock = threading.Lock()
 
-    def _add_denied_column(self) -> None:
-        """A statistics database from before the `denied` counter gets the column."""
+    def _add_counter_columns(self) -> None:
+        """A statistics database from before the `denied` or `lagged` counter gets the column."""
         sa = self._sa
         columns = {c["name"] for c in sa.inspect(self.engine).get_columns(self.counts.name)}
-        if "denied" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.text(
-                        f"ALTER TABLE {self.counts.name} "
-                        "ADD COLUMN denied INTEGER NOT NULL DEFAULT 0"
+        for name in _LATER_COUNTERS:
+            if name not in columns:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        sa.text(
+                            f"ALTER TABLE {self.counts.name} "
+                            f"ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+                        )
                     )
-                )
 
     def add(self, result: ComparisonResult) -> None:
         sa = self._sa
@@ -703,6 +710,7 @@ class SqlStatsStore(StatsStore):
                             noise=0,
                             errors=0,
                             denied=0,
+                            lagged=0,
                             updated_at=now,
                             **{attr: 1},
                         )
@@ -809,20 +817,37 @@ class PairSink:
         self.redactor = redactor or (recorder.redactor if recorder is not None else Redactor())
         self.noise = noise  # optional NoiseLearner (learned noise applied to live pairs)
 
-    def record(self, pair: ShadowPair | Mapping[str, Any]) -> ComparisonResult | None:
+    def _compare(self, shadow: ShadowPair) -> tuple[Pair, ComparisonResult]:
+        p = shadow.to_pair()
+        endpoint = self.comparator.endpoint_of(p.request)
+        learned = self.noise.noise_for(endpoint) if self.noise is not None else ()
+        result = self.comparator.compare(
+            p.request,
+            p.control,
+            p.candidate,
+            candidate_error=p.candidate_error,
+            noise=learned,
+            endpoint=endpoint,
+        )
+        return p, result
+
+    def compare(self, pair: ShadowPair | Mapping[str, Any]) -> ComparisonResult:
+        """The verdict on one pair without counting or recording it (the proxy's re-check
+        asks this to tell a lagging copy from a regression); raises on a malformed pair."""
+        shadow = pair if isinstance(pair, ShadowPair) else ShadowPair.from_mapping(pair)
+        return self._compare(shadow)[1]
+
+    def record(
+        self, pair: ShadowPair | Mapping[str, Any], *, lagged: bool = False
+    ) -> ComparisonResult | None:
+        """Compare, count and sample one pair. `lagged=True`: the pair differed but a re-check
+        of both sides agreed a moment later, so it is counted as `lagged` (CDC lag), neither
+        as a match nor as a mismatch."""
         try:
             shadow = pair if isinstance(pair, ShadowPair) else ShadowPair.from_mapping(pair)
-            p = shadow.to_pair()
-            endpoint = self.comparator.endpoint_of(p.request)
-            learned = self.noise.noise_for(endpoint) if self.noise is not None else ()
-            result = self.comparator.compare(
-                p.request,
-                p.control,
-                p.candidate,
-                candidate_error=p.candidate_error,
-                noise=learned,
-                endpoint=endpoint,
-            )
+            p, result = self._compare(shadow)
+            result.lagged = lagged
+            endpoint = result.endpoint
             safe = self.redactor.result(result)
             self.stats.add(safe)
             if self.recorder is not None:

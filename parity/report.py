@@ -23,7 +23,7 @@ from parity.textdiff import line_opcodes
 REPORT_VERSION = 1
 
 
-COUNTS = ("requests", "matches", "mismatches", "noise", "errors", "denied")
+COUNTS = ("requests", "matches", "mismatches", "noise", "errors", "denied", "lagged")
 
 
 @dataclass
@@ -38,6 +38,7 @@ class EndpointSummary:
     noise: int = 0
     errors: int = 0
     denied: int = 0  # both sides answered 401/403: counted apart, never as matches
+    lagged: int = 0  # differed, then agreed on a re-check (CDC lag): neither match nor mismatch
 
     def add(self, other: EndpointSummary) -> None:
         for name in COUNTS:
@@ -132,6 +133,7 @@ def result_from_dict(data: Mapping[str, Any]) -> ComparisonResult:
         control=Response.from_dict(data["control"]) if "control" in data else None,
         candidate=Response.from_dict(data["candidate"]) if "candidate" in data else None,
         denied=data.get("outcome") == str(Outcome.DENIED),
+        lagged=data.get("outcome") == str(Outcome.LAGGED),
     )
 
 
@@ -140,13 +142,15 @@ def result_from_dict(data: Mapping[str, Any]) -> ComparisonResult:
 
 def render_table(report: RunReport, *, show_differences: int = 3) -> str:
     """Aligned table per endpoint plus the first differences of each failing endpoint."""
-    headers = ["endpoint", "requests", "match", "mismatch", "noise", "errors", "denied"]
+    headers = ["endpoint", "requests", "match", "mismatch", "noise", "errors", "denied", "lagged"]
     rows = [
-        [e.endpoint, e.requests, e.matches, e.mismatches, e.noise, e.errors, e.denied]
+        [e.endpoint, e.requests, e.matches, e.mismatches, e.noise, e.errors, e.denied, e.lagged]
         for e in report.endpoints
     ]
     t = report.totals
-    rows.append(["TOTAL", t.requests, t.matches, t.mismatches, t.noise, t.errors, t.denied])
+    rows.append(
+        ["TOTAL", t.requests, t.matches, t.mismatches, t.noise, t.errors, t.denied, t.lagged]
+    )
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
 
     def fmt(row: list[Any]) -> str:
@@ -167,6 +171,11 @@ def render_table(report: RunReport, *, show_differences: int = 3) -> str:
         lines.append(
             f"{t.denied} request(s) refused (401/403) by both sides: not counted as matches; "
             "give credentials (--header, or the manifest's [parity] auth hook)"
+        )
+    if t.lagged:
+        lines.append(
+            f"{t.lagged} request(s) differed and then agreed on a re-check (CDC lag): counted "
+            "apart, neither as matches nor as mismatches"
         )
     if show_differences:
         shown: dict[str, int] = {}
@@ -316,7 +325,8 @@ def render_html(report: RunReport, *, title: str = "Parity report") -> str:
         f"<p>control <b>{_e(report.control)}</b> vs candidate <b>{_e(report.candidate)}</b>"
         f" — {t.requests} requests in {report.duration:.2f}s {_e(started)}</p>",
         "<table><tr><th>endpoint</th><th>requests</th><th>match</th><th>mismatch</th>"
-        "<th>noise</th><th>errors</th><th>denied (401/403 both)</th></tr>",
+        "<th>noise</th><th>errors</th><th>denied (401/403 both)</th>"
+        "<th>lagged (agreed on re-check)</th></tr>",
     ]
     for e in [*report.endpoints, t]:
         cls = "bad" if e.mismatches or e.errors or e.denied else "ok"
@@ -324,7 +334,7 @@ def render_html(report: RunReport, *, title: str = "Parity report") -> str:
             f"<tr><td class='{cls}'>{_e(e.endpoint)}</td><td class='n'>{e.requests}</td>"
             f"<td class='n'>{e.matches}</td><td class='n'>{e.mismatches}</td>"
             f"<td class='n'>{e.noise}</td><td class='n'>{e.errors}</td>"
-            f"<td class='n'>{e.denied}</td></tr>"
+            f"<td class='n'>{e.denied}</td><td class='n'>{e.lagged}</td></tr>"
         )
     parts.append("</table>")
     if report.noise:

@@ -489,6 +489,7 @@ class Runner:
                 noise=c[Outcome.NOISE_ONLY],
                 errors=c[Outcome.ERROR],
                 denied=c[Outcome.DENIED],
+                lagged=c[Outcome.LAGGED],
             )
             for e, c in sorted(counts.items())
         ]

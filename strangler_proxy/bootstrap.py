@@ -34,7 +34,13 @@ from strangler_proxy.logsafe import RejectionLog
 from strangler_proxy.routes import RouteTable
 from strangler_proxy.server import ProxyCore
 from strangler_proxy.service import Guard, RouteService, readiness_guard
-from strangler_proxy.shadow import JsonLinesSink, MultiSink, RingBufferSink, ShadowSink
+from strangler_proxy.shadow import (
+    JsonLinesSink,
+    MultiSink,
+    RingBufferSink,
+    ShadowJudge,
+    ShadowSink,
+)
 from strangler_proxy.stats import Stats
 from strangler_proxy.store import RouteStore
 from strangler_proxy.workers import WorkerPool, worker_count
@@ -229,6 +235,7 @@ def bootstrap(
     config: ProxyConfig,
     *,
     shadow_sink: ShadowSink | None = None,
+    shadow_judge: ShadowJudge | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     store: RouteStore | None = None,
@@ -238,7 +245,9 @@ def bootstrap(
     cdc: CdcProvider | None = None,
     playbook: PlaybookProvider | None = None,
 ) -> ProxyRuntime:
-    """Wire the proxy. Extra `shadow_sink` (e.g. the parity comparator) gets every pair too.
+    """Wire the proxy. Extra `shadow_sink` (e.g. the parity comparator) gets every pair too;
+    a `shadow_judge` (the parity comparator's verdict) turns on the re-check of safe pairs
+    that differ (`shadow.recheck_after_s`: CDC lag is counted `lagged`, not as a mismatch).
 
     Default guards: the readiness guard. Pass `guards=[...]` to add playbook guards (the
     readiness guard is kept unless the list is given explicitly *and* omits it).
@@ -256,7 +265,13 @@ def bootstrap(
     sink = MultiSink(sinks)
     stats = Stats()
     core = ProxyCore(
-        config, RouteTable((), version=0), stats, sink, clock=clock, wall_clock=wall_clock
+        config,
+        RouteTable((), version=0),
+        stats,
+        sink,
+        clock=clock,
+        wall_clock=wall_clock,
+        judge=shadow_judge,
     )
     if guards is None:
         guards = [readiness_guard(dict(config.upstreams))]

@@ -20,7 +20,8 @@ larger manifest)::
 
     [timeouts]   # connect, total (seconds)
     [limits]     # max_body_bytes, max_header_bytes, max_line_bytes
-    [shadow]     # max_concurrency, queue_size, ring_size, jsonl_path, record_body_bytes
+    [shadow]     # max_concurrency, queue_size, ring_size, jsonl_path, record_body_bytes,
+                 # recheck_after_s, recheck_max_in_flight, recheck_per_second
     [breaker]    # failure_threshold, open_seconds, half_open_probes
 
     [[routes]]
@@ -104,12 +105,28 @@ class ShadowSettings:
     ring_size: int = 200
     jsonl_path: str | None = "var/proxy-shadow.jsonl"
     record_body_bytes: int = 64 * 1024
+    # A safe (GET/HEAD) pair that differs is sent again to BOTH sides after this delay (about
+    # the CDC lag); agreeing then, it was lag (`lagged`), not a regression. 0 = no re-check.
+    # Only with a judge wired (`bootstrap(shadow_judge=...)`, the kit's parity comparator).
+    recheck_after_s: float = 1.0
+    recheck_max_in_flight: int = 8  # re-checks waiting or running; more are dropped, counted
+    recheck_per_second: float = 10.0  # re-checks started per second; more are dropped, counted
 
     def __post_init__(self) -> None:
-        for name in ("max_concurrency", "queue_size", "ring_size", "record_body_bytes"):
+        for name in (
+            "max_concurrency",
+            "queue_size",
+            "ring_size",
+            "record_body_bytes",
+            "recheck_max_in_flight",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"shadow.{name} must be a positive integer, got {value!r}")
+        for name in ("recheck_after_s", "recheck_per_second"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"shadow.{name} must be a number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,13 @@ from strangler_proxy.errors import ErrorShape
 from strangler_proxy.headcheck import HOP_BY_HOP, REQUEST_DROP, SMALL_BODY, Refusal, too_large
 from strangler_proxy.policy import Decision, HeaderGetter, RywPins, decide
 from strangler_proxy.routes import MONOLITH, Match, Route, RouteTable
-from strangler_proxy.shadow import RecordedRequest, RecordedResponse, ShadowSink, redact_headers
+from strangler_proxy.shadow import (
+    RecordedRequest,
+    RecordedResponse,
+    ShadowJudge,
+    ShadowSink,
+    redact_headers,
+)
 from strangler_proxy.shadow_dispatch import Capture, ShadowDispatcher, ShadowJob
 from strangler_proxy.stats import Stats
 
@@ -118,6 +124,7 @@ class ProxyCore:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        judge: ShadowJudge | None = None,
     ) -> None:
         self.config = config
         self.table = table
@@ -127,7 +134,9 @@ class ProxyCore:
         self.bases = dict(config.upstreams)
         self.breakers = {name: CircuitBreaker(config.breaker, clock) for name in config.upstreams}
         self.session: aiohttp.ClientSession | None = None
-        self.shadow = ShadowDispatcher(config, sink, stats, self._make_session)
+        self.shadow = ShadowDispatcher(
+            config, sink, stats, self._make_session, judge, clock=clock, wall_clock=wall_clock
+        )
         self.limits = config.limits
         self.in_flight = 0
         self.errors = ErrorShape(config.error_template)
@@ -509,6 +518,11 @@ class ProxyCore:
                     "request": recorded_request,
                     "monolith": monolith,
                 },
+                control=(
+                    (URL(self.bases[MONOLITH] + request.raw_path, encoded=True), headers.copy())
+                    if self.shadow.wants_recheck(method)
+                    else None
+                ),
             )
         )
         return resp

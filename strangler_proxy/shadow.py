@@ -78,6 +78,7 @@ class ShadowPair:
             "service_response": _response(self.service_response) if self.service_response else None,
             "service_error": self.service_error,
             "service_latency_ms": self.service_latency_ms,
+            **({"recheck": self.extra["recheck"]} if "recheck" in self.extra else {}),
         }
 
 
@@ -106,6 +107,24 @@ class ShadowSink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (files); default does nothing."""
+
+
+class ShadowJudge(ABC):
+    """Port: does a pair differ in a way that matters (a regression, not noise)? The proxy asks
+    it only to decide whether to re-check a safe request (the kit wires the parity comparator;
+    the proxy knows nothing of parity). Called on a worker thread, never on the event loop."""
+
+    @abstractmethod
+    def differs(self, pair: ShadowPair) -> bool:
+        """True when the pair is a mismatch; must not raise for a well-formed pair."""
+
+
+RECHECK_LAGGED = "lagged"  # pair.extra["recheck"]: differed, the re-check agreed (CDC lag)
+RECHECK_MISMATCH = "mismatch"  # differed, and the re-check differed too: the mismatch stands
+# differed, but no re-check was made (over the bounds, or the proxy stopped): no verdict, so
+# parity leaves it out (as it does a dropped shadow copy); the admitted re-checks still show
+# a regression
+RECHECK_DROPPED = "dropped"
 
 
 class RingBufferSink(ShadowSink):

@@ -172,7 +172,16 @@ def status(as_json: bool, audit_n: int) -> None:
         click.echo()
         click.echo(
             table(
-                ["SERVICE", "METHOD", "PATH", "KIND", "MODE", "PARITY SAMPLES", "MISMATCH"],
+                [
+                    "SERVICE",
+                    "METHOD",
+                    "PATH",
+                    "KIND",
+                    "MODE",
+                    "PARITY SAMPLES",
+                    "MISMATCH",
+                    "LAGGED",
+                ],
                 [
                     (
                         e.service,
@@ -182,6 +191,7 @@ def status(as_json: bool, audit_n: int) -> None:
                         e.mode,
                         e.samples,
                         None if e.mismatch_rate is None else f"{e.mismatch_rate:.1%}",
+                        e.lagged,
                     )
                     for e in st.endpoints
                 ],

@@ -56,8 +56,11 @@ def find_endpoint(m: Manifest, method: str, path: str) -> Endpoint | None:
 
 def parity_rate(stats: Any) -> tuple[int, float]:
     """(samples, mismatch rate) of an EndpointStats; errors count as compared but not matched;
-    pairs both sides refused (401/403, `denied`) are no samples: they compared nothing."""
-    compared = int(stats.requests) - int(getattr(stats, "denied", 0))
+    pairs both sides refused (401/403, `denied`) are no samples: they compared nothing; nor are
+    pairs that differed and agreed on a re-check (`lagged`: CDC lag, neither clean nor not)."""
+    compared = (
+        int(stats.requests) - int(getattr(stats, "denied", 0)) - int(getattr(stats, "lagged", 0))
+    )
     if compared <= 0:
         return 0, 0.0
     return compared, (int(stats.mismatches) + int(stats.errors)) / compared

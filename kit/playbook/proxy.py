@@ -4,7 +4,10 @@ pairs counted into the parity statistics the `canary` gate reads, and dashboard 
 `strangler_proxy` knows neither `parity` nor the playbook; this module adapts between them:
 the proxy's `ShadowPair` is converted to parity's and compared on a background thread (the
 proxy's event loop never waits for a comparison or a statistics write; when the bounded queue
-is full, pairs are dropped and counted rather than slowing clients down).
+is full, pairs are dropped and counted rather than slowing clients down). The parity
+comparator is also the proxy's `ShadowJudge`: a safe pair it calls a mismatch is re-checked
+on both sides by the proxy, and comes back marked `lagged` (counted apart) or `mismatch`
+(the re-check's pair recorded as the evidence).
 """
 
 from __future__ import annotations
@@ -25,8 +28,14 @@ from kit.playbook import pipelines as pl
 from kit.playbook.guards import GuardContext, route_guard
 from kit.playbook.ryw import ryw_windows
 from kit.playbook.state import STEPS, StateStore
+from strangler_proxy.shadow import (
+    RECHECK_DROPPED,
+    RECHECK_LAGGED,
+    RECHECK_MISMATCH,
+    ShadowJudge,
+    ShadowSink,
+)
 from strangler_proxy.shadow import ShadowPair as ProxyPair
-from strangler_proxy.shadow import ShadowSink
 
 log = logging.getLogger("kit.playbook.proxy")
 
@@ -51,6 +60,34 @@ def to_parity_pair(pair: ProxyPair) -> dict[str, Any]:
     }
 
 
+class ParityJudge(ShadowJudge):
+    """The parity comparator's verdict for the proxy's re-check: a mismatch (noise, errors
+    and pairs both sides refused are not re-checked)."""
+
+    def __init__(self, pair_sink: Any) -> None:
+        self.pair_sink = pair_sink
+
+    def differs(self, pair: ProxyPair) -> bool:
+        return str(self.pair_sink.compare(to_parity_pair(pair)).outcome) == "mismatch"
+
+
+def record_pair(pair_sink: Any, pair: ProxyPair) -> bool:
+    """One proxy pair into a parity PairSink, by its re-check verdict: `lagged` counts the pair
+    as lagged; `mismatch` records the re-check's pair (the evidence) in its place; `dropped`
+    (differed, re-check not made: over its bounds) is left out. False when left out."""
+    verdict = pair.extra.get("recheck") if pair.extra else None
+    second = pair.extra.get("recheck_pair") if pair.extra else None
+    if verdict == RECHECK_DROPPED:
+        return False
+    if verdict == RECHECK_LAGGED:
+        pair_sink.record(to_parity_pair(pair), lagged=True)
+    elif verdict == RECHECK_MISMATCH and isinstance(second, ProxyPair):
+        pair_sink.record(to_parity_pair(second))
+    else:
+        pair_sink.record(to_parity_pair(pair))
+    return True
+
+
 class ParityShadowSink(ShadowSink):
     """Feeds shadow pairs to a parity PairSink on a worker thread (started on first pair)."""
 
@@ -59,6 +96,7 @@ class ParityShadowSink(ShadowSink):
         self.queue: queue.Queue[ProxyPair | None] = queue.Queue(maxsize=queue_size)
         self.dropped = 0
         self.recorded = 0
+        self.recheck_dropped = 0  # differed, re-check over its bounds: left out of parity
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -81,8 +119,10 @@ class ParityShadowSink(ShadowSink):
             if pair is None:
                 return
             try:
-                self.pair_sink.record(to_parity_pair(pair))
-                self.recorded += 1
+                if record_pair(self.pair_sink, pair):
+                    self.recorded += 1
+                else:
+                    self.recheck_dropped += 1
             except Exception:  # noqa: BLE001 - parity must never break the proxy
                 log.exception("parity: shadow pair not recorded")
 
@@ -205,6 +245,8 @@ def build_proxy(m: Manifest, **overrides: Any) -> Any:
     ]
     kwargs: dict[str, Any] = {"shadow_sink": shadow, "guards": guards}
     params = inspect.signature(bootstrap).parameters
+    if "shadow_judge" in params:
+        kwargs["shadow_judge"] = ParityJudge(pair_sink)
     for name, provider in _providers(m, state, pair_sink.stats, transport).items():
         if name in params:
             kwargs[name] = provider

@@ -46,6 +46,7 @@ class EndpointStatus:
     mode: str | None
     samples: int
     mismatch_rate: float | None
+    lagged: int = 0  # shadow pairs that differed, then agreed on a re-check (CDC lag)
 
 
 @dataclass(frozen=True)
@@ -119,16 +120,25 @@ def collect_status(pb: StatusSource) -> Status:
         stats = None
         out.notes.append(f"parity statistics unreadable: {exc}")
     for e in m.endpoints:
-        samples, rate = 0, None
+        samples, rate, lagged = 0, None, 0
         if stats is not None:
             try:
-                samples, r = parity_rate(stats.stats_for(e.label))
+                endpoint_stats = stats.stats_for(e.label)
+                samples, r = parity_rate(endpoint_stats)
                 rate = r if samples else None
+                lagged = int(getattr(endpoint_stats, "lagged", 0))
             except Exception as exc:  # noqa: BLE001
                 out.notes.append(f"parity of {e.label}: {exc}")
         out.endpoints.append(
             EndpointStatus(
-                e.service, e.method, e.path, e.kind, modes.get((e.method, e.path)), samples, rate
+                e.service,
+                e.method,
+                e.path,
+                e.kind,
+                modes.get((e.method, e.path)),
+                samples,
+                rate,
+                lagged,
             )
         )
     for name in m.services:

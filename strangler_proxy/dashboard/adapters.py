@@ -96,7 +96,13 @@ class StatsStoreParity(ParityProvider):
             s = self.store.stats_for(endpoint)
             out.append(
                 EndpointParity(
-                    endpoint, s.matches, s.mismatches, s.noise, s.errors, getattr(s, "denied", 0)
+                    endpoint,
+                    s.matches,
+                    s.mismatches,
+                    s.noise,
+                    s.errors,
+                    getattr(s, "denied", 0),
+                    getattr(s, "lagged", 0),
                 )
             )
         return out

@@ -23,10 +23,11 @@ class EndpointParity:
     noise: int = 0
     errors: int = 0
     denied: int = 0  # both sides answered 401/403: proves nothing, never a match
+    lagged: int = 0  # differed, then agreed on a re-check (CDC lag): neither match nor mismatch
 
     @property
     def compared(self) -> int:
-        return self.matches + self.mismatches + self.noise + self.errors + self.denied
+        return self.matches + self.mismatches + self.noise + self.errors + self.denied + self.lagged
 
     @property
     def agreement(self) -> float | None:
@@ -43,6 +44,7 @@ class EndpointParity:
             "noise": self.noise,
             "errors": self.errors,
             "denied": self.denied,
+            "lagged": self.lagged,
             "compared": self.compared,
             "agreement": None if agreement is None else round(agreement, 4),
         }

@@ -82,6 +82,7 @@ def parity_evidence(ctx: Ctx) -> dict[str, Any]:
             "noise": st.noise,
             "mismatches": st.mismatches,
             "errors": st.errors,
+            "lagged": getattr(st, "lagged", 0),
             "mismatch_rate": round(rate, 4),
         }
     return out

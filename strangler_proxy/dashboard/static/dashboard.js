@@ -89,7 +89,7 @@
   // -- sections ------------------------------------------------------------------------
   function parityText(p, url) {
     if (!p) { return muted("no data"); }
-    var span = el("span", null, p.matches + " match · " + p.mismatches + " mismatch · " + p.noise + " noise" + (p.denied ? " · " + p.denied + " denied" : ""));
+    var span = el("span", null, p.matches + " match · " + p.mismatches + " mismatch · " + p.noise + " noise" + (p.denied ? " · " + p.denied + " denied" : "") + (p.lagged ? " · " + p.lagged + " lagged" : ""));
     if (p.mismatches || p.errors) {
       span.appendChild(document.createTextNode(" · "));
       span.appendChild(el("a", { href: url, text: "diffs" }));

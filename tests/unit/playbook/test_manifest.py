@@ -195,3 +195,15 @@ def test_topics_are_named_after_the_project_folder_when_the_manifest_does_not_sa
     path.write_text("\n".join(line for line in path.read_text().splitlines()
                               if not line.startswith("topic_prefix")))  # fmt: skip
     assert load_manifest(path).transport.topic_prefix == "Notes-App"
+
+
+def test_the_shadow_recheck_delay_comes_from_the_manifest(tmp_path: Path) -> None:
+    assert proxy_config(load_manifest(_manifest(tmp_path))).shadow.recheck_after_s == 1.0
+    m = load_manifest(
+        _manifest(tmp_path, lambda t: t.replace("[proxy]\n", "[proxy]\nrecheck_after_s = 0.4\n"))
+    )
+    assert proxy_config(m).shadow.recheck_after_s == 0.4
+    problems = _problems(
+        tmp_path, lambda t: t.replace("[proxy]\n", "[proxy]\nrecheck_after_s = -1\n")
+    )
+    assert any("recheck_after_s" in p for p in problems), problems

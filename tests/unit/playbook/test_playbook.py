@@ -60,7 +60,7 @@ def _pair(method: str, path: str, control: bytes, candidate: bytes) -> dict:
     }
 
 
-def _record(pb: Playbook, n: int, *, mismatch: bool) -> None:
+def _record(pb: Playbook, n: int, *, mismatch: bool, lagged: bool = False) -> None:
     from kit.manifest import parity_rules
     from parity.compare import Comparator
     from parity.recording import PairSink
@@ -68,8 +68,8 @@ def _record(pb: Playbook, n: int, *, mismatch: bool) -> None:
     sink = PairSink(pb.stats(), Comparator(parity_rules(pb.m)))
     for i in range(n):
         for path in ("/categories", "/categories/1", "/products", f"/products/{i + 1}"):
-            other = b'{"a": 2}' if mismatch else b'{"a": 1}'
-            sink.record(_pair("GET", path, b'{"a": 1}', other))
+            other = b'{"a": 2}' if mismatch or lagged else b'{"a": 1}'
+            sink.record(_pair("GET", path, b'{"a": 1}', other), lagged=lagged)
 
 
 def test_a_step_out_of_order_is_refused_with_the_way_forward_and_changes_nothing(
@@ -127,6 +127,25 @@ def test_canary_is_refused_until_parity_has_enough_clean_samples(pb: Playbook) -
     result = pb.advance("catalog")
     assert result.ok and result.evidence["percent"] == 10
     assert result.evidence["parity"]["GET /products"]["samples"] == 3
+
+
+@pytest.mark.parametrize("shop", [{"min_samples": 3}], indirect=True)
+def test_lagged_pairs_are_neither_samples_nor_mismatches_for_the_gate(pb: Playbook) -> None:
+    _advance_to(pb, "shadow")
+    _record(pb, 5, mismatch=False, lagged=True)  # differed, agreed on the re-check
+    with pytest.raises(StepRefused) as info:
+        pb.advance("catalog")
+    assert "GET /products/<int:id> has 0 of 3 shadow samples" in str(info.value)
+    rows = {(e.method, e.path): e for e in pb.status().endpoints}
+    assert rows[("GET", "/products/<int:id>")].lagged == 5
+    assert rows[("GET", "/products/<int:id>")].samples == 0
+    _record(pb, 3, mismatch=False)
+    result = pb.advance("catalog")
+    assert result.ok, result
+    assert (
+        result.evidence["parity"]["GET /products"] | {"samples": 3, "lagged": 5}
+        == (result.evidence["parity"]["GET /products"])
+    )
 
 
 def test_no_write_endpoint_goes_to_the_service_while_forward_cdc_owns_its_tables(
