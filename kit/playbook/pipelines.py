@@ -1104,6 +1104,9 @@ def _change_log_fence(pipe: Pipeline, source: Engine) -> int | None:
     return int(row[0] or 0)
 
 
+QUIET_S = 0.5  # a final drain waits this long first: requests in flight at the flip land
+
+
 class _Fence:
     """Caught up with what was committed when the drain started, not with a moving target:
     under steady writes the lag is rarely zero at the instant it is read, but every change
@@ -1144,11 +1147,17 @@ def drain(
     timeout_s: float,
     progress: Callable[[str], None] | None = None,
     transport: Transport | None = None,
+    final: bool = False,
 ) -> dict[str, Any]:
     """Bring `pipe` up to date with every change committed before the drain started (zero
     lag, or past the start's fence under steady writes): run its workers in-process when no
     worker process holds them, else wait for the running workers. Raises PipelineError on
     timeout.
+
+    `final`: the source stopped taking writes for these tables (their routes moved away) and
+    its capture stops next, so nothing may be left behind, not even a write whose request was
+    in flight when the routes moved: it waits `QUIET_S` before it reads the WAL position, and
+    on SQLite it needs zero lag (no change-log fence: no new writes come).
 
     On PostgreSQL "captured" means: the slot confirmed the WAL position current when the
     drain started (a fence), and every snapshot is done.
@@ -1166,8 +1175,10 @@ def drain(
         )
         progress(f"draining {pipe.direction} CDC of {pipe.service}: {how}")
     source, target = make_engine(pipe.source_url), make_engine(pipe.target_url)
+    if final:
+        time.sleep(QUIET_S)  # requests in flight when the routes moved commit first
     fence = _wal_fence(pipe)
-    log_fence = _Fence(_change_log_fence(pipe, source))
+    log_fence = _Fence(None if final else _change_log_fence(pipe, source))
     handled = 0
     deadline = time.monotonic() + timeout_s
     checked = 0.0

@@ -155,7 +155,8 @@ def check_modes(ctx: Ctx, endpoints: tuple[Endpoint, ...], mode: str) -> None:
         raise StepFailed(f"routes are not {mode}: {', '.join(wrong)}")
 
 
-def drain(ctx: Ctx, pipe: pl.Pipeline) -> dict[str, Any]:
+def drain(ctx: Ctx, pipe: pl.Pipeline, *, final: bool = False) -> dict[str, Any]:
+    """`final`: the pipeline's capture stops next (see `pl.drain`)."""
     try:
         return pl.drain(
             ctx.m,
@@ -163,6 +164,7 @@ def drain(ctx: Ctx, pipe: pl.Pipeline) -> dict[str, Any]:
             timeout_s=ctx.m.guards.drain_timeout_seconds,
             progress=ctx.say,
             transport=ctx.root.transport(),
+            final=final,
         )
     except pl.PipelineError as exc:
         raise StepFailed(str(exc)) from None

@@ -76,7 +76,7 @@ class WritesStep(Step):
             )
         set_mode(ctx, ctx.s.write_endpoints, "extracted", "writes", fallback=False, guarded=False)
         # 4. in-flight monolith writes reach the service, then forward CDC stops
-        drain(ctx, fwd)
+        drain(ctx, fwd, final=True)
         ctx.root.state.want_worker(fwd.sink_worker, False, "write ownership moved to the service")
         if not pl.wait_worker_stopped(ctx.m, fwd.sink_worker, 15.0):
             ctx.say(f"writes: warning: {fwd.sink_worker} still running")
@@ -117,7 +117,7 @@ class WritesStep(Step):
         set_mode(ctx, ctx.s.write_endpoints, "monolith", "rollback writes", guarded=False)
         # 4. writes in flight at the service reach the monolith, then reverse CDC stops
         if reverse_on:
-            drain(ctx, rev)
+            drain(ctx, rev, final=True)
         ctx.root.state.want_worker(rev.capture_worker, False, "writes rolled back")
         ctx.root.state.want_worker(rev.sink_worker, False, "writes rolled back")
         pl.disable_pipe_capture(ctx.m, rev, drop=False)
