@@ -24,6 +24,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     WAL lets the capture worker, the sink and the applications read while one of them writes;
     the busy timeout turns short write-lock waits into waiting instead of errors.
     """
+    if url.startswith("postgres://"):  # Heroku-style scheme SQLAlchemy no longer accepts
+        url = "postgresql://" + url[len("postgres://") :]
     parsed = make_url(url)
     if (
         parsed.get_backend_name() == "postgresql"

@@ -610,26 +610,11 @@ class SqlStatsStore(StatsStore):
     def __init__(self, url: str, keep_last: int = 20) -> None:
         import sqlalchemy as sa
 
+        from kitcore.db import make_engine
+
         self.keep_last = keep_last
         self._sa = sa
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-            db_path = url.split("///", 1)[-1]
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        if url.startswith(("postgresql://", "postgres://")):
-            # SQLAlchemy 2.1 picks psycopg (3) for a bare scheme; the kit ships psycopg2.
-            url = "postgresql+psycopg2://" + url.split("://", 1)[1]
-        self.engine = sa.create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-
-            @sa.event.listens_for(self.engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.close()
+        self.engine = make_engine(url)  # the product's one engine policy (SQLite WAL, timeout)
 
         md = sa.MetaData()
         self.counts = sa.Table(
