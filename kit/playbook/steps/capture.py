@@ -11,6 +11,7 @@ from kit.playbook.steps.common import (
     clear_target,
     count_rows,
     drain,
+    start_capture,
     stop_pg_capture,
     update_monolith_capture_wish,
 )
@@ -23,19 +24,9 @@ class CaptureStep(Step):
         return replicas.capture_refusals(ctx)
 
     def action(self, ctx: Ctx) -> None:
-        from cdc.capture.sqlite import CaptureError, request_snapshot
-
         pipe = ctx.root.forward(ctx.s.name)
         tables = list(ctx.s.tables)
-        if pipe.pg_source and not ctx.continuing and pl.pg_slot_state(pipe, peek=False).exists:
-            # a slot left by an earlier, rolled back or abandoned attempt: start afresh
-            ctx.root.state.want_worker(pipe.capture_worker, False, "capture restarted")
-            pl.wait_worker_stopped(ctx.m, pipe.capture_worker, 15.0)
-            pl.drop_pipe_slot(ctx.m, pipe)
-        try:
-            pl.enable_pipe_capture(ctx.m, pipe)
-        except Exception as exc:  # noqa: BLE001 - CaptureError or DB errors, reported as such
-            raise StepFailed(f"cannot enable capture on {', '.join(tables)}: {exc}") from None
+        start_capture(ctx, pipe, ", ".join(tables))
         if pipe.pg_source:
             ctx.say(
                 f"capture: monolith tables {', '.join(tables)} published in {pipe.publication}; "
@@ -51,13 +42,6 @@ class CaptureStep(Step):
             )
         else:
             ctx.say(f"capture: triggers installed on monolith tables {', '.join(tables)}")
-            source = pl.make_engine(ctx.m.monolith.database_url)
-            try:
-                request_snapshot(source, tables, restart=not ctx.continuing)
-            except CaptureError as exc:
-                raise StepFailed(str(exc)) from None
-            finally:
-                source.dispose()
             ctx.say(
                 "capture: snapshot "
                 + ("resumed from its last finished chunk" if ctx.continuing else "requested")

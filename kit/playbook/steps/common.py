@@ -267,3 +267,29 @@ def clear_target(pipe: pl.Pipeline) -> None:
             conn.execute(delete(dead_letters).where(dead_letters.c.group == pipe.group))
     finally:
         engine.dispose()
+
+
+def start_capture(ctx: Ctx, pipe: pl.Pipeline, what: str) -> None:
+    """Capture `pipe`'s source tables afresh (or resume): a PostgreSQL slot left by an earlier,
+    rolled back or abandoned attempt is dropped first; on SQLite the triggers go in and a
+    snapshot is requested (resumed when the step continues). `what` names the tables in
+    refusals. The capture step and the replicas share this."""
+    from cdc.capture.sqlite import CaptureError, request_snapshot
+
+    if pipe.pg_source and not ctx.continuing and pl.pg_slot_state(pipe, peek=False).exists:
+        ctx.root.state.want_worker(pipe.capture_worker, False, f"{pipe.direction} restarted")
+        pl.wait_worker_stopped(ctx.m, pipe.capture_worker, 15.0)
+        pl.drop_pipe_slot(ctx.m, pipe)
+    try:
+        pl.enable_pipe_capture(ctx.m, pipe)
+    except Exception as exc:  # noqa: BLE001 - CaptureError or DB errors, reported as such
+        raise StepFailed(f"cannot enable capture on {what}: {exc}") from None
+    if pipe.pg_source:
+        return
+    source = pl.make_engine(pipe.source_url)
+    try:
+        request_snapshot(source, pipe.source_tables, restart=not ctx.continuing)
+    except CaptureError as exc:
+        raise StepFailed(str(exc)) from None
+    finally:
+        source.dispose()

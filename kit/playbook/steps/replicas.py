@@ -20,35 +20,19 @@ from typing import Any
 from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, StepFailed
 from kit.playbook.ownership import MONOLITH, table_writer
-from kit.playbook.steps.common import clear_target, drain, stop_pg_capture
+from kit.playbook.steps.common import clear_target, drain, start_capture, stop_pg_capture
 
 
 def start(ctx: Ctx) -> pl.Pipeline | None:
     """Capture the replica tables on the monolith, snapshot them, guard the copies against
     writes and want the replica workers. Drained by `drain_replicas`."""
-    from cdc.capture.sqlite import CaptureError, request_snapshot
     from cdc.readonly import protect
 
     rep = ctx.root.replica(ctx.s.name)
     if rep is None:
         return None
     tables = rep.source_tables
-    if rep.pg_source and not ctx.continuing and pl.pg_slot_state(rep, peek=False).exists:
-        ctx.root.state.want_worker(rep.capture_worker, False, "replica capture restarted")
-        pl.wait_worker_stopped(ctx.m, rep.capture_worker, 15.0)
-        pl.drop_pipe_slot(ctx.m, rep)
-    try:
-        pl.enable_pipe_capture(ctx.m, rep)
-    except Exception as exc:  # noqa: BLE001 - CaptureError or DB errors, reported as such
-        raise StepFailed(f"cannot enable capture on replicas {', '.join(tables)}: {exc}") from None
-    if not rep.pg_source:
-        source = pl.make_engine(rep.source_url)
-        try:
-            request_snapshot(source, tables, restart=not ctx.continuing)
-        except CaptureError as exc:
-            raise StepFailed(str(exc)) from None
-        finally:
-            source.dispose()
+    start_capture(ctx, rep, f"replicas {', '.join(tables)}")
     target = pl.make_engine(rep.target_url)
     try:
         protect(target, rep.target_tables)
