@@ -196,12 +196,15 @@ def redacted_headers(requests: Iterable[Request]) -> dict[str, int]:
     return counts
 
 
+_PATH_MARKS = (REDACTED, quote(REDACTED))  # as recorded, and percent-encoded
+
+
 def holds_redacted_data(request: Request) -> bool:
     """True when the request's path holds a redaction placeholder (an e-mail in
     `/users/by-email/<address>`): replayed, both sides would answer for a resource that does
     not exist (a 404 pair that matches and proves nothing). Placeholders in a query or body
     stay: they are usually credentials, which `--header` / the auth hook supply."""
-    return any(mark in request.path for mark in (REDACTED, quote(REDACTED)))
+    return any(mark in request.path for mark in _PATH_MARKS)
 
 
 def replayable(requests: Sequence[Request]) -> tuple[list[Request], int]:

@@ -1206,7 +1206,10 @@ def drain(
             if done:
                 return {
                     "handled_in_process": handled,
-                    "tables": {x.table: {"lag_events": 0, "dead": x.dead_letters} for x in lag},
+                    # past the fence, newer events may still be on their way: say how many
+                    "tables": {
+                        x.table: {"lag_events": x.events or 0, "dead": x.dead_letters} for x in lag
+                    },
                 }
             if time.monotonic() > deadline:
                 left = ", ".join(f"{x.table}: {x.events} event(s)" for x in lag if x.events)

@@ -13,6 +13,7 @@ from kit.playbook.steps.common import (
     drain,
     start_capture,
     stop_pg_capture,
+    stop_sink_for_rollback,
     update_monolith_capture_wish,
 )
 
@@ -89,12 +90,7 @@ class CaptureStep(Step):
     def rollback(self, ctx: Ctx) -> None:
         replicas.stop(ctx)
         pipe = ctx.root.forward(ctx.s.name)
-        ctx.root.state.want_worker(pipe.sink_worker, False, "capture rolled back")
-        if not pl.wait_worker_stopped(ctx.m, pipe.sink_worker, 15.0):
-            raise StepFailed(
-                f"worker {pipe.sink_worker} is still running; stop it (kit up stops unwanted "
-                "workers within a second) and retry `kit rollback`"
-            )
+        stop_sink_for_rollback(ctx, pipe)
         pl.disable_pipe_capture(ctx.m, pipe, drop=False)
         update_monolith_capture_wish(ctx)
         stop_pg_capture(ctx, pipe)

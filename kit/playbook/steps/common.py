@@ -293,3 +293,14 @@ def start_capture(ctx: Ctx, pipe: pl.Pipeline, what: str) -> None:
         raise StepFailed(str(exc)) from None
     finally:
         source.dispose()
+
+
+def stop_sink_for_rollback(ctx: Ctx, pipe: pl.Pipeline) -> None:
+    """Unwant `pipe`'s sink and wait until no process runs it: a rollback that empties the
+    target must not race a sink still applying into it."""
+    ctx.root.state.want_worker(pipe.sink_worker, False, "capture rolled back")
+    if not pl.wait_worker_stopped(ctx.m, pipe.sink_worker, 15.0):
+        raise StepFailed(
+            f"worker {pipe.sink_worker} is still running; stop it (kit up stops unwanted "
+            "workers within a second) and retry `kit rollback`"
+        )

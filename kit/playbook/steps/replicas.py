@@ -20,7 +20,13 @@ from typing import Any
 from kit.playbook import pipelines as pl
 from kit.playbook.framework import Ctx, StepFailed
 from kit.playbook.ownership import MONOLITH, table_writer
-from kit.playbook.steps.common import clear_target, drain, start_capture, stop_pg_capture
+from kit.playbook.steps.common import (
+    clear_target,
+    drain,
+    start_capture,
+    stop_pg_capture,
+    stop_sink_for_rollback,
+)
 
 
 def start(ctx: Ctx) -> pl.Pipeline | None:
@@ -91,12 +97,7 @@ def stop(ctx: Ctx) -> None:
     rep = ctx.root.replica(ctx.s.name)
     if rep is None:
         return
-    ctx.root.state.want_worker(rep.sink_worker, False, "capture rolled back")
-    if not pl.wait_worker_stopped(ctx.m, rep.sink_worker, 15.0):
-        raise StepFailed(
-            f"worker {rep.sink_worker} is still running; stop it (kit up stops unwanted "
-            "workers within a second) and retry `kit rollback`"
-        )
+    stop_sink_for_rollback(ctx, rep)
     pl.disable_pipe_capture(ctx.m, rep, drop=False)
     stop_pg_capture(ctx, rep)
     target = pl.make_engine(rep.target_url)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url
@@ -15,18 +13,9 @@ from sqlalchemy import make_url
 from kit.playbook import Playbook
 from kit.playbook import pipelines as pl
 from tests.integration.playbook.reverse_cdc_helpers import rows
-from tests.playbook_shop import Shop, make_shop
+from tests.playbook_shop import Shop
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    s = make_shop(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 class SteadyWriter(threading.Thread):

@@ -5,8 +5,6 @@ the monolith prices orders with it, and no event loops back."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,18 +12,9 @@ import pytest
 from kit.playbook import Playbook
 from kit.playbook import pipelines as pl
 from tests.integration.playbook import reverse_cdc_helpers as rc
-from tests.playbook_shop import Shop, make_shop
+from tests.playbook_shop import Shop
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    s = make_shop(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_writes_through_the_service_reach_the_monolith_which_prices_orders_with_them(

@@ -207,3 +207,24 @@ def test_the_shadow_recheck_delay_comes_from_the_manifest(tmp_path: Path) -> Non
         tmp_path, lambda t: t.replace("[proxy]\n", "[proxy]\nrecheck_after_s = -1\n")
     )
     assert any("recheck_after_s" in p for p in problems), problems
+
+
+def test_a_service_names_the_path_that_says_it_may_take_traffic(tmp_path: Path) -> None:
+    path = _manifest(
+        tmp_path,
+        lambda t: t.replace(
+            "[services.catalog]\n", '[services.catalog]\ntraffic_ready = "/api/health"\n', 1
+        ),
+    )
+    m = load_manifest(path)
+    assert m.services["catalog"].traffic_ready == "/api/health"
+    assert m.services["customers"].traffic_ready == "/readyz"  # the default
+    problems = _problems(
+        tmp_path,
+        lambda t: t.replace(
+            "[services.catalog]\n", '[services.catalog]\ntraffic_ready = "health"\n', 1
+        ),
+    )
+    assert problems == [
+        "services.catalog.traffic_ready: must be a path starting with '/', got 'health'"
+    ]
