@@ -177,6 +177,9 @@ async def _load(url: str, total: int, clients: int) -> list[tuple[int, str]]:
     return results
 
 
+MAX_ROUNDS = 40
+
+
 def test_route_flips_under_concurrent_load_cause_no_errors(
     shop_proxy: ProxyThread, tmp_path: Path
 ) -> None:
@@ -198,19 +201,27 @@ def test_route_flips_under_concurrent_load_cause_no_errors(
             await asyncio.sleep(0.01)
 
     async def scenario() -> list[tuple[int, str]]:
+        # Load runs in rounds until the proxy has applied at least ten route-table versions
+        # while serving (bounded: a fast machine finishes a round before ten reloads).
         task = asyncio.create_task(flipper())
+        results: list[tuple[int, str]] = []
         try:
-            return await _load(shop_proxy.url, 2000, 6)
+            for _ in range(MAX_ROUNDS):
+                results += await _load(shop_proxy.url, 500, 6)
+                if shop_proxy.runtime.reloads - reloads_before >= 10 and flips >= 24:
+                    break
         finally:
             done.set()
             await task
+        return results
 
+    reloads_before = shop_proxy.runtime.reloads
     try:
         results = asyncio.run(scenario())
     finally:
         store.close()
-    assert len(results) == 2000
+    assert len(results) >= 500
     assert [r for r in results if r[0] != 200] == []
     assert {served for _, served in results} == {"monolith", "catalog"}
     assert flips >= 24
-    assert shop_proxy.runtime.reloads >= 10
+    assert shop_proxy.runtime.reloads - reloads_before >= 10
