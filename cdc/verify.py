@@ -93,8 +93,10 @@ def verify_table(
     tm: TableMapping,
     chunk: int = 5000,
     on_chunk: Callable[[int], None] | None = None,
+    on_extra: Callable[[tuple[Any, ...]], None] | None = None,
 ) -> TableReport:
-    """Compare one mapped table."""
+    """Compare one mapped table. `on_extra` gets the key (as stored) of every target row the
+    source does not have, after the chunk that holds it was read."""
     by_target = {c.target: c for c in tm.columns}
     if not all(by_target[k].is_copy for k in tm.key):
         raise VerifyError(f"table {tm.source!r}: key columns must be plain copies to verify")
@@ -163,6 +165,8 @@ def verify_table(
                 report.extra_count += 1
                 if len(report.extra) < MAX_LISTED:
                     report.extra.append(key)
+                if on_extra is not None:
+                    on_extra(tuple(ar[k] for k in tm.key))
             elif _checksum(exp) != _checksum(values):
                 report.differing_count += 1
                 if len(report.differing) < MAX_LISTED:
@@ -192,3 +196,68 @@ def verify(
     return VerifyReport(
         [verify_table(source, target, mapping.for_source(t), chunk, on_chunk) for t in wanted]
     )
+
+
+@dataclass
+class Removed:
+    """What `remove_extra_rows` deleted from one target table, and what it could not."""
+
+    table: str
+    deleted: int = 0
+    refused: list[str] = field(default_factory=list)  # `key: reason` (e.g. a foreign key)
+
+
+def remove_extra_rows(
+    source: Engine, target: Engine, tm: TableMapping, batch: int = 500, chunk: int = 5000
+) -> Removed:
+    """Delete the target rows whose key the source no longer has: the deletes a capture that
+    was off never saw (a snapshot re-sends rows, never their absence). Paged like the
+    verifier; a batch the database refuses is retried row by row and each refusal named.
+    Only for a target nothing else writes meanwhile (the playbook holds the writes)."""
+    out = Removed(tm.target)
+    if tm.filters:
+        out.refused.append(
+            f"the mapping copies only some rows of {tm.source!r} (filters): the target's other "
+            "rows are not the source's to delete; compare with `kit cdc verify`"
+        )
+        return out
+    counted = verify_table(source, target, tm, chunk)
+    if not counted.extra_count:
+        return out
+    if counted.source_rows == 0:
+        out.refused.append(
+            f"{tm.source!r} is empty in the source: not deleting all {counted.target_rows} "
+            "rows of the target (a wrong or reset database?)"
+        )
+        return out
+    ttable = Table(tm.target, MetaData(), autoload_with=target)
+    cols = [ttable.c[k] for k in tm.key]
+    pending: list[tuple[Any, ...]] = []
+
+    def delete(keys: list[tuple[Any, ...]]) -> None:
+        def where(key: tuple[Any, ...]) -> Any:
+            return and_(*(c == v for c, v in zip(cols, key, strict=True)))
+
+        try:
+            with target.begin() as conn:
+                n = sum(conn.execute(ttable.delete().where(where(k))).rowcount for k in keys)
+            out.deleted += n
+        except Exception:  # noqa: BLE001 - one row's refusal must not keep the others
+            for key in keys:
+                try:
+                    with target.begin() as conn:
+                        out.deleted += conn.execute(ttable.delete().where(where(key))).rowcount
+                except Exception as exc:  # noqa: BLE001
+                    reason = str(exc).splitlines()[0][:200]
+                    out.refused.append(f"{format_key(tm.key, key)}: {reason}")
+
+    def collect(key: tuple[Any, ...]) -> None:
+        pending.append(key)
+        if len(pending) >= batch:
+            delete(pending[:])
+            pending.clear()
+
+    verify_table(source, target, tm, chunk, on_extra=collect)
+    if pending:
+        delete(pending)
+    return out

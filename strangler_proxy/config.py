@@ -197,6 +197,9 @@ class ProxyConfig:
     #: Host header values the admin server answers (besides its own address); anything else
     #: gets 421, so a DNS-rebinding page cannot reach it.
     admin_allowed_hosts: tuple[str, ...] = ()
+    #: A request to a route `held` for a write cut-over waits at most this long for the route
+    #: version that releases it, then gets 503 (nothing forwarded); a cut-over takes ~1-2 s.
+    hold_limit_s: float = 15.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.upstreams, Mapping) or MONOLITH not in self.upstreams:
@@ -215,6 +218,7 @@ class ProxyConfig:
         if not 0 < self.poll_interval <= 0.5:
             raise ValueError("poll_interval must be in (0, 0.5] seconds")
         _positive("shutdown_timeout", self.shutdown_timeout)
+        _positive("hold_limit_s", self.hold_limit_s)
         if (
             not isinstance(self.workers, int)
             or isinstance(self.workers, bool)

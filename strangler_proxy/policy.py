@@ -26,6 +26,7 @@ from strangler_proxy.routes import (
     IDEMPOTENT_METHODS,
     MODE_CANARY,
     MODE_EXTRACTED,
+    MODE_HELD,
     MODE_SHADOW,
     MONOLITH,
     SAFE_METHODS,
@@ -186,6 +187,7 @@ class Decision:
     shadow_skipped: bool = False
     pin_key: str | None = None
     pinned: bool = False
+    held: bool = False
 
 
 TO_MONOLITH = Decision(MONOLITH)
@@ -206,6 +208,8 @@ def decide(
         return TO_MONOLITH
     service = route.service
     kind = route.mode.kind
+    if kind == MODE_HELD:
+        return Decision(service, held=True)
     if kind == MODE_SHADOW:
         copy = method in SAFE_METHODS or route.shadow_writes
         first = Decision(MONOLITH, shadow=copy, shadow_skipped=not copy)

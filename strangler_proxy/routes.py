@@ -27,6 +27,10 @@ MODE_MONOLITH = "monolith"
 MODE_SHADOW = "shadow"
 MODE_CANARY = "canary"
 MODE_EXTRACTED = "extracted"
+#: Write cut-over only (kit.playbook.steps.writes): the proxy holds the route's requests
+#: until the next route version releases them, so no write reaches either side while CDC
+#: brings the new owner up to date (ids handed out on both sides would collide otherwise).
+MODE_HELD = "held"
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -76,7 +80,7 @@ def parse_mode(text: str) -> Mode:
     if not isinstance(text, str) or not text.strip():
         raise RouteError("mode must be one of monolith, shadow, canary:<percent>, extracted")
     raw = text.strip().lower()
-    if raw in (MODE_MONOLITH, MODE_SHADOW, MODE_EXTRACTED):
+    if raw in (MODE_MONOLITH, MODE_SHADOW, MODE_EXTRACTED, MODE_HELD):
         return Mode(raw)
     if raw.startswith("canary:") or raw == MODE_CANARY:
         value = raw.partition(":")[2]

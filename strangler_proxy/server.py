@@ -11,6 +11,7 @@ Only upstreams named in the configuration are contacted: the upstream URL is alw
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -43,6 +44,7 @@ log = logging.getLogger("strangler_proxy")
 _RESPONSE_DROP = HOP_BY_HOP
 SMALL_RESPONSE = 256 * 1024  # responses with a known length up to this are read whole
 SHADOW_HEADER = "X-Strangler-Shadow"
+HOLD_POLL_S = 0.01  # how often a held request looks for the route version that releases it
 
 
 class UpstreamFailure(Exception):
@@ -217,9 +219,22 @@ class ProxyCore:
         # The request head was checked by the parser (headcheck.StrictRequestParser).
         method = request.method
         match = self.table.match(method, request.path)
-        decision = self.decide(
-            match, method, raw_header_getter(request.raw_headers), request.remote or ""
-        )
+        header, remote = raw_header_getter(request.raw_headers), request.remote or ""
+        decision = self.decide(match, method, header, remote)
+        if decision.held:
+            released = await self._await_release(method, request.path, header, remote)
+            if released is None:
+                resp = self.json_error(
+                    503,
+                    "write_cutover",
+                    f"writes of {match.pattern} are held for a write cut-over that did not end "
+                    f"within {self.config.hold_limit_s:g}s; nothing was forwarded, retry",
+                    route=match.pattern,
+                )
+                resp.headers["Retry-After"] = "1"
+                self.stats.observe(match.pattern, "-", 503, 0.0, proxy_error=True)
+                return resp
+            match, decision = released
         headers = self._upstream_headers(request)
         target = decision.target
         try:
@@ -242,6 +257,24 @@ class ProxyCore:
             proxy_error=getattr(resp, "_proxy_error", False),
         )
         return resp
+
+    async def _await_release(
+        self, method: str, path: str, header: HeaderGetter, remote: str
+    ) -> tuple[Match, Decision] | None:
+        """Wait while the request's route is held for a write cut-over (kit's `writes` step
+        and its rollback: neither side may take a write while CDC brings the new owner up to
+        date). Returns the match and decision under the route version that released it, or
+        None when the hold outlasted `hold_limit_s`. Nothing of the request was forwarded."""
+        self.stats.incr("held_requests")
+        deadline = time.monotonic() + self.config.hold_limit_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(HOLD_POLL_S)
+            match = self.table.match(method, path)
+            decision = self.decide(match, method, header, remote)
+            if not decision.held:
+                return match, decision
+        self.stats.incr("held_expired")
+        return None
 
     # -- headers -------------------------------------------------------------------------
     def _upstream_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:

@@ -60,6 +60,8 @@ class Stats:
             "breaker_short_circuits": 0,
             "rejected_requests": 0,
             "slow_path_handoffs": 0,  # connections the fast path gave to the aiohttp path
+            "held_requests": 0,  # requests that waited for a write cut-over (routes `held`)
+            "held_expired": 0,  # ... and got 503 because the cut-over outlasted the limit
         }
 
     def observe(

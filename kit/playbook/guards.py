@@ -89,6 +89,13 @@ class GuardContext:
         st = state or self.state.get(svc)
         g = self.m.guards
         out: list[str] = []
+        if intent.mode == "held":
+            return [
+                f"{e.label} -> held: held is the write cut-over's own mode (`kit step {svc} "
+                f"writes` and `kit rollback {svc}` hold write requests at the proxy while CDC "
+                "brings the new owner up to date, then release them in the next route version); "
+                "a route left held answers 503 after its hold limit (or force)"
+            ]
         to_service = intent.mode != "monolith"
         if to_service:
             need = MODE_STEP.get(intent.mode)

@@ -910,6 +910,24 @@ def sync_sequences(pipe: Pipeline, headroom: int = 1000) -> dict[str, int]:
     return out
 
 
+def remove_deleted_rows(pipe: Pipeline) -> dict[str, dict[str, Any]]:
+    """Delete from the pipeline's target the rows its source no longer has (the deletes made
+    while its capture was off, which a restarted capture's snapshot cannot carry). Per
+    target table: rows deleted, and the rows the target refused to delete with the reason."""
+    from cdc.verify import remove_extra_rows
+
+    source, target = make_engine(pipe.source_url), make_engine(pipe.target_url)
+    try:
+        out = {}
+        for table in pipe.source_tables:
+            removed = remove_extra_rows(source, target, pipe.mapping.for_source(table))
+            out[removed.table] = {"deleted": removed.deleted, "refused": removed.refused}
+        return out
+    finally:
+        source.dispose()
+        target.dispose()
+
+
 # ---------------------------------------------------------------------------------------------
 # lag and draining
 

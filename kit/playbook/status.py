@@ -98,6 +98,19 @@ def canary_notes(
     ]
 
 
+def held_notes(modes: Mapping[tuple[str, str], str]) -> list[str]:
+    """Routes left `held` (a write cut-over the kit did not finish): their requests wait at
+    the proxy and get 503 after the hold limit until a route version releases them."""
+    held = sorted(f"{m} {p}" for (m, p), mode in modes.items() if mode == "held")
+    if not held:
+        return []
+    return [
+        f"write endpoints held for a write cut-over: {', '.join(held)}; if no `kit step` or "
+        "`kit rollback` is running, the cut-over was interrupted: `kit advance <service>` "
+        "finishes it, `kit rollback <service>` undoes it (either releases the held requests)"
+    ]
+
+
 def collect_status(pb: StatusSource) -> Status:
     out = Status()
     m = pb.m
@@ -114,6 +127,7 @@ def collect_status(pb: StatusSource) -> Status:
         modes = {}
         out.notes.append(f"route store unreadable: {exc}")
     out.notes.extend(canary_notes(m.proxy.client_key, modes))
+    out.notes.extend(held_notes(modes))
     try:
         stats = pb.stats()
     except Exception as exc:  # noqa: BLE001

@@ -81,10 +81,10 @@ class FastServer(CoroutinePath):
     def plan(self, request: ParsedRequest, match: Match, remote: str) -> str | None:
         """The first target for a declared route, decided by `ProxyCore.decide` as on the
         aiohttp path: a name, None for a service this proxy does not know, or `HAND_OFF`
-        (shadow copies and https upstreams are the aiohttp path's)."""
+        (shadow copies, held routes and https upstreams are the aiohttp path's)."""
         decision = self.core.decide(match, request.method, request.header, remote)
         request.decision = decision
-        if decision.shadow:
+        if decision.shadow or decision.held:  # held: the aiohttp path waits for the release
             return HAND_OFF
         target = decision.target
         if target == MONOLITH:

@@ -304,3 +304,10 @@ def stop_sink_for_rollback(ctx: Ctx, pipe: pl.Pipeline) -> None:
             f"worker {pipe.sink_worker} is still running; stop it (kit up stops unwanted "
             "workers within a second) and retry `kit rollback`"
         )
+
+
+def hold_writes(ctx: Ctx) -> None:
+    """Hold the service's write routes at the proxy (one acknowledged route version): their
+    requests wait, forwarded nowhere, until the next version releases them to the new owner."""
+    set_mode(ctx, ctx.s.write_endpoints, "held", "write cut-over (hold)", guarded=False)
+    ctx.say(f"hold: write endpoints of {ctx.s.name} held at the proxy while CDC catches up")

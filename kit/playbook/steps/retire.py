@@ -7,6 +7,7 @@ from kit.playbook.framework import Ctx, Step, StepFailed
 from kit.playbook.steps.common import (
     check_modes,
     drain,
+    hold_writes,
     lag_refusals,
     ready_refusals,
     set_mode,
@@ -71,7 +72,8 @@ class RetireStep(Step):
 
         rev = ctx.root.reverse(ctx.s.name)
         set_mode(ctx, ctx.s.read_endpoints, "extracted", "rollback retire", fallback=True)
-        if not all(pl.pipe_capture_enabled(rev).values()):
+        restarted = not all(pl.pipe_capture_enabled(rev).values())
+        if restarted:
             # PostgreSQL: a new slot whose worker snapshots the service tables first
             pl.enable_pipe_capture(ctx.m, rev, snapshot="initial" if rev.pg_source else None)
             engine = pl.make_engine(rev.source_url)
@@ -84,5 +86,25 @@ class RetireStep(Step):
         ctx.root.state.want_worker(rev.capture_worker, True, f"reverse capture of {ctx.s.name}")
         ctx.root.state.want_worker(rev.sink_worker, True, f"reverse sink of {ctx.s.name}")
         drain(ctx, rev)
+        if restarted:
+            # a snapshot re-sends the rows, not the deletes made while reverse CDC was off:
+            # with the writes held (nothing changes on either side), the monolith's rows the
+            # service no longer has are deleted, then the writes go back to the service
+            hold_writes(ctx)
+            drain(ctx, rev, final=True)
+            removed = pl.remove_deleted_rows(rev)
+            ctx.evidence["deleted_while_retired"] = removed
+            set_mode(
+                ctx, ctx.s.write_endpoints, "extracted", "rollback retire (release)",
+                fallback=False, guarded=False,
+            )  # fmt: skip
+            ctx.say(
+                "retire: rows deleted in the service while reverse CDC was off, deleted from "
+                "the monolith: "
+                + (", ".join(f"{t} {r['deleted']}" for t, r in removed.items()) or "none")
+            )
+            for table, r in removed.items():
+                for refusal in r["refused"]:
+                    ctx.say(f"retire: warning: {table} kept a row the service deleted: {refusal}")
         contract_path(ctx.m, ctx.s.name).unlink(missing_ok=True)
         ctx.say("retire: contract revision removed; fallback to the monolith restored for reads")

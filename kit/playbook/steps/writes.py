@@ -14,6 +14,7 @@ from kit.playbook.steps.common import (
     await_workers,
     check_modes,
     drain,
+    hold_writes,
     lag_refusals,
     ready_refusals,
     set_mode,
@@ -57,15 +58,22 @@ class WritesStep(Step):
             f"writes: reverse CDC on {', '.join(rev.source_tables)} -> monolith "
             f"({', '.join(rev.topics.values())})"
         )
-        # 2. forward CDC caught up, then ownership moves to the service
+        # 2. forward CDC caught up; then the write routes are HELD (the proxy keeps their
+        # requests waiting, one acknowledged route version) and every monolith write, those in
+        # flight at the hold included, reaches the service: from here on neither side takes a
+        # write, so no id the monolith handed out can still be on its way when the service
+        # hands out its own (SQLite's next id is max(id) + 1, PostgreSQL's sequence is moved
+        # past them below)
         if ctx.state.write_owner != "service":
             ctx.evidence["forward_drain"] = drain(ctx, fwd)
+            hold_writes(ctx)
+            ctx.evidence["forward_final_drain"] = drain(ctx, fwd, final=True)
         ctx.root.state.set(ctx.s.name, write_owner="service")
         ctx.say(f"writes: {ctx.s.name} now owns {', '.join(ctx.s.tables)}")
         ctx.fault_point(self.name)
         # 3. the service's id sequences past every id the monolith handed out (PostgreSQL:
         # CDC inserts explicit ids), then write endpoints to the service (no fallback: a
-        # write must not land in the monolith)
+        # write must not land in the monolith): the held requests are released to it
         ids = pl.sync_sequences(fwd)
         if ids:
             ctx.evidence["next_ids"] = ids
@@ -75,7 +83,8 @@ class WritesStep(Step):
                 + " (past the monolith's, with headroom for in-flight creates)"
             )
         set_mode(ctx, ctx.s.write_endpoints, "extracted", "writes", fallback=False, guarded=False)
-        # 4. in-flight monolith writes reach the service, then forward CDC stops
+        # 4. forward CDC stops (whatever the monolith took before the hold reached the
+        # service; a final drain again covers a step resumed after ownership moved)
         drain(ctx, fwd, final=True)
         ctx.root.state.want_worker(fwd.sink_worker, False, "write ownership moved to the service")
         if not pl.wait_worker_stopped(ctx.m, fwd.sink_worker, 15.0):
@@ -107,17 +116,20 @@ class WritesStep(Step):
         ctx.root.state.want_worker(fwd.sink_worker, True, f"forward sink of {ctx.s.name}")
         await_workers(ctx, fwd)
         ctx.evidence["forward_drain"] = drain(ctx, fwd)
-        # 2. the service's last writes are in the monolith, whose ids continue past them
+        # 2. reverse CDC caught up, the write routes held, the service's last writes (those
+        # in flight at the hold included) in the monolith, whose ids continue past them
         reverse_on = any(pl.pipe_capture_enabled(rev).values())
         if reverse_on:
             drain(ctx, rev)
+        hold_writes(ctx)
+        if reverse_on:
+            ctx.evidence["reverse_final_drain"] = drain(ctx, rev, final=True)
         pl.sync_sequences(rev)
-        # 3. ownership and every write route back in one route version, acknowledged
+        # 3. ownership and every write route back in one route version, acknowledged: the
+        # held requests are released to the monolith
         ctx.root.state.set(ctx.s.name, write_owner="monolith")
         set_mode(ctx, ctx.s.write_endpoints, "monolith", "rollback writes", guarded=False)
-        # 4. writes in flight at the service reach the monolith, then reverse CDC stops
-        if reverse_on:
-            drain(ctx, rev, final=True)
+        # 4. reverse CDC stops (nothing reached the service since the hold)
         ctx.root.state.want_worker(rev.capture_worker, False, "writes rolled back")
         ctx.root.state.want_worker(rev.sink_worker, False, "writes rolled back")
         pl.disable_pipe_capture(ctx.m, rev, drop=False)

@@ -187,6 +187,26 @@ def test_a_step_moves_all_its_endpoints_in_one_route_version(pb: Playbook) -> No
     assert versions == {before + 1}
 
 
+def test_the_write_cut_over_holds_the_write_routes_then_releases_them_to_the_new_owner(
+    pb: Playbook,
+) -> None:
+    _advance_to(pb, "reads")
+    writes = {(e.method, e.path) for e in pb.m.service("catalog").write_endpoints}
+    before = pb.routes().store.version()
+    assert pb.advance("catalog", force=True).ok  # writes (parity gates are not the point here)
+    entries = [e for e in pb.routes().store.history(100) if e.version > before]
+    modes = {
+        v: {(e.method, e.path): e.new["mode"] for e in entries if e.version == v and e.new}
+        for v in sorted({e.version for e in entries})
+    }
+    held = [v for v, m in modes.items() if m.keys() == writes and set(m.values()) == {"held"}]
+    assert held, modes  # one version holds the write routes ...
+    assert pb.route_modes()[("POST", "/products")] == "extracted"  # ... a later one releases
+    with pytest.raises(ChangeRefused) as refused:  # nobody else sets a route held
+        pb.routes().set_route("GET", "/products", "held", service="catalog", actor="ops")
+    assert "held is the write cut-over's own mode" in str(refused.value)
+
+
 @pytest.mark.parametrize("shop", [{"max_lag": 0.0}], indirect=True)
 def test_no_route_flip_while_cdc_lags(pb: Playbook) -> None:
     _advance_to(pb, "verify")

@@ -263,3 +263,13 @@ def test_an_error_template_gives_the_apps_shape() -> None:
     assert ErrorShape().body(413, "payload_too_large", "big") == (
         b'{"error": {"code": "payload_too_large", "message": "big"}}'
     )
+
+
+def test_a_held_route_is_decided_held_for_every_method_and_client() -> None:
+    table = RouteTable([build_route("POST", "/products", "catalog", "held")])
+    pins = RywPins({"catalog": 2.0})
+    for client in (b"a", b"b"):
+        decision = decide(
+            table.match("POST", "/products"), "POST", lambda _n, c=client: c, "h", None, pins
+        )
+        assert decision == Decision("catalog", held=True)  # no pin: nothing was served
