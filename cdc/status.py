@@ -10,7 +10,10 @@
 - PostgreSQL source (logical decoding): the slot's confirmed LSN, the WAL it holds back
   (bytes) and the table's snapshot progress instead of the change-table position;
 - the consumer group's offsets committed to the transport (Kafka) and the lag they imply —
-  what Kafka tooling sees, next to the offsets the sink stores in the target database.
+  what Kafka tooling sees, next to the offsets the sink stores in the target database;
+- SQLite source: capture drift — a table whose triggers no longer match it (a column added
+  without re-installing capture, a table recreated, triggers of an older kit); the capture
+  worker repairs it when it notices the schema change.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, inspect, select
 
 from cdc.bookkeeping import DEAD_LETTERS, SINK_OFFSETS, dead_letters, sink_offsets
-from cdc.capture.sqlite import CHANGES, OFFSETS
+from cdc.capture.sqlite import CHANGES, OFFSETS, capture_drift
 from cdc.events import now_ms
 from cdc.ports import Transport
 
@@ -44,16 +47,22 @@ class TableStatus:
     snapshot: str | None = None  # PostgreSQL: "<status> <rows done>/<rows total>"
     group_committed: int | None = None  # offsets committed to the transport (sum)
     group_lag: int | None = None  # published − group_committed
+    capture_drift: str | None = None  # SQLite: what no longer matches the triggers
 
 
 def _capture_info(
     source: Engine, tables: list[str], name: str
-) -> dict[str, tuple[int, int, float]]:
+) -> tuple[dict[str, tuple[int, int, float]], dict[str, str]]:
+    """({table: (position, changes to publish, capture lag s)}, {table: its capture drift})."""
     out: dict[str, tuple[int, int, float]] = {}
     if source.dialect.name != "sqlite" or not inspect(source).has_table(CHANGES):
-        return out
+        return out, {}
     now = now_ms()
     with source.connect() as conn:
+        drift = {
+            d.table: "; ".join(d.problems) + ("" if d.repairable else " (not repairable)")
+            for d in capture_drift(conn)
+        }
         row = conn.exec_driver_sql(
             f"SELECT last_seq FROM {OFFSETS} WHERE name = ?", (name,)
         ).first()
@@ -63,7 +72,7 @@ def _capture_info(
                 f"SELECT count(*), min(ts_ms) FROM {CHANGES} WHERE seq > ? AND tbl = ?", (last, t)
             ).one()
             out[t] = (last, int(pending), max(0.0, (now - oldest) / 1000) if oldest else 0.0)
-    return out
+    return out, drift
 
 
 def _pg_capture_info(
@@ -100,7 +109,7 @@ def pipeline_status(
     """One row per table; parts whose database is not given are None."""
     tables = list(tables)
     ends = transport.end_offsets([topics[t] for t in tables])
-    capture = _capture_info(source, tables, capture_name) if source is not None else {}
+    capture, drift = _capture_info(source, tables, capture_name) if source is not None else ({}, {})
     pg_lsn = pg_bytes = None
     pg_snaps: dict[str, str] = {}
     if source is not None and source.dialect.name == "postgresql":
@@ -165,6 +174,7 @@ def pipeline_status(
                 snapshot=pg_snaps.get(t),
                 group_committed=group_committed,
                 group_lag=group_lag,
+                capture_drift=drift.get(t),
             )
         )
     return out

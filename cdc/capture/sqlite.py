@@ -25,12 +25,23 @@ record the sink's changes too, tagged with the marker's origin (the sink's group
 ``_cdc_changes.origin``; their events carry it as ``source.kit_origin``. A sink skips such
 events unless it is told to apply them (``SinkConfig.apply_sink_origins``, a replica's sink),
 so the replica follows whichever side writes the table while the loop stays closed.
+
+Drift: the worker reads ``PRAGMA schema_version`` on every unit of work; when it changed, it
+compares each captured table with its triggers (columns, the three triggers, their SQL). A
+column added without re-running ``install_capture``, a table recreated by Alembic's batch mode
+(its triggers dropped with it) or triggers of an older kit are repaired in one ``BEGIN
+IMMEDIATE`` transaction: the triggers are re-installed with the recorded key and keep_applied
+choice and a snapshot of the table is requested, so rows written in between are published
+again whole. Deletes made while triggers were missing are lost to capture (``kit cdc verify``
+finds them); a table dropped for good is logged once and left alone.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -39,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from cdc.events import ENVELOPE_VERSION, encode_value_raw, now_ms, topic_name
 from cdc.keys import duplicate_key
@@ -65,7 +76,8 @@ DDL = [
         name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL,
         last_ts_ms INTEGER, updated_ms INTEGER)""",
     f"""CREATE TABLE IF NOT EXISTS {TABLES} (
-        tbl TEXT PRIMARY KEY, pk TEXT NOT NULL, columns TEXT NOT NULL, enabled_ms INTEGER)""",
+        tbl TEXT PRIMARY KEY, pk TEXT NOT NULL, columns TEXT NOT NULL, enabled_ms INTEGER,
+        keep_applied INTEGER NOT NULL DEFAULT 0)""",
     f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS} (
         tbl TEXT PRIMARY KEY, status TEXT NOT NULL, last_pk TEXT,
         rows_done INTEGER NOT NULL DEFAULT 0, chunks_done INTEGER NOT NULL DEFAULT 0,
@@ -74,11 +86,46 @@ DDL = [
 ]
 
 
-def _ensure_origin_column(execute: Callable[[str], Any]) -> None:
-    """Change tables made before origins were recorded get the column (NULL: not a sink's)."""
-    cols = [r[1] for r in execute(f"PRAGMA table_info({CHANGES})").fetchall()]
-    if "origin" not in cols:
-        execute(f"ALTER TABLE {CHANGES} ADD COLUMN origin TEXT")
+_log = logging.getLogger("cdc.capture.sqlite")
+TRIGGER_SUFFIXES = ("ins", "upd", "del")
+
+
+def _executor(conn: Connection | sqlite3.Connection) -> Callable[..., Any]:
+    """`execute(sql, params=())` on either connection kind (qmark parameters)."""
+    if isinstance(conn, Connection):
+        return lambda sql, params=(): conn.exec_driver_sql(sql, tuple(params) or None)
+    return conn.execute
+
+
+def _add_column(execute: Callable[..., Any], table: str, column: str, decl: str) -> bool:
+    """Add `column` to a bookkeeping table made by an older version; True when it was added."""
+    if column in [r[1] for r in execute(f"PRAGMA table_info({table})").fetchall()]:
+        return False
+    execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    return True
+
+
+def _keeps_applied(trigger_sql: str) -> bool:
+    """A capture trigger without a WHEN clause records the sinks' writes too (keep_applied)."""
+    head = re.split(r"\sBEGIN\s", trigger_sql, maxsplit=1, flags=re.IGNORECASE)[0]
+    return re.search(r"\sWHEN\s", head, flags=re.IGNORECASE) is None
+
+
+def _ensure_schema(execute: Callable[..., Any]) -> None:
+    """Create the bookkeeping tables and migrate those of older versions: the change table gets
+    `origin` (NULL: not a sink's), the table list `keep_applied`, derived from the installed
+    insert trigger (one without a WHEN clause records the sinks' writes)."""
+    for ddl in DDL:
+        execute(ddl)
+    _add_column(execute, CHANGES, "origin", "TEXT")
+    if _add_column(execute, TABLES, "keep_applied", "INTEGER NOT NULL DEFAULT 0"):
+        for (tbl,) in execute(f"SELECT tbl FROM {TABLES}").fetchall():
+            row = execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                (f"_cdc_{tbl}_ins",),
+            ).fetchone()
+            if row is not None and _keeps_applied(row[0]):
+                execute(f"UPDATE {TABLES} SET keep_applied = 1 WHERE tbl = ?", (tbl,))
 
 
 class CaptureError(RuntimeError):
@@ -102,15 +149,75 @@ class CapturedTable:
     name: str
     pk: tuple[str, ...]
     columns: tuple[str, ...]
+    keep_applied: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
 # install / remove (callable from an Alembic revision with op.get_bind())
 
 
-def _table_info(conn: Connection, table: str) -> list[tuple[str, str, int]]:
-    rows = conn.exec_driver_sql(f"PRAGMA table_info({_q(table)})").fetchall()
+def _table_info(execute: Callable[..., Any], table: str) -> list[tuple[str, str, int]]:
+    """(name, declared type, position in the primary key or 0) of each column; [] if absent."""
+    rows = execute(f"PRAGMA table_info({_q(table)})").fetchall()
     return [(r[1], (r[2] or "").upper(), int(r[5])) for r in rows]
+
+
+def _trigger_names(table: str) -> list[str]:
+    return [f"_cdc_{table}_{suffix}" for suffix in TRIGGER_SUFFIXES]
+
+
+def _trigger_sql(
+    table: str, info: Sequence[tuple[str, str, int]], pk: Sequence[str], keep: bool
+) -> dict[str, str]:
+    """The capture triggers of `table` ({name: CREATE TRIGGER}) for its columns `info`, event
+    key `pk` and keep_applied choice: the one place their DDL is written."""
+    cols = [(n, d) for n, d, _k in info]
+    decl = dict(cols)
+    pk_cols = [(c, decl[c]) for c in pk]
+    t, lt = _q(table), _lit(table)
+    when, org = ("", SINK_ORIGIN_SQL) if keep else (NOT_APPLIED_BY_SINK, "NULL")
+    ins, upd, dele = _trigger_names(table)
+    return {
+        ins: f"CREATE TRIGGER {_q(ins)} AFTER INSERT ON {t} "
+        f"{when}BEGIN "
+        f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms, origin) VALUES ({lt}, 'c', "
+        f"{_image('NEW', pk_cols)}, NULL, {_image('NEW', cols)}, {NOW_MS_SQL}, {org}); END",
+        upd: f"CREATE TRIGGER {_q(upd)} AFTER UPDATE ON {t} "
+        f"{when}BEGIN "
+        f"INSERT INTO {CHANGES} (tbl, op, pk, old_pk, before, after, ts_ms, origin) VALUES "
+        f"({lt}, 'u', {_image('NEW', pk_cols)}, {_image('OLD', pk_cols)}, "
+        f"{_image('OLD', cols)}, {_image('NEW', cols)}, {NOW_MS_SQL}, {org}); END",
+        dele: f"CREATE TRIGGER {_q(dele)} AFTER DELETE ON {t} "
+        f"{when}BEGIN "
+        f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms, origin) VALUES ({lt}, 'd', "
+        f"{_image('OLD', pk_cols)}, {_image('OLD', cols)}, NULL, {NOW_MS_SQL}, {org}); END",
+    }
+
+
+def _drop_triggers(execute: Callable[..., Any], table: str) -> None:
+    for name in _trigger_names(table):
+        execute(f"DROP TRIGGER IF EXISTS {_q(name)}")
+
+
+def _install_table(
+    execute: Callable[..., Any],
+    table: str,
+    info: Sequence[tuple[str, str, int]],
+    pk: Sequence[str],
+    keep: bool,
+) -> CapturedTable:
+    """(Re)create the triggers of `table` and record its key, columns and keep_applied."""
+    _drop_triggers(execute, table)
+    for sql in _trigger_sql(table, info, pk, keep).values():
+        execute(sql)
+    columns = tuple(n for n, _d, _k in info)
+    execute(
+        f"INSERT INTO {TABLES} (tbl, pk, columns, enabled_ms, keep_applied) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tbl) DO UPDATE SET pk = excluded.pk, "
+        "columns = excluded.columns, keep_applied = excluded.keep_applied",
+        (table, json.dumps(list(pk)), json.dumps(list(columns)), now_ms(), int(keep)),
+    )
+    return CapturedTable(table, tuple(pk), columns, keep)
 
 
 def _image(alias: str, columns: Sequence[tuple[str, str]]) -> str:
@@ -176,13 +283,14 @@ def install_capture(
     (see origin tagging above). Alembic: ``install_capture(op.get_bind(), ["products"])``.
     """
     _check_sqlite(conn)
+    execute = _executor(conn)
     tables = list(tables)
     keep = set(keep_applied)
     keys = keys or {}
     plans: list[tuple[str, list[tuple[str, str, int]], tuple[str, ...]]] = []
     problems: list[str] = []
     for table in tables:
-        info = _table_info(conn, table)
+        info = _table_info(execute, table)
         if not info:
             problems.append(f"cannot capture table {table!r}: it does not exist")
             continue
@@ -197,62 +305,18 @@ def install_capture(
             else f"no table enabled, {len(problems)} cannot be captured:\n  "
             + "\n  ".join(problems)
         )
-    for ddl in DDL:
-        conn.exec_driver_sql(ddl)
-    _ensure_origin_column(conn.exec_driver_sql)
-    done = []
-    for table, info, pk in plans:
-        cols = [(n, d) for n, d, _k in info]
-        pk_cols = [(n, d) for n, d, _k in info if n in pk]
-        pk_cols.sort(key=lambda c: pk.index(c[0]))
-        for suffix in ("ins", "upd", "del"):
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(f'_cdc_{table}_{suffix}')}")
-        t, lt = _q(table), _lit(table)
-        when, org = ("", SINK_ORIGIN_SQL) if table in keep else (NOT_APPLIED_BY_SINK, "NULL")
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER {_q(f'_cdc_{table}_ins')} AFTER INSERT ON {t} "
-            f"{when}BEGIN "
-            f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms, origin) VALUES ({lt}, 'c', "
-            f"{_image('NEW', pk_cols)}, NULL, {_image('NEW', cols)}, {NOW_MS_SQL}, {org}); END"
-        )
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER {_q(f'_cdc_{table}_upd')} AFTER UPDATE ON {t} "
-            f"{when}BEGIN "
-            f"INSERT INTO {CHANGES} (tbl, op, pk, old_pk, before, after, ts_ms, origin) VALUES "
-            f"({lt}, 'u', {_image('NEW', pk_cols)}, {_image('OLD', pk_cols)}, "
-            f"{_image('OLD', cols)}, {_image('NEW', cols)}, {NOW_MS_SQL}, {org}); END"
-        )
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER {_q(f'_cdc_{table}_del')} AFTER DELETE ON {t} "
-            f"{when}BEGIN "
-            f"INSERT INTO {CHANGES} (tbl, op, pk, before, after, ts_ms, origin) VALUES ({lt}, 'd', "
-            f"{_image('OLD', pk_cols)}, {_image('OLD', cols)}, NULL, {NOW_MS_SQL}, {org}); END"
-        )
-        conn.execute(
-            text(
-                f"INSERT INTO {TABLES} (tbl, pk, columns, enabled_ms) VALUES (:t, :pk, :cols, :ms) "
-                "ON CONFLICT (tbl) DO UPDATE SET pk = excluded.pk, columns = excluded.columns"
-            ),
-            {
-                "t": table,
-                "pk": json.dumps(pk),
-                "cols": json.dumps([c[0] for c in cols]),
-                "ms": now_ms(),
-            },
-        )
-        done.append(CapturedTable(table, pk, tuple(c[0] for c in cols)))
-    return done
+    _ensure_schema(execute)
+    return [_install_table(execute, table, info, pk, table in keep) for table, info, pk in plans]
 
 
 def remove_capture(conn: Connection, tables: Iterable[str]) -> None:
     """Drop the triggers of `tables` (idempotent); the change table stays for the worker."""
     _check_sqlite(conn)
-    for ddl in DDL:
-        conn.exec_driver_sql(ddl)
+    execute = _executor(conn)
+    _ensure_schema(execute)
     for table in tables:
-        for suffix in ("ins", "upd", "del"):
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_q(f'_cdc_{table}_{suffix}')}")
-        conn.execute(text(f"DELETE FROM {TABLES} WHERE tbl = :t"), {"t": table})
+        _drop_triggers(execute, table)
+        execute(f"DELETE FROM {TABLES} WHERE tbl = ?", (table,))
 
 
 def enable_capture(
@@ -277,18 +341,17 @@ def disable_capture(engine: Engine, tables: Iterable[str]) -> None:
 
 
 def captured_tables(conn: Connection | sqlite3.Connection) -> dict[str, CapturedTable]:
-    """Tables whose triggers are installed, with their primary key and columns."""
-    sql = f"SELECT tbl, pk, columns FROM {TABLES}"
+    """Tables whose triggers are installed, with their key, columns and keep_applied."""
+    execute = _executor(conn)
+    has_keep = "keep_applied" in [r[1] for r in execute(f"PRAGMA table_info({TABLES})")]
+    sql = f"SELECT tbl, pk, columns, {'keep_applied' if has_keep else '0'} FROM {TABLES}"
     try:
-        rows = (
-            conn.exec_driver_sql(sql).fetchall()
-            if isinstance(conn, Connection)
-            else conn.execute(sql).fetchall()
-        )
+        rows = execute(sql).fetchall()
     except Exception:  # noqa: BLE001 - table absent: nothing captured yet
         return {}
     return {
-        r[0]: CapturedTable(r[0], tuple(json.loads(r[1])), tuple(json.loads(r[2]))) for r in rows
+        r[0]: CapturedTable(r[0], tuple(json.loads(r[1])), tuple(json.loads(r[2])), bool(r[3]))
+        for r in rows
     }
 
 
@@ -296,32 +359,31 @@ def request_snapshot(engine: Engine, tables: Iterable[str], restart: bool = Fals
     """Ask the capture worker to snapshot `tables` (resumes an unfinished one unless restart)."""
     tables = list(tables)
     with engine.begin() as conn:
-        for ddl in DDL:
-            conn.exec_driver_sql(ddl)
+        execute = _executor(conn)
+        _ensure_schema(execute)
         known = captured_tables(conn)
         for table in tables:
             if table not in known:
                 raise CaptureError(f"cannot snapshot {table!r}: capture is not enabled on it")
-            total = conn.exec_driver_sql(f"SELECT count(*) FROM {_q(table)}").scalar()
-            row = conn.execute(
-                text(f"SELECT status FROM {SNAPSHOTS} WHERE tbl = :t"), {"t": table}
-            ).first()
-            if row and row[0] in {"pending", "running"} and not restart:
-                conn.execute(
-                    text(f"UPDATE {SNAPSHOTS} SET rows_total = :n WHERE tbl = :t"),
-                    {"t": table, "n": total},
-                )
-                continue
-            conn.execute(
-                text(
-                    f"INSERT INTO {SNAPSHOTS} (tbl, status, last_pk, rows_done, chunks_done, "
-                    "rows_total, requested_ms) VALUES (:t, 'pending', NULL, 0, 0, :n, :ms) "
-                    "ON CONFLICT (tbl) DO UPDATE SET status = 'pending', last_pk = NULL, "
-                    "rows_done = 0, chunks_done = 0, rows_total = :n, requested_ms = :ms, "
-                    "finished_ms = NULL"
-                ),
-                {"t": table, "n": total, "ms": now_ms()},
-            )
+            _request_snapshot(execute, table, restart)
+
+
+def _request_snapshot(execute: Callable[..., Any], table: str, restart: bool) -> None:
+    """Record a snapshot request for `table` (in the caller's transaction)."""
+    total = execute(f"SELECT count(*) FROM {_q(table)}").fetchone()[0]
+    row = execute(f"SELECT status FROM {SNAPSHOTS} WHERE tbl = ?", (table,)).fetchone()
+    if row and row[0] in {"pending", "running"} and not restart:
+        execute(f"UPDATE {SNAPSHOTS} SET rows_total = ? WHERE tbl = ?", (total, table))
+        return
+    ms = now_ms()
+    execute(
+        f"INSERT INTO {SNAPSHOTS} (tbl, status, last_pk, rows_done, chunks_done, "
+        "rows_total, requested_ms) VALUES (?, 'pending', NULL, 0, 0, ?, ?) "
+        "ON CONFLICT (tbl) DO UPDATE SET status = 'pending', last_pk = NULL, "
+        "rows_done = 0, chunks_done = 0, rows_total = excluded.rows_total, "
+        "requested_ms = excluded.requested_ms, finished_ms = NULL",
+        (table, total, ms),
+    )
 
 
 @dataclass(frozen=True)
@@ -343,6 +405,76 @@ def snapshot_states(engine: Engine) -> list[SnapshotState]:
         except Exception:  # noqa: BLE001 - not created yet
             return []
     return [SnapshotState(*r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# drift: the triggers no longer match the table (ALTER TABLE, a recreated table, an older kit)
+
+
+@dataclass(frozen=True)
+class CaptureDrift:
+    """How the capture of `table` differs from what `install_capture` would make of it now;
+    not repairable when the table or its key columns are gone."""
+
+    table: str
+    problems: tuple[str, ...]
+    repairable: bool
+    triggers_missing: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.table}: {'; '.join(self.problems)}"
+
+
+def _find_drift(
+    execute: Callable[..., Any], captured: Mapping[str, CapturedTable]
+) -> list[CaptureDrift]:
+    triggers = {
+        name: (tbl_name, sql)
+        for name, tbl_name, sql in execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+    }
+    out = []
+    for table, rec in sorted(captured.items()):
+        info = _table_info(execute, table)
+        if not info:
+            out.append(CaptureDrift(table, ("table dropped",), repairable=False))
+            continue
+        names = [n for n, _d, _k in info]
+        problems = [f"column added: {table}.{c}" for c in names if c not in rec.columns]
+        problems += [f"column dropped: {table}.{c}" for c in rec.columns if c not in names]
+        columns_changed = bool(problems)
+        gone_key = [c for c in rec.pk if c not in names]
+        if gone_key:
+            problems.append(f"key column(s) gone: {', '.join(gone_key)}")
+            out.append(CaptureDrift(table, tuple(problems), repairable=False))
+            continue
+        have = {
+            n: triggers[n][1]
+            for n in _trigger_names(table)
+            if n in triggers and triggers[n][0].lower() == table.lower()
+        }
+        absent = [n for n in _trigger_names(table) if n not in have]
+        if absent:
+            problems.append(
+                "triggers missing (table recreated?)"
+                if not have
+                else f"trigger(s) missing: {', '.join(absent)}"
+            )
+        elif any("origin)" not in sql for sql in have.values()):
+            problems.append("triggers from an older kit (no origin column)")
+        elif not columns_changed and have != _trigger_sql(table, info, rec.pk, rec.keep_applied):
+            problems.append("triggers from an older kit (they differ from what it installs now)")
+        if problems:
+            out.append(CaptureDrift(table, tuple(problems), True, triggers_missing=bool(absent)))
+    return out
+
+
+def capture_drift(conn: Connection | sqlite3.Connection) -> list[CaptureDrift]:
+    """Captured tables whose triggers do not match the table any more (empty: none). A running
+    capture worker repairs the repairable ones when it notices the schema change."""
+    captured = captured_tables(conn)
+    return _find_drift(_executor(conn), captured) if captured else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,15 +530,15 @@ class CaptureWorker:
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA busy_timeout = 60000")
         self.conn.execute("BEGIN IMMEDIATE")
-        for ddl in DDL:
-            self.conn.execute(ddl)
-        _ensure_origin_column(self.conn.execute)
+        _ensure_schema(self.conn.execute)
         self.conn.execute("COMMIT")
         self.producer = transport.producer()
         self._lock_fd: int | None = None
         self._last_prune = 0.0
         self._topics: set[str] = set()
         self._source_heads: dict[tuple[str, str], str] = {}
+        self._schema_version: int | None = None  # None: check for drift on the first run_once
+        self._unrepairable: dict[str, tuple[str, ...]] = {}  # already logged, not repairable
 
     # -- lock
     def acquire(self) -> None:
@@ -566,8 +698,14 @@ class CaptureWorker:
         if info is None:
             self.conn.execute(f"UPDATE {SNAPSHOTS} SET status = 'failed' WHERE tbl = ?", (table,))
             raise CaptureError(f"snapshot of {table!r} stopped: capture is no longer enabled on it")
+        cols = [(n, d) for n, d, _k in _table_info(self.conn.execute, table)]
+        if not cols or not set(info.pk) <= {n for n, _d in cols}:
+            self.conn.execute(f"UPDATE {SNAPSHOTS} SET status = 'failed' WHERE tbl = ?", (table,))
+            _log.warning(
+                "snapshot of %r stopped: the table or its key columns %s are gone", table, info.pk
+            )
+            return 0
         pk_cols = ", ".join(_q(c) for c in info.pk)
-        cols = _table_info_raw(self.conn, table)
         where = ""
         params: list[Any] = []
         if last_pk is not None:
@@ -629,9 +767,75 @@ class CaptureWorker:
         )
         return len(rows)
 
+    # -- drift
+    def _read_schema_version(self) -> int:
+        return self.conn.execute("PRAGMA schema_version").fetchone()[0]
+
+    def repair_drift(self) -> list[CaptureDrift]:
+        """When the schema changed since the last check (`PRAGMA schema_version`, cheap),
+        compare every captured table with its triggers; re-install drifted ones (same key and
+        keep_applied) and request a snapshot of them, in one write transaction. Returns the
+        drift found (repaired or not)."""
+        version = self._read_schema_version()
+        if version == self._schema_version:
+            return []
+        drift = capture_drift(self.conn)
+        if any(d.repairable for d in drift):
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                drift = capture_drift(self.conn)  # again, now that no writer can change it
+                captured = captured_tables(self.conn)
+                for d in drift:
+                    if d.repairable:
+                        rec = captured[d.table]
+                        info = _table_info(self.conn.execute, d.table)
+                        _install_table(self.conn.execute, d.table, info, rec.pk, rec.keep_applied)
+                        _request_snapshot(self.conn.execute, d.table, restart=True)
+                version = self._read_schema_version()  # includes the triggers just made
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        self._schema_version = version
+        self._log_drift(drift)
+        return drift
+
+    def _log_drift(self, drift: list[CaptureDrift]) -> None:
+        unrepairable = {d.table: d.problems for d in drift if not d.repairable}
+        for d in drift:
+            if not d.repairable:
+                if self._unrepairable.get(d.table) != d.problems:
+                    _log.warning(
+                        "capture of table %r cannot be repaired (%s): its triggers stay as they "
+                        "are and the other tables are captured on; re-run install_capture (or "
+                        "kit cdc disable %s) once the schema is settled",
+                        d.table,
+                        "; ".join(d.problems),
+                        d.table,
+                    )
+                continue
+            lost = (
+                " Deletes made while its triggers were missing cannot be recovered by a "
+                "snapshot: `kit cdc verify` checks the target for rows that should be gone."
+                if d.triggers_missing
+                else " `kit cdc verify` compares source and target."
+            )
+            _log.warning(
+                "capture of table %r drifted (%s): re-installed its triggers and requested a "
+                "snapshot of %r so rows written before the repair are published again with "
+                "their full images.%s",
+                d.table,
+                "; ".join(d.problems),
+                d.table,
+                lost,
+            )
+        self._unrepairable = unrepairable
+
     # -- loop
     def run_once(self) -> int:
-        """One unit of work: a snapshot chunk when one is pending, else a stream batch."""
+        """One unit of work: a snapshot chunk when one is pending, else a stream batch (after
+        repairing capture drift when the schema changed)."""
+        self.repair_drift()
         n = self.snapshot_chunk()
         while n == 0:  # a snapshot ended on an empty chunk: that is no sign of idleness
             n = self.snapshot_chunk()
@@ -650,7 +854,3 @@ class CaptureWorker:
                 on_progress(n)
             if not n:
                 stop.wait(self.config.poll_interval_s)
-
-
-def _table_info_raw(conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
-    return [(r[1], (r[2] or "").upper()) for r in conn.execute(f"PRAGMA table_info({_q(table)})")]

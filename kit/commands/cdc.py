@@ -879,6 +879,12 @@ def _status_one(obj: Ctx) -> int:
             for r, cap in zip(rows, capture_cells, strict=True)
         ],
     )
+    for r in rows:
+        if r.capture_drift:
+            click.echo(
+                f"capture drift on {r.table}: {r.capture_drift} (a running capture worker "
+                "re-installs repairable triggers and snapshots the table when it notices)"
+            )
     return 2 if any(dead.values()) else 0
 
 

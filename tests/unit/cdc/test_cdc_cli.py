@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from kit.commands.cdc import cli
+from kitcore.db import make_engine
 from tests.unit.cdc.synthetic import insert_product, make_source, make_target, write_mapping
 
 
@@ -73,7 +74,6 @@ def test_verify_names_differing_rows_and_exits_non_zero(
     _run(env, "enable", "products", "customers")
     _run(env, "snapshot")
     _run(env, "run", "--exit-when-idle")
-    from kitcore.db import make_engine
 
     tgt = make_engine(env["CDC_TARGET_URL"])
     with tgt.begin() as conn:
@@ -116,3 +116,17 @@ def test_clear_errors_for_missing_configuration(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "does not exist" in result.output
     bad = CliRunner().invoke(cli, ["enable", "nope", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert bad.exit_code == 1 and "'nope'" in bad.output
+
+
+def test_status_names_a_table_whose_capture_drifted_until_the_worker_repairs_it(
+    env: dict[str, str],
+) -> None:
+    _run(env, "enable", "products", "customers")
+    src = make_engine(env["CDC_SOURCE_URL"])
+    with src.begin() as conn:  # an Alembic revision that forgot install_capture
+        conn.exec_driver_sql("ALTER TABLE products ADD COLUMN weight_g INTEGER")
+    src.dispose()
+    status = _run(env, "status")
+    assert "capture drift on products: column added: products.weight_g" in status.output
+    assert _run(env, "run", "--exit-when-idle").exit_code == 0
+    assert "capture drift" not in _run(env, "status").output
