@@ -118,16 +118,37 @@ def client_key(spec: ClientKeySpec | None, header: HeaderGetter, remote: str) ->
     return remote
 
 
-def sticky_key(route: Route, spec: ClientKeySpec | None, header: HeaderGetter, remote: str) -> str:
-    """The canary's sticky key: the route's own header/cookie first, then the client key."""
+def sticky_source(
+    route: Route, spec: ClientKeySpec | None, header: HeaderGetter, remote: str
+) -> tuple[str, bool]:
+    """The canary's sticky key (the route's own header/cookie first, then the client key,
+    else the client address) and whether it is the client address."""
     raw: bytes | None = None
     if route.sticky_header:
         raw = header(route.sticky_header.lower().encode())
     elif route.sticky_cookie:
         raw = cookie_value(header(b"cookie"), route.sticky_cookie)
     if raw:
-        return _text(raw)
-    return client_key(spec, header, remote)
+        return _text(raw), False
+    key = client_key(spec, header, remote)
+    return key, key is remote
+
+
+def sticky_key(route: Route, spec: ClientKeySpec | None, header: HeaderGetter, remote: str) -> str:
+    """The canary's sticky key: the route's own header/cookie first, then the client key."""
+    return sticky_source(route, spec, header, remote)[0]
+
+
+def sticky_name(route: Route, spec: ClientKeySpec | None) -> str | None:
+    """The configured key a canary reads before the client address, as a user names it
+    (`header X-Client-Id`, `cookie sid`, `hash_header Authorization`), or None."""
+    if route.sticky_header:
+        return f"header {route.sticky_header}"
+    if route.sticky_cookie:
+        return f"cookie {route.sticky_cookie}"
+    if spec is not None:
+        return f"{spec.kind} {spec.name}"
+    return None
 
 
 class RywPins:
@@ -178,7 +199,9 @@ class Decision:
     failure or 5xx, the monolith answers instead (idempotent methods only). `shadow`: the monolith answers and a copy goes
     to the route's service. `pin_key`: set for a write to a service with a read-your-writes
     window; the caller records the side that served it under this key. `pinned`: this read
-    went to the side of the client's last write.
+    went to the side of the client's last write. `bucket`: a canary route's sticky-key
+    bucket (0..9999; -1 for any other mode) and `by_address`: that key was the client
+    address, for the proxy's observed-split statistics.
     """
 
     target: str
@@ -188,6 +211,8 @@ class Decision:
     pin_key: str | None = None
     pinned: bool = False
     held: bool = False
+    bucket: int = -1
+    by_address: bool = False
 
 
 TO_MONOLITH = Decision(MONOLITH)
@@ -216,12 +241,13 @@ def decide(
     elif kind == MODE_EXTRACTED:
         first = Decision(service, fallback=route.fallback and method in IDEMPOTENT_METHODS)
     elif kind == MODE_CANARY:
-        threshold = match.mode.threshold
-        hit = threshold >= 10000 or (
-            threshold > 0 and canary_bucket(sticky_key(route, spec, header, remote)) < threshold
-        )
-        fallback = route.fallback and method in IDEMPOTENT_METHODS
-        first = Decision(service, fallback=fallback) if hit else TO_MONOLITH
+        key, by_address = sticky_source(route, spec, header, remote)
+        bucket = canary_bucket(key)
+        if bucket < match.mode.threshold:
+            fallback = route.fallback and method in IDEMPOTENT_METHODS
+            first = Decision(service, fallback, bucket=bucket, by_address=by_address)
+        else:
+            first = Decision(MONOLITH, bucket=bucket, by_address=by_address)
     else:
         first = TO_MONOLITH
     if pins is None or service == MONOLITH or not pins.window(service):
@@ -229,11 +255,15 @@ def decide(
     key = client_key(spec, header, remote)
     if method not in SAFE_METHODS:
         return Decision(
-            first.target, first.fallback, first.shadow, first.shadow_skipped, pin_key=key
+            first.target,
+            first.fallback,
+            first.shadow,
+            first.shadow_skipped,
+            pin_key=key,
+            bucket=first.bucket,
+            by_address=first.by_address,
         )
     side = pins.side(service, key, now)
     if side is None:
         return first
-    if side == MONOLITH:
-        return Decision(MONOLITH, pinned=True)
-    return Decision(side, fallback=False, pinned=True)
+    return Decision(side, pinned=True, bucket=first.bucket, by_address=first.by_address)

@@ -63,11 +63,12 @@ class Mode:
 
     kind: str
     percent: Decimal = Decimal(0)
+    #: Canary buckets (0..9999) strictly below this go to the service (computed once: the
+    #: canary decision and its statistics read it on every request).
+    threshold: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def threshold(self) -> int:
-        """Canary buckets (0..9999) strictly below this go to the service."""
-        return int(self.percent * 100)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", int(self.percent * 100))
 
     def __str__(self) -> str:
         if self.kind == MODE_CANARY:

@@ -27,7 +27,7 @@ from strangler_proxy.breaker import CircuitBreaker
 from strangler_proxy.config import ProxyConfig
 from strangler_proxy.errors import ErrorShape
 from strangler_proxy.headcheck import HOP_BY_HOP, REQUEST_DROP, SMALL_BODY, Refusal, too_large
-from strangler_proxy.policy import Decision, HeaderGetter, RywPins, decide
+from strangler_proxy.policy import Decision, HeaderGetter, RywPins, decide, sticky_name
 from strangler_proxy.routes import MONOLITH, Match, Route, RouteTable
 from strangler_proxy.shadow import (
     RecordedRequest,
@@ -157,14 +157,34 @@ class ProxyCore:
         resp.force_close()
         return resp
 
-    def decide(self, match: Match, method: str, header: HeaderGetter, remote: str) -> Decision:
-        """`policy.decide` with this proxy's client key, pins and clock (both paths call it)."""
+    def decide(
+        self, match: Match, method: str, header: HeaderGetter, remote: str, *, record: bool = True
+    ) -> Decision:
+        """`policy.decide` with this proxy's client key, pins and clock (both paths call it).
+
+        `record=False`: the caller calls `record` itself once it knows this path serves the
+        request (the fast path, which may hand the request to the aiohttp path to decide again).
+        """
         decision = decide(match, method, header, remote, self.client_key, self.pins, self.clock())
+        if record:
+            self.record(match, decision)
+        return decision
+
+    def record(self, match: Match, decision: Decision) -> None:
+        """Count a decision once per request: pinned reads, skipped shadows, canary splits."""
         if decision.pinned:
             self.stats.incr("ryw_pinned_reads")
         elif decision.shadow_skipped:
             self.stats.incr("shadow_skipped_unsafe")
-        return decision
+        if decision.bucket >= 0:
+            route = match.route
+            assert route is not None
+            threshold = route.mode.threshold
+            split = self.stats.canaries.get((match.pattern, threshold))
+            if split is None:
+                key = sticky_name(route, self.client_key)
+                split = self.stats.canary(match.pattern, threshold, key)
+            split.observe(decision.target != MONOLITH, decision.bucket, decision.by_address)
 
     def served(self, match: Match, decision: Decision, side: str) -> None:
         """Note which side served a write, for the client's reads that follow."""
@@ -270,8 +290,9 @@ class ProxyCore:
         while time.monotonic() < deadline:
             await asyncio.sleep(HOLD_POLL_S)
             match = self.table.match(method, path)
-            decision = self.decide(match, method, header, remote)
+            decision = self.decide(match, method, header, remote, record=False)
             if not decision.held:
+                self.record(match, decision)  # counted once, under the releasing version
                 return match, decision
         self.stats.incr("held_expired")
         return None

@@ -11,6 +11,8 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
 
+from strangler_proxy.canary import CANARY_KEYS, judge_split, split_note
+
 BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 SAMPLE_WINDOW = 2048
 
@@ -46,11 +48,51 @@ class Series:
         return ordered[index]
 
 
+class CanarySplit:
+    """What one canary route at one share actually did: requests per side, requests keyed by
+    the client address, and the distinct sticky-key buckets seen (the first `CANARY_KEYS`;
+    a full set means "at least that many"). `key` names the configured sticky key (None:
+    the canary buckets clients by address only). Recording is O(1) and allocation-free."""
+
+    __slots__ = ("to_service", "to_monolith", "by_address", "buckets", "key")
+
+    def __init__(self, key: str | None) -> None:
+        self.to_service = 0
+        self.to_monolith = 0
+        self.by_address = 0
+        self.buckets: set[int] = set()
+        self.key = key
+
+    def observe(self, to_service: bool, bucket: int, by_address: bool) -> None:
+        if to_service:
+            self.to_service += 1
+        else:
+            self.to_monolith += 1
+        if by_address:
+            self.by_address += 1
+        if len(self.buckets) < CANARY_KEYS:
+            self.buckets.add(bucket)
+
+    def add(
+        self, to_service: int, to_monolith: int, by_address: int, buckets: Iterable[int]
+    ) -> None:
+        """Add another split's figures (a worker's), keeping the bucket set bounded."""
+        self.to_service += to_service
+        self.to_monolith += to_monolith
+        self.by_address += by_address
+        for bucket in buckets:
+            if len(self.buckets) >= CANARY_KEYS:
+                break
+            self.buckets.add(bucket)
+
+
 class Stats:
     """All series plus proxy-wide counters (shadow queue drops, fallbacks, rejects)."""
 
     def __init__(self) -> None:
         self.series: dict[tuple[str, str], Series] = {}
+        #: Per (route pattern, canary threshold 0..10000): the split it made.
+        self.canaries: dict[tuple[str, int], CanarySplit] = {}
         self.counters: dict[str, int] = {
             "shadow_sent": 0,
             "shadow_dropped": 0,
@@ -73,6 +115,24 @@ class Stats:
             series = self.series[key] = Series()
         series.observe(status, latency_ms, proxy_error)
 
+    def canary(self, route: str, threshold: int, key: str | None) -> CanarySplit:
+        """The split of `route` at `threshold`, created on first use with its key's name."""
+        split = self.canaries.get((route, threshold))
+        if split is None:
+            split = self.canaries[(route, threshold)] = CanarySplit(key)
+        return split
+
+    def canary_notes(self, current: set[tuple[str, int]]) -> list[str]:
+        """`judge_split`'s warnings about the splits of canaries at their `current`
+        (route pattern, threshold)."""
+        notes = []
+        for (route, threshold), split in sorted(self.canaries.items()):
+            if (route, threshold) in current:
+                warning = split_row(route, threshold, split)["warning"]
+                if warning:
+                    notes.append(split_note(route, threshold / 100, str(warning)))
+        return notes
+
     def incr(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
 
@@ -91,6 +151,10 @@ class Stats:
                 for key, s in self.series.items()
             },
             "counters": dict(self.counters),
+            "canaries": {
+                key: (c.to_service, c.to_monolith, c.by_address, sorted(c.buckets), c.key)
+                for key, c in self.canaries.items()
+            },
         }
 
     def merge(self, data: dict[str, object]) -> None:
@@ -109,6 +173,15 @@ class Stats:
         counters: dict[str, int] = data["counters"]  # type: ignore[assignment]
         for name, value in counters.items():
             self.incr(name, value)
+        canaries: dict[tuple[str, int], tuple] = data.get("canaries", {})  # type: ignore[assignment]
+        for (route, threshold), (
+            to_service,
+            to_monolith,
+            by_address,
+            buckets,
+            key,
+        ) in canaries.items():
+            self.canary(route, threshold, key).add(to_service, to_monolith, by_address, buckets)
 
     def snapshot(self) -> dict[str, object]:
         """JSON-friendly view for /admin/stats."""
@@ -130,7 +203,14 @@ class Stats:
                     },
                 }
             )
-        return {"series": rows, "counters": dict(self.counters)}
+        return {
+            "series": rows,
+            "counters": dict(self.counters),
+            "canaries": [
+                split_row(route, threshold, c)
+                for (route, threshold), c in sorted(self.canaries.items())
+            ],
+        }
 
     def prometheus(
         self, extra_gauges: Iterable[tuple[str, str, dict[str, str], float]] = ()
@@ -170,6 +250,7 @@ class Stats:
                 f"strangler_proxy_request_duration_seconds_sum{base} {_fmt(s.sum_ms / 1000)}"
             )
             out.append(f"strangler_proxy_request_duration_seconds_count{base} {s.requests}")
+        out += _canary_metrics(sorted(self.canaries.items()))
         for name, value in sorted(self.counters.items()):
             metric = f"strangler_proxy_{name}_total"
             out.append(f"# TYPE {metric} counter")
@@ -182,6 +263,58 @@ class Stats:
                 out.append(f"# TYPE {name} gauge")
             out.append(f"{name}{_labels(**labels)} {_fmt(value)}")
         return "\n".join(out) + "\n"
+
+
+def split_row(route: str, threshold: int, c: CanarySplit) -> dict[str, object]:
+    """One canary split for /admin/stats, with the judge's warning (None: looks sound)."""
+    requests = c.to_service + c.to_monolith
+    share = threshold / 100
+    distinct = len(c.buckets)
+    return {
+        "route": route,
+        "share": share,
+        "requests": requests,
+        "to_service": c.to_service,
+        "to_monolith": c.to_monolith,
+        "observed_share": round(100 * c.to_service / requests, 2) if requests else None,
+        "distinct_keys": distinct,
+        "distinct_keys_capped": distinct >= CANARY_KEYS,
+        "by_address": c.by_address,
+        "client_key": c.key,
+        "warning": judge_split(share, c.to_service, c.to_monolith, distinct, c.by_address, c.key),
+    }
+
+
+def _canary_metrics(items: list[tuple[tuple[str, int], CanarySplit]]) -> list[str]:
+    if not items:
+        return []
+    out = [
+        "# HELP strangler_proxy_canary_requests_total Canary requests by the side the split"
+        " sent them to (share: the canary percent).",
+        "# TYPE strangler_proxy_canary_requests_total counter",
+    ]
+    for (route, threshold), c in items:
+        share = _fmt(threshold / 100)
+        for side, count in (("service", c.to_service), ("monolith", c.to_monolith)):
+            labels = _labels(route=route, share=share, side=side)
+            out.append(f"strangler_proxy_canary_requests_total{labels} {count}")
+    out += [
+        "# HELP strangler_proxy_canary_by_address_total Canary requests bucketed by the client"
+        " address (no sticky key in the request).",
+        "# TYPE strangler_proxy_canary_by_address_total counter",
+    ]
+    for (route, threshold), c in items:
+        labels = _labels(route=route, share=_fmt(threshold / 100))
+        out.append(f"strangler_proxy_canary_by_address_total{labels} {c.by_address}")
+    out += [
+        f"# HELP strangler_proxy_canary_distinct_keys Distinct sticky-key buckets seen (at most"
+        f" {CANARY_KEYS}: that many or more).",
+        "# TYPE strangler_proxy_canary_distinct_keys gauge",
+    ]
+    for (route, threshold), c in items:
+        labels = _labels(route=route, share=_fmt(threshold / 100))
+        out.append(f"strangler_proxy_canary_distinct_keys{labels} {len(c.buckets)}")
+    return out
 
 
 def _fmt(value: float) -> str:

@@ -56,6 +56,9 @@ class Playbook:
     def stats(self) -> Any:
         return self.root.stats()
 
+    def proxy_stats(self) -> dict[str, Any]:
+        return self.root.proxy_stats()
+
     def transport(self) -> Any:
         return self.root.transport()
 

@@ -46,6 +46,12 @@ class Root:
             self._stats = open_stats_store(self.m.parity.stats_url)
         return self._stats
 
+    def proxy_stats(self) -> dict[str, Any]:
+        """The running proxy's live statistics (`/admin/stats`): what canaries really split."""
+        from kit.runtime.plan import read_admin_stats
+
+        return read_admin_stats(self.m, timeout=2.0)
+
     def transport(self) -> Any:
         """The CDC transport (embedded log or Kafka) the pipelines publish to."""
         if self._transport is None:

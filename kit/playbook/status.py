@@ -6,13 +6,14 @@ no route store) is reported as a note instead of failing the whole view.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kit.manifest import Manifest
 from kit.playbook.guards import parity_rate
 from kit.playbook.state import STEPS, StateStore
+from strangler_proxy.canary import judge_split, split_note
 
 
 class StatusSource(Protocol):
@@ -24,6 +25,7 @@ class StatusSource(Protocol):
     def explain(self, service: str) -> str: ...
     def route_modes(self) -> dict[tuple[str, str], str]: ...
     def stats(self) -> Any: ...
+    def proxy_stats(self) -> Mapping[str, Any]: ...
     def lag(self, service: str, direction: str) -> list[Any]: ...
 
 
@@ -111,6 +113,30 @@ def held_notes(modes: Mapping[tuple[str, str], str]) -> list[str]:
     ]
 
 
+def observed_canary_notes(
+    splits: Sequence[Mapping[str, Any]], modes: Mapping[tuple[str, str], str]
+) -> list[str]:
+    """What the running proxy saw each canary at its current stage actually split: a note per
+    split `judge_split` warns about (one client key, a missing client key, a share far off)."""
+    current = {(p, str(mode)) for (_, p), mode in modes.items() if mode.startswith("canary:")}
+    notes = []
+    for row in splits:
+        share = float(row.get("share", 0))
+        if (row.get("route"), f"canary:{share:g}") not in current:
+            continue  # an earlier stage, or the route left canary
+        warning = judge_split(
+            share,
+            int(row.get("to_service", 0)),
+            int(row.get("to_monolith", 0)),
+            int(row.get("distinct_keys", 0)),
+            int(row.get("by_address", 0)),
+            row.get("client_key"),
+        )
+        if warning:
+            notes.append(split_note(str(row["route"]), share, warning))
+    return notes
+
+
 def collect_status(pb: StatusSource) -> Status:
     out = Status()
     m = pb.m
@@ -128,6 +154,13 @@ def collect_status(pb: StatusSource) -> Status:
         out.notes.append(f"route store unreadable: {exc}")
     out.notes.extend(canary_notes(m.proxy.client_key, modes))
     out.notes.extend(held_notes(modes))
+    if any(mode.startswith("canary:") for mode in modes.values()):
+        try:
+            splits = pb.proxy_stats().get("canaries", [])
+        except Exception as exc:  # noqa: BLE001
+            out.notes.append(f"observed canary split unknown (proxy admin API unreadable: {exc})")
+        else:
+            out.notes.extend(observed_canary_notes(splits, modes))
     try:
         stats = pb.stats()
     except Exception as exc:  # noqa: BLE001

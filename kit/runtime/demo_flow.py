@@ -23,7 +23,7 @@ import httpx
 
 from kit.manifest import Manifest, load_manifest
 from kit.runtime.demo_manifest import write_demo_manifest
-from kit.runtime.plan import admin_url, build_specs, proxy_url, run_dir
+from kit.runtime.plan import build_specs, proxy_url, read_admin_stats, run_dir
 from kit.runtime.procs import RunDir
 from kit.runtime.seeding import seed_monolith
 from kit.runtime.supervisor import Supervisor, stop_all
@@ -188,20 +188,11 @@ class AdminClient:
     """Reads the proxy's live per-route statistics (for the observed canary share)."""
 
     def __init__(self, m: Manifest) -> None:
-        self.url = admin_url(m)
-        self.token_file = Path(m.proxy.token_file)
+        self.m = m
 
     def series(self) -> list[dict[str, Any]]:
         try:
-            token = self.token_file.read_text().strip()
-            response = httpx.get(
-                f"{self.url}/admin/stats",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=5,
-                trust_env=False,
-            )
-            response.raise_for_status()
-            return list(response.json().get("series", []))
+            return list(read_admin_stats(self.m).get("series", []))
         except (OSError, httpx.HTTPError, ValueError):
             return []
 

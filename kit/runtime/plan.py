@@ -14,6 +14,8 @@ The kit's own processes run in the manifest's folder, so relative paths mean the
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from kit.appenv import app_variables
@@ -169,3 +171,24 @@ def proxy_url(m: Manifest) -> str:
 def admin_url(m: Manifest) -> str:
     admin = m.proxy.admin
     return f"http://{admin.host}:{admin.port}"
+
+
+def read_admin_stats(m: Manifest, timeout: float = 5.0) -> dict[str, Any]:
+    """The running proxy's `/admin/stats` (per-route series, counters, canary splits).
+
+    Raises OSError (no token file), httpx.HTTPError (no proxy, refused) or ValueError.
+    """
+    import httpx
+
+    token = Path(m.proxy.token_file).read_text().strip()
+    response = httpx.get(
+        f"{admin_url(m)}/admin/stats",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+        trust_env=False,
+    )
+    response.raise_for_status()
+    data = response.json()
+    if not isinstance(data, dict):
+        raise ValueError("/admin/stats did not answer a JSON object")
+    return data

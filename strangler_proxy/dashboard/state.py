@@ -199,6 +199,7 @@ def build_state(runtime: ProxyRuntime, dashboard: Dashboard, blocking: dict[str,
         first = index == 0 or rows[index - 1]["path"] != row["path"]
         row["path_rows"] = sum(1 for r in rows if r["path"] == row["path"]) if first else 0
     core = runtime.core
+    canaries = {(r.path, r.mode.threshold) for r in routes if r.mode.kind == MODE_CANARY}
     services = []
     for name, url in sorted(runtime.config.upstreams.items()):
         step = blocking["steps"].get(name)
@@ -243,7 +244,7 @@ def build_state(runtime: ProxyRuntime, dashboard: Dashboard, blocking: dict[str,
         "audit": [_audit_row(e) for e in blocking["history"]],
         "shadow": {"total": runtime.ring.total, "pairs": shadow},
         "counters": dict(core.stats.counters),
-        "problems": blocking["problems"],
+        "problems": blocking["problems"] + core.stats.canary_notes(canaries),
         "modes": list(MODES),
         "extracted_services": sorted(n for n in runtime.config.upstreams if n != MONOLITH),
     }

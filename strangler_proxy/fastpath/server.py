@@ -82,17 +82,17 @@ class FastServer(CoroutinePath):
         """The first target for a declared route, decided by `ProxyCore.decide` as on the
         aiohttp path: a name, None for a service this proxy does not know, or `HAND_OFF`
         (shadow copies, held routes and https upstreams are the aiohttp path's)."""
-        decision = self.core.decide(match, request.method, request.header, remote)
+        decision = self.core.decide(match, request.method, request.header, remote, record=False)
         request.decision = decision
-        if decision.shadow or decision.held:  # held: the aiohttp path waits for the release
-            return HAND_OFF
         target = decision.target
+        known = target != MONOLITH and target in self.core.breakers
+        if decision.shadow or decision.held or (known and target not in self.pools):
+            return HAND_OFF  # the aiohttp path decides (and records) this request again
+        self.core.record(match, decision)
         if target == MONOLITH:
             return MONOLITH
         if target not in self.core.breakers:
             return None
-        if target not in self.pools:
-            return HAND_OFF
         return target
 
     # -- serving: the callback flow ----------------------------------------------------------

@@ -263,3 +263,24 @@ def test_unknown_shadow_pairs_give_a_not_found_page(proxy: RunningProxy) -> None
     with proxy.signed_in() as (client, _):
         resp = client.get("/dashboard/shadow/does-not-exist")
         assert resp.status_code == 404 and "Shadow pair not found" in resp.text
+
+
+def test_a_canary_that_saw_one_client_key_is_shown_as_a_problem(proxy: RunningProxy) -> None:
+    with proxy.client() as client:
+        changed = client.put(
+            "/admin/routes",
+            json={"method": "GET", "path": "/products", "mode": "canary:30", "force": True},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert changed.status_code == 200, changed.text
+    split = proxy.runtime.core.stats.canary("/products", 3000, None)
+    for _ in range(60):
+        split.observe(False, 1234, True)
+    with proxy.signed_in() as (client, _):
+        problems = client.get("/dashboard/api/state").json()["problems"]
+    assert problems == [
+        "canary /products (canary:30) as observed: all 60 requests came from 1 client key: "
+        "the canary cannot split them (0 % to the service at a 30 % stage); no client key is "
+        "configured, so clients are told apart by address alone (all one behind a load "
+        "balancer or NAT): set [proxy] client_key"
+    ]
