@@ -1,5 +1,5 @@
-"""The shop served in-process (monolith and services on loopback), one per test; modules that
-need another shop define their own `shop` fixture."""
+"""The shop served in-process (monolith and services on loopback), one per test; a test that
+needs other `make_shop` options parametrizes the fixture (indirect)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from tests.playbook_shop import Shop, make_shop
 
 
 @pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    s = make_shop(tmp_path)
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Shop]:
+    """`make_shop`'s options by indirect parametrization, e.g. {"stop_reverse": True}."""
+    s = make_shop(tmp_path, **getattr(request, "param", {}))
     try:
         yield s
     finally:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from kit.playbook import pipelines as pl
 from tests.playbook_shop import ROOT, Shop, make_shop
 
 pytestmark = pytest.mark.integration
+UNSERVED = pytest.mark.parametrize("shop", [{"serve": False}], indirect=True)
 
 
 def kit(shop: Shop, *args: str, **kwargs) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
@@ -33,15 +33,6 @@ def kit(shop: Shop, *args: str, **kwargs) -> subprocess.CompletedProcess:  # typ
         timeout=120,
         **kwargs,
     )
-
-
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    s = make_shop(tmp_path, serve=False)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _kill_mid_step(shop: Shop, step: str) -> int:
@@ -79,6 +70,7 @@ def _kill_mid_step(shop: Shop, step: str) -> int:
     return proc.pid
 
 
+@UNSERVED
 def test_a_step_killed_mid_way_is_explained_and_can_be_completed(shop: Shop) -> None:
     assert kit(shop, "step", "catalog", "schema").returncode == 0
     pid = _kill_mid_step(shop, "capture")
@@ -104,6 +96,7 @@ def test_a_step_killed_mid_way_is_explained_and_can_be_completed(shop: Shop) -> 
         pb.close()
 
 
+@UNSERVED
 def test_a_step_killed_mid_way_can_be_rolled_back(shop: Shop) -> None:
     assert kit(shop, "step", "catalog", "schema").returncode == 0
     _kill_mid_step(shop, "capture")

@@ -4,28 +4,17 @@ monolith too (a snapshot cannot carry an absence), with the writes held while it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from kit.playbook import Playbook
 from kit.runtime.demo_flow import verify_service
 from tests.integration.playbook import reverse_cdc_helpers as rc
-from tests.playbook_shop import Shop, make_shop
+from tests.playbook_shop import Shop
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def shop(tmp_path: Path) -> Iterator[Shop]:
-    s = make_shop(tmp_path, stop_reverse=True)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
+@pytest.mark.parametrize("shop", [{"stop_reverse": True}], indirect=True)
 def test_rows_the_service_deleted_while_retired_are_gone_from_the_monolith_after_rollback(
     shop: Shop,
 ) -> None:
