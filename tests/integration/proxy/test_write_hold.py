@@ -28,8 +28,12 @@ WRITE = ("POST", "/products/<int:id>")
 
 def _flip(store: RouteStore, mode: str) -> None:
     result = RouteService(store).set_route(*WRITE, mode, actor="cut-over")
-    served = store.wait_served(result.version, timeout=10)
-    assert served.serving == served.live >= 1
+
+    def applied() -> bool:  # a proxy just started may not have registered itself yet
+        served = store.served(result.version)
+        return served.serving == served.live >= 1
+
+    wait_for(applied)
 
 
 def test_held_writes_wait_and_reach_only_the_owner_the_release_names(
