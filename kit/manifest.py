@@ -190,6 +190,9 @@ class ProxySettings:
     read_your_writes: float | None = None  # seconds; None: derived from measured CDC lag
     # a differing shadowed GET/HEAD is re-checked on both sides this long after (0: never)
     recheck_after_s: float = 1.0
+    # while an app refuses connections (restarting after a crash), requests wait this long
+    # for it instead of getting 502 (nothing was sent: writes wait too; 0: off)
+    connect_retry_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -727,6 +730,7 @@ def parse_manifest(
         client_key=_client_key(r),
         read_your_writes=_read_your_writes(r),
         recheck_after_s=r.float("recheck_after_s", 1.0, 0.0, 60.0),
+        connect_retry_s=r.float("connect_retry_s", 10.0, 0.0, 25.0),
     )
     if proxy.error_template is not None:
         from strangler_proxy.errors import parse_template
@@ -1067,7 +1071,7 @@ def _read_your_writes(r: _Reader) -> float | None:
 
 def proxy_config(m: Manifest, **overrides: Any) -> Any:
     """The strangler proxy's ProxyConfig: upstreams and declared routes from the manifest."""
-    from strangler_proxy.config import ProxyConfig, ShadowSettings
+    from strangler_proxy.config import ProxyConfig, ShadowSettings, Timeouts
     from strangler_proxy.routes import build_route
 
     upstreams = {"monolith": m.monolith.url, **{s.name: s.url for s in m.services.values()}}
@@ -1088,6 +1092,7 @@ def proxy_config(m: Manifest, **overrides: Any) -> Any:
         "routes": routes,
         "error_template": m.proxy.error_template,
         "client_key": dict(m.proxy.client_key) if m.proxy.client_key else None,
+        "timeouts": Timeouts(connect_retry=m.proxy.connect_retry_s),
     }
     kwargs.update(overrides)
     return ProxyConfig(**kwargs)

@@ -70,11 +70,19 @@ class Timeouts:
     #: A client must send a whole request head within this many seconds of its first byte
     #: (or of connecting): slow senders are answered 408 and closed, on every path.
     header: float = 20.0
+    #: While an upstream refuses connections (restarting), keep trying to connect for up to
+    #: this many seconds before answering 502; nothing was sent, so any method waits (0: off).
+    connect_retry: float = 0.0
 
     def __post_init__(self) -> None:
         _positive("timeouts.connect", self.connect)
         _positive("timeouts.total", self.total)
         _positive("timeouts.header", self.header)
+        retry = self.connect_retry
+        if not isinstance(retry, int | float) or isinstance(retry, bool) or not 0 <= retry:
+            raise ValueError(f"timeouts.connect_retry must be seconds >= 0, got {retry!r}")
+        if retry >= self.total:
+            raise ValueError("timeouts.connect_retry must be shorter than timeouts.total")
 
 
 @dataclass(frozen=True)

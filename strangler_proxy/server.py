@@ -28,6 +28,7 @@ from strangler_proxy.config import ProxyConfig
 from strangler_proxy.errors import ErrorShape
 from strangler_proxy.headcheck import HOP_BY_HOP, REQUEST_DROP, SMALL_BODY, Refusal, too_large
 from strangler_proxy.policy import Decision, HeaderGetter, RywPins, decide, sticky_name
+from strangler_proxy.reconnect import connect_retrying
 from strangler_proxy.routes import MONOLITH, Match, Route, RouteTable
 from strangler_proxy.shadow import (
     RecordedRequest,
@@ -103,8 +104,10 @@ class _BodyStream:
         self.request = request
         self.limit = limit
         self.too_large = False
+        self.started = False  # a byte of the body was read (so it cannot be sent again)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
         seen = 0
         async for chunk in self.request.content.iter_chunked(65536):
             seen += len(chunk)
@@ -373,14 +376,28 @@ class ProxyCore:
     ) -> aiohttp.ClientResponse:
         assert self.session is not None
         url = URL(self.bases[target] + request.raw_path, encoded=True)
-        data = body.__aiter__() if isinstance(body, _BodyStream) else body
+        session = self.session
+
+        def refused(exc: BaseException) -> bool:  # at connect: no byte of the request went out
+            unsent = not (isinstance(body, _BodyStream) and body.started)
+            return (
+                unsent
+                and isinstance(exc, aiohttp.ClientConnectorError)
+                and isinstance(exc.os_error, ConnectionRefusedError)
+            )
+
+        def attempt() -> Any:
+            data = body.__aiter__() if isinstance(body, _BodyStream) else body
+            return session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False
+            )
+
         try:
-            return await self.session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
+            return await connect_retrying(
+                attempt,
+                self.config.timeouts.connect_retry,
+                refused,
+                on_retry=lambda: self.stats.incr("connect_retries"),
             )
         except BodyTooLarge:
             raise

@@ -104,6 +104,7 @@ class Stats:
             "slow_path_handoffs": 0,  # connections the fast path gave to the aiohttp path
             "held_requests": 0,  # requests that waited for a write cut-over (routes `held`)
             "held_expired": 0,  # ... and got 503 because the cut-over outlasted the limit
+            "connect_retries": 0,  # connects tried again while an upstream refused (restarting)
         }
 
     def observe(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from strangler_proxy.fastpath.exchange import Exchange, UpstreamClosed
 from strangler_proxy.fastpath.head import REQUEST_SKIP, ParsedRequest
 from strangler_proxy.fastpath.upstream import UpstreamConnection, UpstreamPool
+from strangler_proxy.reconnect import connect_retrying
 from strangler_proxy.routes import IDEMPOTENT_METHODS, MONOLITH, Match
 from strangler_proxy.server import UpstreamFailure
 
@@ -125,7 +126,12 @@ class CoroutinePath:
         data = self._wire(request, head, pool)
         for attempt in (0, 1):
             try:
-                conn, reused = await pool.acquire()
+                conn, reused = await connect_retrying(
+                    pool.acquire,
+                    self.core.config.timeouts.connect_retry,
+                    refused=lambda exc: isinstance(exc, ConnectionRefusedError),
+                    on_retry=lambda: self.core.stats.incr("connect_retries"),
+                )
             except OSError as exc:  # the connect timeout (TimeoutError) included
                 raise UpstreamFailure.of(target, exc) from exc
             exchange = conn.start(data, Exchange(self.loop))
