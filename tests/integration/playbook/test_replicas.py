@@ -98,6 +98,18 @@ def monolith_rows(m: Manifest) -> list[tuple]:
     return rc.rows(db, "SELECT id, email, full_name FROM customers ORDER BY id")
 
 
+def schema_with_replica_table(pb: Playbook) -> None:
+    """catalog's `schema` step, then the replica's table: it belongs to the service's own
+    schema (here made by hand), which the capture step then feeds."""
+    result = pb.advance("catalog")
+    assert result.ok and result.step == "schema", result
+    rc.execute(
+        pb.m.services["catalog"].database_url,
+        "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
+        "full_name VARCHAR(200))",
+    )
+
+
 def test_a_replica_stays_fed_through_writes_and_retire_and_never_accepts_writes(
     shop: Shop,
 ) -> None:
@@ -105,13 +117,7 @@ def test_a_replica_stays_fed_through_writes_and_retire_and_never_accepts_writes(
     catalog, mono_db = m.services["catalog"], m.monolith.database_url
     pb = Playbook(m, actor="test")
     try:
-        assert pb.advance("catalog").step == "schema"
-        # the copy's table belongs to the service's own schema (here made by hand)
-        rc.execute(
-            catalog.database_url,
-            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
-            "full_name VARCHAR(200))",
-        )
+        schema_with_replica_table(pb)
         captured = pb.advance("catalog")
         assert captured.ok, captured
         assert captured.evidence["snapshot"]["customers"] == 30
@@ -183,12 +189,7 @@ def test_capture_rollback_stops_the_replica_but_keeps_triggers_another_pipeline_
     catalog, mono_db = m.services["catalog"], m.monolith.database_url
     pb = Playbook(m, actor="test")
     try:
-        assert pb.advance("catalog").ok  # schema
-        rc.execute(
-            catalog.database_url,
-            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
-            "full_name VARCHAR(200))",
-        )
+        schema_with_replica_table(pb)
         assert pb.advance("catalog").ok  # capture (with the replica)
         for _ in range(2):  # customers: schema, capture
             assert pb.advance("customers").ok
@@ -254,17 +255,11 @@ def _follow_the_writer(shop: Shop, *, pg: bool) -> None:
 
     m = shop.manifest
     shop.serve("customers")
-    catalog, mono_db = m.services["catalog"], m.monolith.database_url
-    customers = m.services["customers"]
+    mono_db, customers = m.monolith.database_url, m.services["customers"]
     assert customers.stop_reverse_cdc_on_retire  # the shop's test manifest: the default
     pb = Playbook(m, actor="test")
     try:
-        assert pb.advance("catalog").ok  # schema
-        rc.execute(
-            catalog.database_url,
-            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
-            "full_name VARCHAR(200))",
-        )
+        schema_with_replica_table(pb)
         assert pb.advance("catalog").ok  # capture: the replica is fed
         rc.advance_to_writes(pb, "customers")  # no refusal: the replica follows the writer
         retired = pb.advance("customers")
@@ -331,16 +326,11 @@ def test_a_replica_captured_after_its_table_moved_to_a_service_follows_that_serv
 
     m = shop.manifest
     shop.serve("customers")
-    catalog, customers = m.services["catalog"], m.services["customers"]
+    customers = m.services["customers"]
     pb = Playbook(m, actor="test")
     try:
         rc.advance_to_writes(pb, "customers")
-        assert pb.advance("catalog").ok  # schema
-        rc.execute(
-            catalog.database_url,
-            "CREATE TABLE customer_ref (id INTEGER PRIMARY KEY, email VARCHAR(200), "
-            "full_name VARCHAR(200))",
-        )
+        schema_with_replica_table(pb)
         captured = pb.advance("catalog")
         assert captured.ok, captured
         assert replica_rows(m) == monolith_rows(m)

@@ -127,11 +127,16 @@ def job(d: ShadowDispatcher, method: str = "GET", monolith_body: bytes = b'{"v":
     )
 
 
-async def settle(d: ShadowDispatcher, sink: Collect, want: int, timeout: float = 3.0) -> None:
+async def until(done: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Wait (bounded) until `done()`; the assertions that follow say what was expected."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while len(sink.pairs) < want and loop.time() < deadline:
-        await asyncio.sleep(0.01)
+    while not done() and loop.time() < deadline:
+        await asyncio.sleep(0.005)
+
+
+async def settle(d: ShadowDispatcher, sink: Collect, want: int, timeout: float = 3.0) -> None:
+    await until(lambda: len(sink.pairs) >= want, timeout)
     await d.stop()
 
 
@@ -139,60 +144,51 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_first_pair_differs_second_agrees_is_lagged() -> None:
-    # the service copy lags: its first answer is stale, the re-check sees the new value
-    session = FakeSession({SVC: [b'{"v":1}', b'{"v":2}'], MONO: [b'{"v":2}']})
-    judge = BodiesDiffer()
+def one_pair(
+    session: FakeSession, judge: ShadowJudge | None, **settings: Any
+) -> tuple[list[ShadowPair], Stats, ShadowDispatcher]:
+    """One shadowed GET through a dispatcher, run until its pair is recorded and stopped."""
 
-    async def go() -> None:
-        d, sink, stats = dispatcher(session, judge)
+    async def go() -> tuple[list[ShadowPair], Stats, ShadowDispatcher]:
+        d, sink, stats = dispatcher(session, judge, **settings)
         await d.start()
         assert d.submit(job(d))
         await settle(d, sink, 1)
-        (pair,) = sink.pairs
-        assert pair.extra["recheck"] == RECHECK_LAGGED
-        assert pair.service_response is not None and pair.service_response.body == b'{"v":1}'
-        second = pair.extra["recheck_pair"]
-        assert second.monolith.body == second.service_response.body == b'{"v":2}'
-        assert stats.counters["shadow_lagged"] == 1
-        assert stats.counters["shadow_rechecks"] == 1
-        assert d.rechecks_in_flight == 0
+        return sink.pairs, stats, d
 
-    run(go())
+    return run(go())
+
+
+def test_first_pair_differs_second_agrees_is_lagged() -> None:
+    # the service copy lags: its first answer is stale, the re-check sees the new value
+    session = FakeSession({SVC: [b'{"v":1}', b'{"v":2}'], MONO: [b'{"v":2}']})
+    (pair,), stats, d = one_pair(session, BodiesDiffer())
+    assert pair.extra["recheck"] == RECHECK_LAGGED
+    assert pair.service_response is not None and pair.service_response.body == b'{"v":1}'
+    second = pair.extra["recheck_pair"]
+    assert second.monolith.body == second.service_response.body == b'{"v":2}'
+    assert stats.counters["shadow_lagged"] == 1
+    assert stats.counters["shadow_rechecks"] == 1
+    assert d.rechecks_in_flight == 0
     assert len(session.to(SVC)) == 2 and len(session.to(MONO)) == 1  # BOTH sides re-sent
     assert all(RECHECK_HEADER in h for _, _, h in session.sent[1:])
 
 
 def test_second_pair_differs_too_mismatch_stands_with_evidence() -> None:
     session = FakeSession({SVC: [b'{"v":1}', b'{"v":9}'], MONO: [b'{"v":3}']})
-
-    async def go() -> None:
-        d, sink, stats = dispatcher(session, BodiesDiffer())
-        await d.start()
-        d.submit(job(d))
-        await settle(d, sink, 1)
-        (pair,) = sink.pairs
-        assert pair.extra["recheck"] == RECHECK_MISMATCH
-        second = pair.extra["recheck_pair"]
-        assert (second.monolith.body, second.service_response.body) == (b'{"v":3}', b'{"v":9}')
-        assert stats.counters["shadow_recheck_mismatches"] == 1
-        assert "shadow_lagged" not in stats.counters
-
-    run(go())
+    (pair,), stats, _ = one_pair(session, BodiesDiffer())
+    assert pair.extra["recheck"] == RECHECK_MISMATCH
+    second = pair.extra["recheck_pair"]
+    assert (second.monolith.body, second.service_response.body) == (b'{"v":3}', b'{"v":9}')
+    assert stats.counters["shadow_recheck_mismatches"] == 1
+    assert "shadow_lagged" not in stats.counters
 
 
 def test_matching_pair_is_recorded_at_once_without_judge_or_recheck() -> None:
     session = FakeSession({SVC: [b'{"v":2}'], MONO: [b'{"v":2}']})
     judge = BodiesDiffer()
-
-    async def go() -> None:
-        d, sink, _ = dispatcher(session, judge)
-        await d.start()
-        d.submit(job(d))
-        await settle(d, sink, 1)
-        assert "recheck" not in sink.pairs[0].extra
-
-    run(go())
+    (pair,), _, _ = one_pair(session, judge)
+    assert "recheck" not in pair.extra
     assert judge.asked == 0  # byte-identical: no comparison needed
     assert session.to(MONO) == []
 
@@ -223,18 +219,9 @@ def test_unsafe_method_is_never_resent() -> None:
 def test_without_judge_or_with_zero_delay_nothing_is_rechecked() -> None:
     for judge, after in ((None, 1.0), (BodiesDiffer(), 0.0)):
         session = FakeSession({SVC: [b'{"v":1}'], MONO: [b'{"v":2}']})
-
-        async def go(
-            session: FakeSession = session, judge: ShadowJudge | None = judge, after: float = after
-        ) -> None:
-            d, sink, _ = dispatcher(session, judge, recheck_after_s=after)
-            assert not d.wants_recheck("GET")
-            await d.start()
-            d.submit(job(d))
-            await settle(d, sink, 1)
-            assert "recheck" not in sink.pairs[0].extra
-
-        run(go())
+        (pair,), _, d = one_pair(session, judge, recheck_after_s=after)
+        assert not d.wants_recheck("GET")
+        assert "recheck" not in pair.extra
         assert session.to(MONO) == []
 
 
@@ -249,10 +236,7 @@ def test_over_in_flight_limit_dropped_counted_and_recorded_without_verdict() -> 
         for _ in range(5):
             d.submit(job(d))
         # three over the limit are recorded at once, marked dropped (no verdict)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2
-        while len(sink.pairs) < 3 and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        await until(lambda: len(sink.pairs) >= 3)
         assert len(sink.pairs) == 3 and d.rechecks_in_flight == 2
         assert [p.extra["recheck"] for p in sink.pairs] == [RECHECK_DROPPED] * 3
         assert stats.counters["shadow_recheck_dropped"] == 3
@@ -274,10 +258,7 @@ def test_over_per_second_limit_dropped_until_the_next_second() -> None:
         await d.start()
         for _ in range(3):
             d.submit(job(d))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2
-        while len(sink.pairs) < 3 and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        await until(lambda: len(sink.pairs) >= 3)
         assert stats.counters["shadow_recheck_dropped"] == 1
         clock.now += 1.0
         d.submit(job(d))
@@ -298,14 +279,8 @@ def test_failed_candidate_on_recheck_never_clears_a_pair() -> None:
 
     session = FailingSecond({SVC: [b'{"v":1}'], MONO: [b'{"v":2}']})
 
-    async def go() -> None:
-        d, sink, _ = dispatcher(session, BodiesDiffer())
-        await d.start()
-        d.submit(job(d))
-        await settle(d, sink, 1)
-        assert sink.pairs[0].extra["recheck"] == RECHECK_MISMATCH
-
-    run(go())
+    (pair,), _, _ = one_pair(session, BodiesDiffer())
+    assert pair.extra["recheck"] == RECHECK_MISMATCH
 
 
 def test_judge_failure_records_the_pair_as_it_is() -> None:
@@ -315,14 +290,8 @@ def test_judge_failure_records_the_pair_as_it_is() -> None:
 
     session = FakeSession({SVC: [b'{"v":1}'], MONO: [b'{"v":2}']})
 
-    async def go() -> None:
-        d, sink, _ = dispatcher(session, Broken())
-        await d.start()
-        d.submit(job(d))
-        await settle(d, sink, 1)
-        assert "recheck" not in sink.pairs[0].extra
-
-    run(go())
+    (pair,), _, _ = one_pair(session, Broken())
+    assert "recheck" not in pair.extra
     assert session.to(MONO) == []
 
 
@@ -333,10 +302,7 @@ def test_a_recheck_still_waiting_when_the_proxy_stops_is_recorded_dropped() -> N
         d, sink, stats = dispatcher(session, BodiesDiffer(), recheck_after_s=30)
         await d.start()
         d.submit(job(d))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2
-        while d.rechecks_in_flight == 0 and loop.time() < deadline:
-            await asyncio.sleep(0.005)
+        await until(lambda: d.rechecks_in_flight > 0)
         await asyncio.wait_for(d.stop(drain_timeout=0.1), 2)
         assert [p.extra["recheck"] for p in sink.pairs] == [RECHECK_DROPPED]
         assert stats.counters["shadow_recheck_dropped"] == 1 and d.rechecks_in_flight == 0
