@@ -221,35 +221,35 @@ def remove_extra_rows(
             "rows are not the source's to delete; compare with `kit cdc verify`"
         )
         return out
-    counted = verify_table(source, target, tm, chunk)
-    if not counted.extra_count:
-        return out
-    if counted.source_rows == 0:
+    with source.connect() as conn:
+        empty = conn.execute(text(f"SELECT 1 FROM {_q(tm.source)} LIMIT 1")).first() is None
+    if empty:
         out.refused.append(
-            f"{tm.source!r} is empty in the source: not deleting all {counted.target_rows} "
-            "rows of the target (a wrong or reset database?)"
+            f"{tm.source!r} is empty in the source: not deleting every row of the target "
+            "(a wrong or reset database?)"
         )
         return out
     ttable = Table(tm.target, MetaData(), autoload_with=target)
     cols = [ttable.c[k] for k in tm.key]
     pending: list[tuple[Any, ...]] = []
 
-    def delete(keys: list[tuple[Any, ...]]) -> None:
-        def where(key: tuple[Any, ...]) -> Any:
-            return and_(*(c == v for c, v in zip(cols, key, strict=True)))
+    def matching(key: tuple[Any, ...]) -> Any:
+        return and_(*(c == v for c, v in zip(cols, key, strict=True)))
 
+    def delete(keys: list[tuple[Any, ...]]) -> None:
+        """One transaction per batch; a refused batch again row by row, refusals named."""
         try:
             with target.begin() as conn:
-                n = sum(conn.execute(ttable.delete().where(where(k))).rowcount for k in keys)
-            out.deleted += n
-        except Exception:  # noqa: BLE001 - one row's refusal must not keep the others
-            for key in keys:
-                try:
-                    with target.begin() as conn:
-                        out.deleted += conn.execute(ttable.delete().where(where(key))).rowcount
-                except Exception as exc:  # noqa: BLE001
-                    reason = str(exc).splitlines()[0][:200]
-                    out.refused.append(f"{format_key(tm.key, key)}: {reason}")
+                n = sum(conn.execute(ttable.delete().where(matching(k))).rowcount for k in keys)
+        except Exception as exc:  # noqa: BLE001 - one row's refusal must not keep the others
+            if len(keys) == 1:
+                reason = str(exc).splitlines()[0][:200]
+                out.refused.append(f"{format_key(tm.key, keys[0])}: {reason}")
+            else:
+                for key in keys:
+                    delete([key])
+            return
+        out.deleted += n
 
     def collect(key: tuple[Any, ...]) -> None:
         pending.append(key)

@@ -878,7 +878,9 @@ def sync_sequences(pipe: Pipeline, headroom: int = 1000) -> dict[str, int]:
     their own ids and must not collide with ids the new owner hands out).
 
     CDC inserts rows with explicit ids, which never advances a PostgreSQL sequence; SQLite
-    targets need nothing (their next id is max(id) + 1). Returns {target table: next id}.
+    targets need nothing: their next id is max(id) + 1, and the write routes are held until
+    the final drain applied every id the source handed out (steps/writes.py). Returns
+    {target table: next id}.
     """
     from sqlalchemy import text
 

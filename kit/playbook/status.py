@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from kit.manifest import Manifest
 from kit.playbook.guards import parity_rate
 from kit.playbook.state import STEPS, StateStore
-from strangler_proxy.canary import judge_split, split_note
+from strangler_proxy.canary import split_note
 
 
 class StatusSource(Protocol):
@@ -117,24 +117,13 @@ def observed_canary_notes(
     splits: Sequence[Mapping[str, Any]], modes: Mapping[tuple[str, str], str]
 ) -> list[str]:
     """What the running proxy saw each canary at its current stage actually split: a note per
-    split `judge_split` warns about (one client key, a missing client key, a share far off)."""
+    split its judge (`strangler_proxy.canary.judge_split`) warned about in /admin/stats."""
     current = {(p, str(mode)) for (_, p), mode in modes.items() if mode.startswith("canary:")}
-    notes = []
-    for row in splits:
-        share = float(row.get("share", 0))
-        if (row.get("route"), f"canary:{share:g}") not in current:
-            continue  # an earlier stage, or the route left canary
-        warning = judge_split(
-            share,
-            int(row.get("to_service", 0)),
-            int(row.get("to_monolith", 0)),
-            int(row.get("distinct_keys", 0)),
-            int(row.get("by_address", 0)),
-            row.get("client_key"),
-        )
-        if warning:
-            notes.append(split_note(str(row["route"]), share, warning))
-    return notes
+    return [
+        split_note(str(row["route"]), float(row["share"]), str(row["warning"]))
+        for row in splits
+        if row.get("warning") and (row.get("route"), f"canary:{float(row['share']):g}") in current
+    ]
 
 
 def collect_status(pb: StatusSource) -> Status:

@@ -83,9 +83,9 @@ class WritesStep(Step):
                 + " (past the monolith's, with headroom for in-flight creates)"
             )
         set_mode(ctx, ctx.s.write_endpoints, "extracted", "writes", fallback=False, guarded=False)
-        # 4. forward CDC stops (whatever the monolith took before the hold reached the
-        # service; a final drain again covers a step resumed after ownership moved)
-        drain(ctx, fwd, final=True)
+        # 4. forward CDC stops: the final drain under the hold brought the service everything
+        # the monolith took, and since the hold no write reached the monolith (a step resumed
+        # after ownership moved resumes after that drain too)
         ctx.root.state.want_worker(fwd.sink_worker, False, "write ownership moved to the service")
         if not pl.wait_worker_stopped(ctx.m, fwd.sink_worker, 15.0):
             ctx.say(f"writes: warning: {fwd.sink_worker} still running")

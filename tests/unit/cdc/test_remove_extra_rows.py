@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from cdc.mapping import parse_mapping
 from cdc.verify import remove_extra_rows
@@ -49,3 +49,20 @@ def test_nothing_is_deleted_when_the_mapping_filters_rows_or_the_source_is_empty
     empty = remove_extra_rows(_db(tmp_path / "e.db", []), target, _mapping())
     assert empty.deleted == 0 and "is empty in the source" in empty.refused[0]
     assert _ids(target) == [1, 2, 3]
+
+
+def test_a_row_the_target_refuses_to_delete_is_named_and_the_others_still_go(
+    tmp_path: Path,
+) -> None:
+    source = _db(tmp_path / "s.db", [1])
+    target = _db(tmp_path / "t.db", [1, 2, 3, 4])
+    target.dispose()  # new connections enforce foreign keys
+    event.listen(target, "connect", lambda conn, _r: conn.execute("PRAGMA foreign_keys = ON"))
+    with target.begin() as conn:  # an order line of the target still points at row 3
+        conn.exec_driver_sql("CREATE TABLE child (id INTEGER PRIMARY KEY, t_id REFERENCES t(id))")
+        conn.exec_driver_sql("INSERT INTO child VALUES (1, 3)")
+    removed = remove_extra_rows(source, target, _mapping(), batch=10)
+    assert removed.deleted == 2
+    assert len(removed.refused) == 1 and removed.refused[0].startswith("id=3: ")
+    assert "FOREIGN KEY" in removed.refused[0]
+    assert _ids(target) == [1, 3]

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from kit.playbook.status import canary_notes, collect_status, observed_canary_notes
+from strangler_proxy.stats import CanarySplit, split_row
 
 MODES = {("GET", "/notes/<int:id>"): "canary:10", ("GET", "/notes"): "monolith"}
 
@@ -23,16 +24,15 @@ def test_no_note_with_a_client_key_or_without_a_canary() -> None:
     assert canary_notes(None, {("GET", "/notes"): "extracted"}) == []
 
 
-ONE_CLIENT = {
-    "route": "/notes/<int:id>",
-    "share": 10,
-    "to_service": 0,
-    "to_monolith": 812,
-    "distinct_keys": 1,
-    "by_address": 812,
-    "client_key": None,
-}
-SPREAD = ONE_CLIENT | {"to_service": 80, "to_monolith": 732, "distinct_keys": 64, "by_address": 0}
+def _row(to_service: int, to_monolith: int, buckets: range, by_address: int) -> dict[str, Any]:
+    """A canary split as the proxy's /admin/stats reports it (its judge's warning included)."""
+    split = CanarySplit(None)
+    split.add(to_service, to_monolith, by_address, buckets)
+    return split_row("/notes/<int:id>", 1000, split)
+
+
+ONE_CLIENT = _row(0, 812, range(1), by_address=812)
+SPREAD = _row(80, 732, range(64), by_address=0)
 
 
 def test_an_observed_canary_that_saw_one_client_key_is_noted_with_its_counts() -> None:
